@@ -1,0 +1,195 @@
+// The durable store behind the queue and the scheduler.
+//
+// JobStore is the one interface every backend implements (MemoryJobStore,
+// SqliteJobStore, and later PostgresJobStore); tests/storage/
+// job_store_conformance_test.cc runs the same suite against each.
+//
+// Contract common to every method:
+//  * Thread-safe: any number of threads may call any method at once.
+//  * Blocking: methods may wait for disk I/O. Never call them from a gRPC
+//    reaction thread; the server runs them on its own executor.
+//  * `now` is wall time, passed in by the caller, so the store itself reads
+//    no clock. Every time comparison in a call uses that `now`.
+//  * Every mutating method is atomic: it succeeds entirely, or returns an
+//    error and changes nothing. A method that returned OK is durable to the
+//    degree the backend promises (SQLite synchronous=FULL: on disk).
+//  * Errors: NOT_FOUND (unknown job or schedule), FAILED_PRECONDITION (the
+//    state forbids it: stale lease, finished job, lower term), ABORTED (a
+//    compare-and-set lost), UNAVAILABLE (the backend cannot be reached, I/O
+//    error), RESOURCE_EXHAUSTED (disk full), INTERNAL (a broken invariant).
+//    Messages are fit for a client to read; they never contain payloads or
+//    lease tokens.
+//  * Inputs are assumed validated by the caller (non-empty names, positive
+//    durations, max_jobs >= 1): the store checks only what needs its state.
+#ifndef ADJUTANT_STORAGE_JOB_STORE_H_
+#define ADJUTANT_STORAGE_JOB_STORE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "storage/job.h"
+
+namespace adjutant {
+
+class JobStore {
+ public:
+  virtual ~JobStore() = default;
+
+  // ---- Jobs --------------------------------------------------------------
+
+  // OK if the store is usable (a cheap round trip); for health checks.
+  virtual absl::Status Ping() = 0;
+
+  // Stores `jobs` in one transaction, all or none, and returns one result per
+  // job in order. A job whose (queue, idempotency_key) already exists —
+  // stored earlier or earlier in the same batch — is not stored: its result
+  // names the existing job with duplicate = true. New jobs get fresh ids,
+  // state PENDING, attempts 0, created_at = updated_at = now, run_at = now
+  // when unset, and increasing seq in batch order.
+  virtual absl::StatusOr<std::vector<EnqueueResult>> Enqueue(
+      const std::vector<NewJob>& jobs, absl::Time now) = 0;
+
+  // Leases up to options.max_jobs available jobs of options.queue (matching
+  // options.job_types if non-empty), in order: priority descending, run_at
+  // ascending, seq ascending. Available means PENDING with run_at <= now, or
+  // LEASED with lease_expires_at <= now (an expired lease; such a job whose
+  // attempts are used up goes DEAD instead, last_error "lease expired").
+  // Each leased job gets state LEASED, attempts + 1, a fresh unguessable
+  // token, lease_expires_at = now + lease_duration, worker_id, updated_at =
+  // now. Returns an empty vector when nothing is available. Never waits.
+  virtual absl::StatusOr<std::vector<Lease>> Dequeue(
+      const DequeueOptions& options, absl::Time now) = 0;
+
+  // Marks the job SUCCEEDED. FAILED_PRECONDITION if the job is not LEASED
+  // under `token`, or its lease expired (lease_expires_at <= now) — except
+  // that a job already SUCCEEDED under this same token returns OK and
+  // changes nothing (a retried Ack). NOT_FOUND if unknown.
+  virtual absl::Status Ack(const std::string& job_id, const std::string& token,
+                           absl::Time now) = 0;
+
+  // Gives a leased job back. Same preconditions as Ack (no retry exemption).
+  // The job keeps options.error as last_error and becomes DEAD if
+  // options.dead or attempts >= max_attempts; otherwise PENDING with run_at
+  // = now + (retry_after, or the BackoffPolicy delay for its attempts).
+  // Returns the job after the change.
+  virtual absl::StatusOr<Job> Nack(const std::string& job_id,
+                                   const std::string& token,
+                                   const NackOptions& options,
+                                   absl::Time now) = 0;
+
+  // Sets the lease's expiry to now + lease_duration and returns it. Same
+  // preconditions as Ack (no retry exemption).
+  virtual absl::StatusOr<absl::Time> ExtendLease(const std::string& job_id,
+                                                 const std::string& token,
+                                                 absl::Duration lease_duration,
+                                                 absl::Time now) = 0;
+
+  // NOT_FOUND if unknown.
+  virtual absl::StatusOr<Job> GetJob(const std::string& job_id) = 0;
+
+  // PENDING or LEASED -> CANCELLED (the lease ends: lease_expires_at unset;
+  // the old token no longer works). FAILED_PRECONDITION for any other state.
+  // Returns the job after the change.
+  virtual absl::StatusOr<Job> CancelJob(const std::string& job_id,
+                                        absl::Time now) = 0;
+
+  // DEAD or CANCELLED -> PENDING with attempts 0, run_at = now, last_error
+  // kept. FAILED_PRECONDITION for any other state.
+  virtual absl::StatusOr<Job> RequeueJob(const std::string& job_id,
+                                         absl::Time now) = 0;
+
+  // Jobs in seq order, filtered by queue (empty: any) and state
+  // (kUnspecified: any), at most page_size (>= 1) of them, starting after
+  // the position encoded in page_token (empty: from the start; a token not
+  // made by this method: INVALID_ARGUMENT). A page token stays valid while
+  // jobs are added or change state.
+  virtual absl::StatusOr<JobPage> ListJobs(const std::string& queue,
+                                           JobState state, int page_size,
+                                           const std::string& page_token) = 0;
+
+  // Ends every lease that expired by `now` (LEASED with lease_expires_at <=
+  // now): a job with attempts left goes back to PENDING (run_at kept, so it
+  // keeps its place in line), one without goes DEAD; both get last_error
+  // "lease expired" and lose their token. Returns the jobs after the change,
+  // so the caller can wake whoever waits on them.
+  virtual absl::StatusOr<std::vector<Job>> ExpireLeases(absl::Time now) = 0;
+
+  // The earliest instant after `now` at which a job of `queue` (empty: any
+  // queue) may become available: the smallest run_at > now among PENDING
+  // jobs and lease_expires_at > now among LEASED jobs. InfiniteFuture if
+  // none. The server sleeps until then to wake long-polls.
+  virtual absl::StatusOr<absl::Time> NextAvailableTime(const std::string& queue,
+                                                        absl::Time now) = 0;
+
+  // ---- Leadership terms ----------------------------------------------------
+
+  // Records `term` as seen: FAILED_PRECONDITION if it is lower than the
+  // highest term stored; otherwise stores max(term, highest) durably.
+  // Returns the highest term after the call.
+  virtual absl::StatusOr<uint64_t> ObserveTerm(uint64_t term) = 0;
+
+  // The highest term stored (0 if none).
+  virtual absl::StatusOr<uint64_t> HighestTerm() = 0;
+
+  // ---- Cron schedules --------------------------------------------------------
+
+  // NOT_FOUND if unknown.
+  virtual absl::StatusOr<CronRecord> GetCron(const std::string& name) = 0;
+
+  // Creates or replaces a schedule's definition and state. expected_version
+  // 0 means "must not exist" (ALREADY_EXISTS otherwise); any other value
+  // must equal the stored version (ABORTED otherwise; NOT_FOUND if it does
+  // not exist). Stores version = old + 1 (1 on create), created_at = now on
+  // create (kept otherwise), updated_at = now. Returns the stored record.
+  virtual absl::StatusOr<CronRecord> PutCron(const CronDefinition& definition,
+                                             const CronState& state,
+                                             int64_t expected_version,
+                                             absl::Time now) = 0;
+
+  // Deletes a schedule and its tick claims; jobs it fired stay. NOT_FOUND if
+  // unknown.
+  virtual absl::Status DeleteCron(const std::string& name) = 0;
+
+  // Schedules in name order, at most page_size (>= 1), after page_token
+  // (empty: from the start).
+  virtual absl::StatusOr<CronPage> ListCrons(int page_size,
+                                             const std::string& page_token) = 0;
+
+  // Unpaused schedules that need the scheduler at `now`: next_fire_time <=
+  // now, or a waiting tick is held (waiting_tick_time set). At most `limit`,
+  // earliest next_fire_time first.
+  virtual absl::StatusOr<std::vector<CronRecord>> DueCrons(absl::Time now,
+                                                           int limit) = 0;
+
+  // The smallest next_fire_time among unpaused schedules; InfiniteFuture if
+  // none.
+  virtual absl::StatusOr<absl::Time> NextCronFireTime() = 0;
+
+  // Applies one scheduler step in one transaction, in this order:
+  //  1. FAILED_PRECONDITION if transition.term is lower than the highest term
+  //     stored (a deposed leader cannot fire); otherwise the term is
+  //     recorded as by ObserveTerm.
+  //  2. NOT_FOUND if the schedule is gone; ABORTED if its version is not
+  //     expected_version.
+  //  3. If claim_tick is set and (name, tick) was claimed before:
+  //     ALREADY_EXISTS. Otherwise the claim is stored.
+  //  4. If cancel_job_id is set and that job is PENDING or LEASED, it is
+  //     cancelled as by CancelJob.
+  //  5. If job is set it is enqueued (no idempotency key) and its id goes
+  //     into new_state.last_job_id.
+  //  6. The state becomes new_state; version + 1; updated_at unchanged (it
+  //     tracks definition changes only).
+  // The store may forget claims of ticks more than a day older than
+  // new_state.last_fire_time (the scheduler never goes back that far).
+  // Returns the record after the step.
+  virtual absl::StatusOr<CronRecord> ApplyCronTransition(
+      const CronTransition& transition, absl::Time now) = 0;
+};
+
+}  // namespace adjutant
+
+#endif  // ADJUTANT_STORAGE_JOB_STORE_H_
