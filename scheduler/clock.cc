@@ -10,7 +10,8 @@ class SystemClock final : public Clock {
   absl::Time Now() override { return absl::Now(); }
 
   absl::Duration Monotonic() override {
-    return absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
+    return absl::FromChrono(
+        std::chrono::steady_clock::now().time_since_epoch());
   }
 
   bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,

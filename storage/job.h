@@ -75,8 +75,8 @@ struct EnqueueResult {
 
 struct DequeueOptions {
   std::string queue;
-  std::vector<std::string> job_types;  // empty: any type
-  int max_jobs = 1;                    // >= 1
+  std::vector<std::string> job_types;                 // empty: any type
+  int max_jobs = 1;                                   // >= 1
   absl::Duration lease_duration = absl::Seconds(30);  // > 0
   std::string worker_id;
 };
@@ -116,7 +116,12 @@ struct BackoffPolicy {
 
 // The numbering matches adjutant.v1.MisfirePolicy / OverlapPolicy. The store
 // never holds kUnspecified: the RPC layer maps it to the default.
-enum class MisfirePolicy : int { kUnspecified = 0, kSkip = 1, kFireOnce = 2, kFireAll = 3 };
+enum class MisfirePolicy : int {
+  kUnspecified = 0,
+  kSkip = 1,
+  kFireOnce = 2,
+  kFireAll = 3
+};
 enum class OverlapPolicy : int {
   kUnspecified = 0,
   kAllow = 1,

@@ -123,7 +123,7 @@ class JobStore {
   // jobs and lease_expires_at > now among LEASED jobs. InfiniteFuture if
   // none. The server sleeps until then to wake long-polls.
   virtual absl::StatusOr<absl::Time> NextAvailableTime(const std::string& queue,
-                                                        absl::Time now) = 0;
+                                                       absl::Time now) = 0;
 
   // ---- Leadership terms ----------------------------------------------------
 
@@ -135,7 +135,8 @@ class JobStore {
   // The highest term stored (0 if none).
   virtual absl::StatusOr<uint64_t> HighestTerm() = 0;
 
-  // ---- Cron schedules --------------------------------------------------------
+  // ---- Cron schedules
+  // --------------------------------------------------------
 
   // NOT_FOUND if unknown.
   virtual absl::StatusOr<CronRecord> GetCron(const std::string& name) = 0;

@@ -30,7 +30,9 @@ bool SimulatedClock::AwaitWithDeadline(absl::Mutex* mu,
   // Re-evaluated by absl whenever `mu` is released; WakeAll() releases it
   // after every time change.
   mu->Await(absl::Condition(
-      +[](Args* a) { return a->cond->Eval() || a->clock->Now() >= a->deadline; },
+      +[](Args* a) {
+        return a->cond->Eval() || a->clock->Now() >= a->deadline;
+      },
       &args));
   {
     absl::MutexLock l(&mu_);

@@ -1,0 +1,65 @@
+// The conformance suite every JobStore backend passes. The cases live in
+// job_store_conformance_test.cc; each backend instantiates them with its own
+// factory:
+//
+//   INSTANTIATE_TEST_SUITE_P(Sqlite, JobStoreConformance,
+//                            ::testing::Values(SqliteFactory()),
+//                            JobStoreConformance::Name);
+#ifndef ADJUTANT_TESTS_STORAGE_JOB_STORE_CONFORMANCE_H_
+#define ADJUTANT_TESTS_STORAGE_JOB_STORE_CONFORMANCE_H_
+
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "storage/job_store.h"
+
+namespace adjutant {
+
+struct StoreFactory {
+  std::string name;
+  // Makes a fresh, empty store keeping its files (if any) under `dir`, an
+  // empty directory that the fixture removes afterwards.
+  std::function<absl::StatusOr<std::unique_ptr<JobStore>>(
+      const std::string& dir)>
+      make;
+};
+
+class JobStoreConformance : public ::testing::TestWithParam<StoreFactory> {
+ public:
+  static std::string Name(const ::testing::TestParamInfo<StoreFactory>& info) {
+    return info.param.name;
+  }
+
+ protected:
+  void SetUp() override {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "adjutant-store-XXXXXX")
+            .string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    auto store = GetParam().make(dir_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+  }
+
+  void TearDown() override {
+    store_.reset();
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+
+  std::string dir_;
+  std::unique_ptr<JobStore> store_;
+  // The wall time the cases pass as `now`; they move it by hand.
+  absl::Time now_ = absl::FromUnixSeconds(1767225600);  // 2026-01-01 UTC
+};
+
+}  // namespace adjutant
+
+#endif  // ADJUTANT_TESTS_STORAGE_JOB_STORE_CONFORMANCE_H_
