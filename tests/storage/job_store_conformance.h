@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <ostream>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -24,11 +25,23 @@ namespace adjutant {
 struct StoreFactory {
   std::string name;
   // Makes a fresh, empty store keeping its files (if any) under `dir`, an
-  // empty directory that the fixture removes afterwards.
+  // empty directory that the fixture removes afterwards. The store uses the
+  // default BackoffPolicy (the cases check Nack's delay against it).
   std::function<absl::StatusOr<std::unique_ptr<JobStore>>(
       const std::string& dir)>
       make;
+  // Optional, for durable backends: opens the store that `make` created in
+  // `dir` again, after the previous instance was destroyed. Unset (the
+  // memory store): the cases about surviving a restart are skipped.
+  std::function<absl::StatusOr<std::unique_ptr<JobStore>>(
+      const std::string& dir)>
+      reopen = nullptr;
 };
+
+// Prints JobState values by name in test failure messages.
+inline void PrintTo(JobState state, std::ostream* os) {
+  *os << JobStateName(state);
+}
 
 class JobStoreConformance : public ::testing::TestWithParam<StoreFactory> {
  public:
@@ -44,6 +57,15 @@ class JobStoreConformance : public ::testing::TestWithParam<StoreFactory> {
     ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
     dir_ = tmpl;
     auto store = GetParam().make(dir_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+  }
+
+  // Destroys store_ and opens it again with GetParam().reopen.
+  // REQUIRES: GetParam().reopen is set.
+  void Reopen() {
+    store_.reset();
+    auto store = GetParam().reopen(dir_);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
   }
