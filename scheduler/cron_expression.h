@@ -4,13 +4,14 @@
 // day-of-week) or 6 (a leading seconds field); `*`, `?` (as `*`), lists,
 // ranges, steps (`*/5`, `10-40/10`, `5/15`), month and weekday names
 // (case-insensitive), weekday 0-7 (0 and 7 are Sunday); when both day fields
-// are restricted a day matches if either matches (the Vixie rule); the
-// macros @yearly @annually @monthly @weekly @daily @midnight @hourly;
-// `@every <duration>` (e.g. `@every 90s`, `@every 1h30m`), counted from an
-// anchor instant; and the Quartz extensions `L` (day-of-month: last day;
-// `L-3`: third to last; day-of-week `5L`: last Friday), `W` (`15W`: the
-// weekday nearest the 15th, within the month; `LW`), and `#` (`1#2`: the
-// second Monday).
+// are restricted (anything but a lone `*` or `?`) a day matches if either
+// matches (the Vixie rule), otherwise if both do; the macros @yearly
+// @annually @monthly @weekly @daily @midnight @hourly; `@every <duration>`
+// (e.g. `@every 90s`, `@every 1h30m`; h, m, s, ms; at least 1s), ticking at
+// anchor + k * duration for every integer k; and the Quartz extensions `L`
+// (day-of-month: last day; `L-3`: third to last; day-of-week `5L`: last
+// Friday), `W` (`15W`: the weekday nearest the 15th, within the month; `LW`),
+// and `#` (`1#2`: the second Monday).
 //
 // Time zones come from absl::TimeZone (the system zoneinfo). Daylight
 // saving, one rule:
@@ -43,15 +44,19 @@ class CronExpression {
   // "UTC"). `anchor` is the instant @every counts from (a schedule's
   // creation); other expressions ignore it. INVALID_ARGUMENT on a bad
   // expression, naming the field and why ("schedule: day-of-month field
-  // '32': value out of range 1-31"), or on an unknown zone ("timezone:
+  // '32': value 32 out of range 1-31"), or on an unknown zone ("timezone:
   // unknown time zone 'Mars/Olympus'").
   static absl::StatusOr<CronExpression> Parse(absl::string_view expression,
                                               absl::string_view timezone,
                                               absl::Time anchor);
 
   // The first tick strictly after `after`; absl::InfiniteFuture() if there
-  // is none (e.g. "0 0 30 2 *" never comes). Finishes in bounded time for
-  // every expression (it searches at most a few years ahead).
+  // is none (e.g. "0 0 30 2 *" never comes). Calendar ticks are whole
+  // seconds; @every ticks are anchor + k * interval. Bounded time for every
+  // expression: it searches at most 400 years ahead (one Gregorian cycle, so
+  // rare dates such as Feb 29 or "the fifth Monday of February" are found),
+  // jumping a field at a time; a simple expression takes about a
+  // microsecond. `after` is clamped to the years 1-9999.
   absl::Time Next(absl::Time after) const;
 
   // Whether the hour field names fixed wall-clock hours (see the DST rule).
