@@ -1,0 +1,1288 @@
+#include "storage/sqlite_job_store.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "storage/ids.h"
+#include "storage/sqlite_connection.h"
+
+// Early returns on error, as in abseil's internal status macros.
+#define SQLITE_STORE_CONCAT_INNER(a, b) a##b
+#define SQLITE_STORE_CONCAT(a, b) SQLITE_STORE_CONCAT_INNER(a, b)
+#define RETURN_IF_ERROR(expr)               \
+  do {                                      \
+    absl::Status status_or_error_ = (expr); \
+    if (!status_or_error_.ok()) {           \
+      return status_or_error_;              \
+    }                                       \
+  } while (false)
+#define ASSIGN_OR_RETURN(lhs, expr) \
+  ASSIGN_OR_RETURN_IMPL(SQLITE_STORE_CONCAT(statusor_, __LINE__), lhs, expr)
+#define ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
+  auto tmp = (expr);                          \
+  if (!tmp.ok()) return tmp.status();         \
+  lhs = std::move(*tmp)
+
+namespace adjutant {
+namespace {
+
+// ---- Schema ---------------------------------------------------------------
+//
+// kMigrations[v] takes a database from schema version v to v + 1. Append
+// only: a released migration never changes.
+//
+// Times are int64 nanoseconds since the Unix epoch (sqlite_connection.h);
+// NULL is "unset" (InfinitePast) except in crons.next_fire_time and
+// cron_claims.tick, NOT NULL columns where INT64_MIN stands for it.
+// Job states and cron policies are the numbers of the enums in job.h.
+constexpr const char* kMigrations[] = {
+    // 0 -> 1: jobs, terms, schedules and their tick claims.
+    R"sql(
+CREATE TABLE jobs (
+  -- Enqueue order; AUTOINCREMENT so that a number is never handed out twice.
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  queue TEXT NOT NULL,
+  type TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  priority INTEGER NOT NULL,
+  state INTEGER NOT NULL CHECK (state BETWEEN 1 AND 5),
+  attempts INTEGER NOT NULL,
+  max_attempts INTEGER NOT NULL,
+  run_at INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  last_error TEXT NOT NULL,
+  idempotency_key TEXT NOT NULL,
+  lease_expires_at INTEGER,  -- set while LEASED
+  lease_token TEXT NOT NULL,
+  worker_id TEXT NOT NULL,
+  cron_name TEXT NOT NULL,
+  cron_tick_time INTEGER
+);
+-- Dequeue walks this in order and stops after max_jobs rows; `type` rides
+-- along so that a job_types filter is checked without reading the table.
+CREATE INDEX jobs_dequeue ON jobs (queue, priority DESC, run_at, seq, type)
+  WHERE state = 1;
+-- The next delayed job of a queue (NextAvailableTime).
+CREATE INDEX jobs_pending_run_at ON jobs (queue, run_at) WHERE state = 1;
+-- Expired leases of a queue (Dequeue, ExpireLeases, NextAvailableTime).
+CREATE INDEX jobs_lease_expiry ON jobs (queue, lease_expires_at)
+  WHERE state = 2;
+CREATE UNIQUE INDEX jobs_idempotency ON jobs (queue, idempotency_key)
+  WHERE idempotency_key <> '';
+-- ListJobs by queue or by state, in seq order (the rowid ends each entry).
+CREATE INDEX jobs_queue_seq ON jobs (queue);
+CREATE INDEX jobs_state_seq ON jobs (state);
+
+-- Small durable facts: 'highest_term' (a uint64 stored as its int64 bits).
+CREATE TABLE meta (
+  key TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE crons (
+  name TEXT PRIMARY KEY,
+  schedule TEXT NOT NULL,
+  timezone TEXT NOT NULL,
+  job_queue TEXT NOT NULL,
+  job_type TEXT NOT NULL,
+  job_payload BLOB NOT NULL,
+  job_priority INTEGER NOT NULL,
+  job_max_attempts INTEGER NOT NULL,
+  misfire_policy INTEGER NOT NULL,
+  catchup_window_ns INTEGER NOT NULL,
+  overlap_policy INTEGER NOT NULL,
+  paused INTEGER NOT NULL,
+  next_fire_time INTEGER NOT NULL,
+  last_fire_time INTEGER,
+  last_job_id TEXT NOT NULL,
+  fired_count INTEGER NOT NULL,
+  missed_count INTEGER NOT NULL,
+  overlap_skipped_count INTEGER NOT NULL,
+  waiting_tick_time INTEGER,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  version INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX crons_next_fire ON crons (next_fire_time) WHERE paused = 0;
+CREATE INDEX crons_waiting ON crons (next_fire_time)
+  WHERE paused = 0 AND waiting_tick_time IS NOT NULL;
+
+-- A tick once claimed is never fired again: the primary key is the
+-- (schedule, tick) uniqueness that makes firing exactly-once.
+CREATE TABLE cron_claims (
+  name TEXT NOT NULL REFERENCES crons (name) ON DELETE CASCADE,
+  tick INTEGER NOT NULL,
+  term INTEGER NOT NULL,    -- the leadership term that fired it
+  job_id TEXT NOT NULL,     -- the job it enqueued, '' if none
+  PRIMARY KEY (name, tick)
+) WITHOUT ROWID;
+)sql",
+};
+static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
+                  SqliteJobStore::kSchemaVersion,
+              "one migration per schema version");
+
+constexpr char kBeginWrite[] = "BEGIN IMMEDIATE";
+constexpr char kBeginRead[] = "BEGIN";
+constexpr char kHighestTermKey[] = "highest_term";
+constexpr char kJobPageTokenPrefix[] = "seq:";
+constexpr char kCronPageTokenPrefix[] = "name:";
+
+// ---- Statements -------------------------------------------------------------
+
+#define JOB_COLUMNS                                                       \
+  "id, queue, type, payload, priority, state, attempts, max_attempts, "   \
+  "run_at, created_at, updated_at, last_error, idempotency_key, "         \
+  "lease_expires_at, lease_token, worker_id, cron_name, cron_tick_time, " \
+  "seq"
+
+#define CRON_COLUMNS                                                      \
+  "name, schedule, timezone, job_queue, job_type, job_payload, "          \
+  "job_priority, job_max_attempts, misfire_policy, catchup_window_ns, "   \
+  "overlap_policy, paused, next_fire_time, last_fire_time, last_job_id, " \
+  "fired_count, missed_count, overlap_skipped_count, waiting_tick_time, " \
+  "created_at, updated_at, version"
+
+constexpr char kSelectJobSql[] =
+    "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1";
+constexpr char kSelectJobStateSql[] =
+    "SELECT state, lease_token, lease_expires_at, attempts, max_attempts "
+    "FROM jobs WHERE id = ?1";
+constexpr char kFindIdempotentSql[] =
+    "SELECT id FROM jobs WHERE queue = ?1 AND idempotency_key = ?2 "
+    "AND idempotency_key <> ''";
+constexpr char kInsertJobSql[] =
+    "INSERT INTO jobs (id, queue, type, payload, priority, state, attempts, "
+    "max_attempts, run_at, created_at, updated_at, last_error, "
+    "idempotency_key, lease_expires_at, lease_token, worker_id, cron_name, "
+    "cron_tick_time) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, ?6, ?7, ?8, ?8, '', ?9, NULL, '', '', "
+    "?10, ?11)";
+
+// Ends expired leases: back to PENDING (run_at kept, so the job keeps its
+// place in line) or DEAD when no attempts are left.
+#define EXPIRE_LEASES_SET                                              \
+  "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 4 " \
+  "ELSE 1 END, last_error = 'lease expired', lease_token = '', "       \
+  "lease_expires_at = NULL, updated_at = ?1 "
+constexpr char kExpireQueueLeasesSql[] = EXPIRE_LEASES_SET
+    "WHERE state = 2 AND queue = ?2 AND lease_expires_at <= ?1 "
+    "RETURNING " JOB_COLUMNS;
+constexpr char kExpireAllLeasesSql[] = EXPIRE_LEASES_SET
+    "WHERE state = 2 AND lease_expires_at <= ?1 RETURNING " JOB_COLUMNS;
+
+// The dequeue order is the order of jobs_dequeue, so the scan stops after
+// LIMIT rows; no sort. Without statistics the planner would rather range-
+// scan jobs_pending_run_at on `run_at <= ?` and sort every ready job of the
+// queue; INDEXED BY rules that out (and fails to prepare, loudly, if the
+// index ever stops fitting the query).
+constexpr char kSelectDequeueSql[] =
+    "SELECT seq FROM jobs INDEXED BY jobs_dequeue "
+    "WHERE state = 1 AND queue = ?1 AND run_at <= ?2 "
+    "ORDER BY priority DESC, run_at, seq LIMIT ?3";
+constexpr char kSelectDequeueFilteredSql[] =
+    "SELECT seq FROM jobs INDEXED BY jobs_dequeue "
+    "WHERE state = 1 AND queue = ?1 AND run_at <= ?2 "
+    "AND type IN temp.dequeue_types "
+    "ORDER BY priority DESC, run_at, seq LIMIT ?3";
+constexpr char kCreateDequeueTypesSql[] =
+    "CREATE TEMP TABLE dequeue_types (type TEXT PRIMARY KEY) WITHOUT ROWID";
+constexpr char kClearDequeueTypesSql[] = "DELETE FROM temp.dequeue_types";
+constexpr char kAddDequeueTypeSql[] =
+    "INSERT OR IGNORE INTO temp.dequeue_types (type) VALUES (?1)";
+constexpr char kLeaseJobSql[] =
+    "UPDATE jobs SET state = 2, attempts = attempts + 1, lease_token = ?2, "
+    "lease_expires_at = ?3, worker_id = ?4, updated_at = ?5 WHERE seq = ?1 "
+    "RETURNING " JOB_COLUMNS;
+
+constexpr char kAckSql[] =
+    "UPDATE jobs SET state = 3, lease_expires_at = NULL, updated_at = ?2 "
+    "WHERE id = ?1";
+constexpr char kNackSql[] =
+    "UPDATE jobs SET state = ?2, last_error = ?3, run_at = COALESCE(?4, "
+    "run_at), lease_token = '', lease_expires_at = NULL, updated_at = ?5 "
+    "WHERE id = ?1 RETURNING " JOB_COLUMNS;
+constexpr char kExtendLeaseSql[] =
+    "UPDATE jobs SET lease_expires_at = ?2, updated_at = ?3 WHERE id = ?1";
+constexpr char kCancelJobSql[] =
+    "UPDATE jobs SET state = 5, lease_token = '', lease_expires_at = NULL, "
+    "updated_at = ?2 WHERE id = ?1 AND state IN (1, 2) RETURNING " JOB_COLUMNS;
+constexpr char kRequeueJobSql[] =
+    "UPDATE jobs SET state = 1, attempts = 0, run_at = ?2, updated_at = ?2, "
+    "lease_token = '', lease_expires_at = NULL "
+    "WHERE id = ?1 AND state IN (4, 5) RETURNING " JOB_COLUMNS;
+
+// ListJobs: ?1 after this seq, ?2 page size + 1, ?3 queue or state, ?4 state.
+constexpr char kListJobsSql[] =
+    "SELECT " JOB_COLUMNS " FROM jobs WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+constexpr char kListJobsByQueueSql[] =
+    "SELECT " JOB_COLUMNS
+    " FROM jobs WHERE queue = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2";
+constexpr char kListJobsByStateSql[] =
+    "SELECT " JOB_COLUMNS
+    " FROM jobs WHERE state = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2";
+constexpr char kListJobsByQueueAndStateSql[] =
+    "SELECT " JOB_COLUMNS
+    " FROM jobs WHERE queue = ?3 AND state = ?4 AND seq > ?1 "
+    "ORDER BY seq LIMIT ?2";
+
+constexpr char kNextRunAtInQueueSql[] =
+    "SELECT MIN(run_at) FROM jobs WHERE state = 1 AND queue = ?1 "
+    "AND run_at > ?2";
+constexpr char kNextExpiryInQueueSql[] =
+    "SELECT MIN(lease_expires_at) FROM jobs WHERE state = 2 AND queue = ?1 "
+    "AND lease_expires_at > ?2";
+// Across queues: visit each queue with a pending (or leased) job through the
+// partial index, one seek per queue, rather than scanning every job (left
+// alone, the planner would walk jobs_state_seq to find MIN(queue)).
+constexpr char kNextRunAtSql[] =
+    "WITH RECURSIVE queues (q) AS ("
+    " SELECT (SELECT MIN(queue) FROM jobs INDEXED BY jobs_pending_run_at"
+    " WHERE state = 1)"
+    " UNION ALL"
+    " SELECT (SELECT MIN(queue) FROM jobs INDEXED BY jobs_pending_run_at"
+    " WHERE state = 1 AND queue > q)"
+    " FROM queues WHERE q IS NOT NULL) "
+    "SELECT MIN((SELECT MIN(run_at) FROM jobs INDEXED BY jobs_pending_run_at"
+    " WHERE state = 1 AND queue = q AND run_at > ?1)) "
+    "FROM queues WHERE q IS NOT NULL";
+constexpr char kNextExpirySql[] =
+    "WITH RECURSIVE queues (q) AS ("
+    " SELECT (SELECT MIN(queue) FROM jobs INDEXED BY jobs_lease_expiry"
+    " WHERE state = 2)"
+    " UNION ALL"
+    " SELECT (SELECT MIN(queue) FROM jobs INDEXED BY jobs_lease_expiry"
+    " WHERE state = 2 AND queue > q)"
+    " FROM queues WHERE q IS NOT NULL) "
+    "SELECT MIN((SELECT MIN(lease_expires_at) FROM jobs INDEXED BY "
+    "jobs_lease_expiry WHERE state = 2 AND queue = q AND lease_expires_at > "
+    "?1)) FROM queues WHERE q IS NOT NULL";
+
+constexpr char kSelectTermSql[] = "SELECT value FROM meta WHERE key = ?1";
+constexpr char kUpsertTermSql[] =
+    "INSERT INTO meta (key, value) VALUES (?1, ?2) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+
+constexpr char kSelectCronSql[] =
+    "SELECT " CRON_COLUMNS " FROM crons WHERE name = ?1";
+constexpr char kInsertCronSql[] =
+    "INSERT INTO crons (" CRON_COLUMNS
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, "
+    "?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)";
+constexpr char kUpdateCronSql[] =
+    "UPDATE crons SET schedule = ?2, timezone = ?3, job_queue = ?4, "
+    "job_type = ?5, job_payload = ?6, job_priority = ?7, "
+    "job_max_attempts = ?8, misfire_policy = ?9, catchup_window_ns = ?10, "
+    "overlap_policy = ?11, paused = ?12, next_fire_time = ?13, "
+    "last_fire_time = ?14, last_job_id = ?15, fired_count = ?16, "
+    "missed_count = ?17, overlap_skipped_count = ?18, "
+    "waiting_tick_time = ?19, created_at = ?20, updated_at = ?21, "
+    "version = ?22 WHERE name = ?1";
+constexpr char kDeleteCronSql[] = "DELETE FROM crons WHERE name = ?1";
+constexpr char kListCronsSql[] =
+    "SELECT " CRON_COLUMNS " FROM crons WHERE name > ?1 ORDER BY name LIMIT ?2";
+constexpr char kDueCronsSql[] =
+    "SELECT " CRON_COLUMNS
+    " FROM crons WHERE paused = 0 AND next_fire_time <= ?1 "
+    "UNION "
+    "SELECT " CRON_COLUMNS
+    " FROM crons WHERE paused = 0 AND waiting_tick_time IS NOT NULL "
+    "ORDER BY next_fire_time, name LIMIT ?2";
+constexpr char kNextCronFireSql[] =
+    "SELECT MIN(next_fire_time) FROM crons WHERE paused = 0";
+constexpr char kClaimTickSql[] =
+    "INSERT INTO cron_claims (name, tick, term, job_id) "
+    "VALUES (?1, ?2, ?3, '') ON CONFLICT DO NOTHING";
+constexpr char kSetClaimJobSql[] =
+    "UPDATE cron_claims SET job_id = ?3 WHERE name = ?1 AND tick = ?2";
+constexpr char kForgetClaimsSql[] =
+    "DELETE FROM cron_claims WHERE name = ?1 AND tick < ?2";
+constexpr char kUpdateCronStateSql[] =
+    "UPDATE crons SET next_fire_time = ?2, last_fire_time = ?3, "
+    "last_job_id = ?4, fired_count = ?5, missed_count = ?6, "
+    "overlap_skipped_count = ?7, waiting_tick_time = ?8, "
+    "version = version + 1 WHERE name = ?1";
+
+// ---- Rows -------------------------------------------------------------------
+
+// Reads a row of JOB_COLUMNS.
+Job ReadJob(const SqliteStatement& row) {
+  Job job;
+  job.id = row.ColumnString(0);
+  job.queue = row.ColumnString(1);
+  job.type = row.ColumnString(2);
+  job.payload = row.ColumnString(3);
+  job.priority = static_cast<int32_t>(row.ColumnInt(4));
+  job.state = static_cast<JobState>(row.ColumnInt(5));
+  job.attempts = static_cast<int32_t>(row.ColumnInt(6));
+  job.max_attempts = static_cast<int32_t>(row.ColumnInt(7));
+  job.run_at = row.ColumnTime(8);
+  job.created_at = row.ColumnTime(9);
+  job.updated_at = row.ColumnTime(10);
+  job.last_error = row.ColumnString(11);
+  job.idempotency_key = row.ColumnString(12);
+  job.lease_expires_at = row.ColumnTime(13);
+  job.lease_token = row.ColumnString(14);
+  job.worker_id = row.ColumnString(15);
+  job.cron_name = row.ColumnString(16);
+  job.cron_tick_time = row.ColumnTime(17);
+  job.seq = row.ColumnInt(18);
+  return job;
+}
+
+// Reads a row of CRON_COLUMNS.
+CronRecord ReadCron(const SqliteStatement& row) {
+  CronRecord cron;
+  CronDefinition& d = cron.definition;
+  d.name = row.ColumnString(0);
+  d.schedule = row.ColumnString(1);
+  d.timezone = row.ColumnString(2);
+  d.job.queue = row.ColumnString(3);
+  d.job.type = row.ColumnString(4);
+  d.job.payload = row.ColumnString(5);
+  d.job.priority = static_cast<int32_t>(row.ColumnInt(6));
+  d.job.max_attempts = static_cast<int32_t>(row.ColumnInt(7));
+  d.misfire_policy = static_cast<MisfirePolicy>(row.ColumnInt(8));
+  d.catchup_window = DecodeDuration(row.ColumnInt(9));
+  d.overlap_policy = static_cast<OverlapPolicy>(row.ColumnInt(10));
+  d.paused = row.ColumnInt(11) != 0;
+  CronState& s = cron.state;
+  s.next_fire_time = DecodeOrderedTime(row.ColumnInt(12));
+  s.last_fire_time = row.ColumnTime(13);
+  s.last_job_id = row.ColumnString(14);
+  s.fired_count = row.ColumnInt(15);
+  s.missed_count = row.ColumnInt(16);
+  s.overlap_skipped_count = row.ColumnInt(17);
+  s.waiting_tick_time = row.ColumnTime(18);
+  cron.created_at = row.ColumnTime(19);
+  cron.updated_at = row.ColumnTime(20);
+  cron.version = row.ColumnInt(21);
+  return cron;
+}
+
+// Binds the 22 parameters of kInsertCronSql / kUpdateCronSql.
+void BindCron(SqliteStatement& stmt, const CronDefinition& d,
+              const CronState& s, absl::Time created_at, absl::Time updated_at,
+              int64_t version) {
+  stmt.BindText(1, d.name);
+  stmt.BindText(2, d.schedule);
+  stmt.BindText(3, d.timezone);
+  stmt.BindText(4, d.job.queue);
+  stmt.BindText(5, d.job.type);
+  stmt.BindBlob(6, d.job.payload);
+  stmt.BindInt(7, d.job.priority);
+  stmt.BindInt(8, d.job.max_attempts);
+  stmt.BindInt(9, static_cast<int64_t>(d.misfire_policy));
+  stmt.BindInt(10, EncodeDuration(d.catchup_window));
+  stmt.BindInt(11, static_cast<int64_t>(d.overlap_policy));
+  stmt.BindInt(12, d.paused ? 1 : 0);
+  stmt.BindInt(13, EncodeOrderedTime(s.next_fire_time));
+  stmt.BindTime(14, s.last_fire_time);
+  stmt.BindText(15, s.last_job_id);
+  stmt.BindInt(16, s.fired_count);
+  stmt.BindInt(17, s.missed_count);
+  stmt.BindInt(18, s.overlap_skipped_count);
+  stmt.BindTime(19, s.waiting_tick_time);
+  stmt.BindTime(20, created_at);
+  stmt.BindTime(21, updated_at);
+  stmt.BindInt(22, version);
+}
+
+// A time as it reads back after being stored (the encoding saturates).
+absl::Time AsStored(absl::Time t) {
+  if (t == absl::InfinitePast()) return t;
+  return DecodeTime(EncodeFiniteTime(t));
+}
+
+// Compares lease tokens in time independent of where they differ.
+bool SameToken(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  }
+  return diff == 0;
+}
+
+absl::Status JobNotFound(const std::string& job_id) {
+  return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
+}
+
+absl::Status CronNotFound(const std::string& name) {
+  return absl::NotFoundError(absl::StrCat("schedule ", name, " not found"));
+}
+
+// ---- Operations inside a transaction ----------------------------------------
+
+absl::StatusOr<Job> LoadJob(SqliteConnection& c, const std::string& job_id) {
+  ASSIGN_OR_RETURN(SqliteStatement stmt, c.Prepare(kSelectJobSql));
+  stmt.BindText(1, job_id);
+  ASSIGN_OR_RETURN(bool found, stmt.Step());
+  if (!found) return JobNotFound(job_id);
+  return ReadJob(stmt);
+}
+
+absl::StatusOr<CronRecord> LoadCron(SqliteConnection& c,
+                                    const std::string& name) {
+  ASSIGN_OR_RETURN(SqliteStatement stmt, c.Prepare(kSelectCronSql));
+  stmt.BindText(1, name);
+  ASSIGN_OR_RETURN(bool found, stmt.Step());
+  if (!found) return CronNotFound(name);
+  return ReadCron(stmt);
+}
+
+// Runs a statement whose rows are JOB_COLUMNS and appends them to `out` (if
+// non-null).
+absl::Status CollectJobs(SqliteStatement& stmt, std::vector<Job>* out) {
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) return absl::OkStatus();
+    if (out != nullptr) out->push_back(ReadJob(stmt));
+  }
+}
+
+// Ends the leases of `queue` (empty: every queue) that expired by `now`.
+absl::Status ExpireLeasesIn(SqliteConnection& c, const std::string& queue,
+                            absl::Time now, std::vector<Job>* expired) {
+  ASSIGN_OR_RETURN(
+      SqliteStatement stmt,
+      c.Prepare(queue.empty() ? kExpireAllLeasesSql : kExpireQueueLeasesSql));
+  stmt.BindTime(1, now);
+  if (!queue.empty()) stmt.BindText(2, queue);
+  return CollectJobs(stmt, expired);
+}
+
+absl::StatusOr<EnqueueResult> InsertJob(SqliteConnection& c, const NewJob& job,
+                                        absl::Time now) {
+  EnqueueResult result;
+  if (!job.idempotency_key.empty()) {
+    ASSIGN_OR_RETURN(SqliteStatement find, c.Prepare(kFindIdempotentSql));
+    find.BindText(1, job.queue);
+    find.BindText(2, job.idempotency_key);
+    ASSIGN_OR_RETURN(bool found, find.Step());
+    if (found) {
+      result.job_id = find.ColumnString(0);
+      result.duplicate = true;
+      return result;
+    }
+  }
+  result.job_id = NewJobId();
+  ASSIGN_OR_RETURN(SqliteStatement insert, c.Prepare(kInsertJobSql));
+  insert.BindText(1, result.job_id);
+  insert.BindText(2, job.queue);
+  insert.BindText(3, job.type);
+  insert.BindBlob(4, job.payload);
+  insert.BindInt(5, job.priority);
+  insert.BindInt(6, job.max_attempts);
+  insert.BindTime(7, job.run_at == absl::InfinitePast() ? now : job.run_at);
+  insert.BindTime(8, now);
+  insert.BindText(9, job.idempotency_key);
+  insert.BindText(10, job.cron_name);
+  insert.BindTime(11, job.cron_tick_time);
+  RETURN_IF_ERROR(insert.Run());
+  return result;
+}
+
+struct LeaseCheck {
+  bool already_acked = false;  // SUCCEEDED under this very token
+  int32_t attempts = 0;
+  int32_t max_attempts = 0;
+};
+
+// OK if `job_id` is LEASED under `token` and its lease has not expired at
+// `now`; also OK, with already_acked, if it SUCCEEDED under `token`.
+absl::StatusOr<LeaseCheck> CheckLease(SqliteConnection& c,
+                                      const std::string& job_id,
+                                      const std::string& token,
+                                      absl::Time now) {
+  ASSIGN_OR_RETURN(SqliteStatement stmt, c.Prepare(kSelectJobStateSql));
+  stmt.BindText(1, job_id);
+  ASSIGN_OR_RETURN(bool found, stmt.Step());
+  if (!found) return JobNotFound(job_id);
+  auto state = static_cast<JobState>(stmt.ColumnInt(0));
+  bool token_matches = SameToken(stmt.ColumnString(1), token);
+  LeaseCheck check;
+  check.attempts = static_cast<int32_t>(stmt.ColumnInt(3));
+  check.max_attempts = static_cast<int32_t>(stmt.ColumnInt(4));
+  if (state == JobState::kSucceeded && token_matches && !token.empty()) {
+    check.already_acked = true;
+    return check;
+  }
+  if (state != JobState::kLeased) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", job_id, " is ", JobStateName(state), ", not LEASED"));
+  }
+  if (!token_matches) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("lease_token: not the current lease of job ", job_id,
+                     " (wrong or stale)"));
+  }
+  absl::Time expires_at = stmt.ColumnTime(2);
+  if (expires_at <= now) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the lease of job ", job_id, " expired at ",
+                     absl::FormatTime(expires_at, absl::UTCTimeZone())));
+  }
+  return check;
+}
+
+absl::StatusOr<uint64_t> ReadHighestTerm(SqliteConnection& c) {
+  ASSIGN_OR_RETURN(SqliteStatement stmt, c.Prepare(kSelectTermSql));
+  std::string key = kHighestTermKey;
+  stmt.BindText(1, key);
+  ASSIGN_OR_RETURN(bool found, stmt.Step());
+  if (!found) return 0;
+  return static_cast<uint64_t>(stmt.ColumnInt(0));
+}
+
+// ObserveTerm's contract, inside the caller's write transaction.
+absl::StatusOr<uint64_t> RecordTerm(SqliteConnection& c, uint64_t term) {
+  ASSIGN_OR_RETURN(uint64_t highest, ReadHighestTerm(c));
+  if (term < highest) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "term ", term, " is lower than the highest term seen (", highest, ")"));
+  }
+  if (term > highest) {
+    ASSIGN_OR_RETURN(SqliteStatement stmt, c.Prepare(kUpsertTermSql));
+    std::string key = kHighestTermKey;
+    stmt.BindText(1, key);
+    stmt.BindInt(2, static_cast<int64_t>(term));
+    RETURN_IF_ERROR(stmt.Run());
+  }
+  return term;
+}
+
+// Checks what is in the file before anything is written to it. Returns the
+// schema version found (0: an empty database, ready for the first
+// migration), or FAILED_PRECONDITION when the file must be left alone.
+absl::StatusOr<int> CheckSchema(SqliteConnection& c, const std::string& path) {
+  // Reading the header is where SQLite finds out a file is not a database.
+  auto read_int = [&c](const char* sql) -> absl::StatusOr<int64_t> {
+    ASSIGN_OR_RETURN(SqliteStatement stmt, c.PrepareOnce(sql));
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) return absl::InternalError(absl::StrCat(sql, " gave no row"));
+    return stmt.ColumnInt(0);
+  };
+  int64_t application_id = 0;
+  int64_t version = 0;
+  int64_t objects = 0;
+  absl::StatusOr<int64_t> value = read_int("PRAGMA application_id");
+  if (value.ok()) {
+    application_id = *value;
+    value = read_int("PRAGMA user_version");
+  }
+  if (value.ok()) {
+    version = *value;
+    value = read_int("SELECT count(*) FROM sqlite_schema");
+  }
+  if (value.ok()) {
+    objects = *value;
+  } else if (absl::IsUnavailable(value.status())) {
+    return value.status();  // busy or I/O: worth a retry, not a verdict
+  } else {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " is not a usable SQLite database (corrupt, or not SQLite): ",
+        value.status().message()));
+  }
+  if (application_id == SqliteJobStore::kApplicationId) {
+    if (version > SqliteJobStore::kSchemaVersion) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, " has Adjutant schema version ", version,
+          ", newer than this build supports (", SqliteJobStore::kSchemaVersion,
+          "); run a newer adjutantd"));
+    }
+    if (version < 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, " has an invalid Adjutant schema version ", version));
+    }
+    return static_cast<int>(version);
+  }
+  if (application_id == 0 && version == 0 && objects == 0) return 0;
+  return absl::FailedPreconditionError(absl::StrCat(
+      path, " is a SQLite database of another application, not Adjutant ",
+      "(application_id ", application_id, ", user_version ", version, ", ",
+      objects, " schema objects); refusing to touch it"));
+}
+
+// `path` as the path part of a "file:" URI.
+std::string UriPath(const std::string& path) {
+  std::string out;
+  for (unsigned char ch : path) {
+    if (ch == '%' || ch == '?' || ch == '#' || ch < 0x20 || ch >= 0x7f) {
+      absl::StrAppend(&out, "%", absl::Hex(ch, absl::kZeroPad2));
+    } else {
+      out.push_back(static_cast<char>(ch));
+    }
+  }
+  return out;
+}
+
+absl::Status SetBusyTimeout(SqliteConnection& c, absl::Duration timeout) {
+  int64_t ms = std::clamp<int64_t>(absl::ToInt64Milliseconds(timeout), 0,
+                                   std::numeric_limits<int>::max());
+  int rc = sqlite3_busy_timeout(c.db(), static_cast<int>(ms));
+  if (rc != SQLITE_OK) return SqliteStatus(rc, c.db(), "busy_timeout");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// ---- Open -------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
+    const SqliteOptions& options) {
+  if (options.path.empty()) {
+    return absl::InvalidArgumentError(
+        "SqliteOptions.path: empty; name the database file");
+  }
+  if (options.busy_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "SqliteOptions.busy_timeout: must not be negative");
+  }
+
+  // 1. Look at an existing file through a read-only connection, so that a
+  // file we refuse is left exactly as it was. A missing file is fine: it is
+  // created below.
+  std::error_code ignored;
+  if (std::filesystem::exists(options.path, ignored)) {
+    // Even a read-only connection creates -wal and -shm files beside a WAL
+    // database. When there is no -wal, everything is in the file itself:
+    // read it as immutable, which creates nothing. When there is one,
+    // another connection is (or was) using the file; read it normally.
+    bool has_wal = std::filesystem::exists(options.path + "-wal", ignored);
+    std::string uri = absl::StrCat("file:", UriPath(options.path),
+                                   has_wal ? "?mode=ro" : "?immutable=1");
+    absl::StatusOr<std::unique_ptr<SqliteConnection>> reader =
+        SqliteConnection::Open(uri, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI);
+    if (!reader.ok()) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot read ", options.path, ": ", reader.status().message()));
+    }
+    // A reader never checkpoints a WAL into the file, even when it is the
+    // last connection to close.
+    sqlite3_db_config((*reader)->db(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1,
+                      nullptr);
+    RETURN_IF_ERROR(SetBusyTimeout(**reader, options.busy_timeout));
+    RETURN_IF_ERROR(CheckSchema(**reader, options.path).status());
+  }
+
+  // 2. Open for real.
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<SqliteConnection> connection,
+      SqliteConnection::Open(options.path, SQLITE_OPEN_READWRITE |
+                                               SQLITE_OPEN_CREATE |
+                                               SQLITE_OPEN_NOMUTEX));
+  SqliteConnection& c = *connection;
+  RETURN_IF_ERROR(SetBusyTimeout(c, options.busy_timeout));
+  {
+    ASSIGN_OR_RETURN(SqliteStatement wal,
+                     c.PrepareOnce("PRAGMA journal_mode = WAL"));
+    ASSIGN_OR_RETURN(bool row, wal.Step());
+    std::string mode = row ? wal.ColumnString(0) : "";
+    if (mode != "wal") {
+      return absl::FailedPreconditionError(
+          absl::StrCat(options.path, ": cannot use WAL mode (journal_mode is '",
+                       mode, "')"));
+    }
+  }
+  RETURN_IF_ERROR(
+      c.Exec(options.synchronous == SqliteOptions::Synchronous::kFull
+                 ? "PRAGMA synchronous = FULL"
+                 : "PRAGMA synchronous = NORMAL"));
+  RETURN_IF_ERROR(c.Exec("PRAGMA foreign_keys = ON"));
+  RETURN_IF_ERROR(c.Exec("PRAGMA temp_store = MEMORY"));
+
+  // 3. Migrate, in one write transaction: a second process opening the file
+  // at the same time waits here, then finds the schema current. The checks
+  // run again inside, since the file may have changed since step 1.
+  {
+    ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
+    ASSIGN_OR_RETURN(int version, CheckSchema(c, options.path));
+    if (version < kSchemaVersion) {
+      for (int v = version; v < kSchemaVersion; ++v) {
+        absl::Status status = c.Exec(kMigrations[v]);
+        if (!status.ok()) {
+          return absl::Status(
+              status.code(),
+              absl::StrCat("migrating ", options.path, " to schema version ",
+                           v + 1, ": ", status.message()));
+        }
+      }
+      RETURN_IF_ERROR(
+          c.Exec(absl::StrCat("PRAGMA application_id = ", kApplicationId,
+                              "; PRAGMA user_version = ", kSchemaVersion)
+                     .c_str()));
+    }
+    RETURN_IF_ERROR(txn.Commit());
+  }
+  RETURN_IF_ERROR(c.Exec(kCreateDequeueTypesSql));
+
+  return std::unique_ptr<SqliteJobStore>(
+      new SqliteJobStore(std::move(connection), options));
+}
+
+SqliteJobStore::SqliteJobStore(std::unique_ptr<SqliteConnection> connection,
+                               const SqliteOptions& options)
+    : backoff_(options.backoff), connection_(std::move(connection)) {}
+
+SqliteJobStore::~SqliteJobStore() = default;
+
+// ---- Jobs -------------------------------------------------------------------
+
+absl::Status SqliteJobStore::Ping() {
+  absl::MutexLock lock(&mu_);
+  // Opens a read transaction, so it reaches the file (and its WAL index).
+  ASSIGN_OR_RETURN(SqliteStatement stmt,
+                   connection_->Prepare("PRAGMA user_version"));
+  return stmt.Run();
+}
+
+absl::StatusOr<std::vector<EnqueueResult>> SqliteJobStore::Enqueue(
+    const std::vector<NewJob>& jobs, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  SqliteConnection& c = *connection_;
+  std::vector<EnqueueResult> results;
+  results.reserve(jobs.size());
+  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
+  for (const NewJob& job : jobs) {
+    ASSIGN_OR_RETURN(EnqueueResult result, InsertJob(c, job, now));
+    results.push_back(std::move(result));
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  return results;
+}
+
+absl::StatusOr<std::vector<Lease>> SqliteJobStore::Dequeue(
+    const DequeueOptions& options, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  SqliteConnection& c = *connection_;
+  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
+  RETURN_IF_ERROR(ExpireLeasesIn(c, options.queue, now, nullptr));
+
+  bool filtered = !options.job_types.empty();
+  if (filtered) {
+    {
+      ASSIGN_OR_RETURN(SqliteStatement clear, c.Prepare(kClearDequeueTypesSql));
+      RETURN_IF_ERROR(clear.Run());
+    }
+    for (const std::string& type : options.job_types) {
+      ASSIGN_OR_RETURN(SqliteStatement add, c.Prepare(kAddDequeueTypeSql));
+      add.BindText(1, type);
+      RETURN_IF_ERROR(add.Run());
+    }
+  }
+  // Pick first, then update: the scan must not see its own changes.
+  std::vector<int64_t> picked;
+  {
+    ASSIGN_OR_RETURN(
+        SqliteStatement select,
+        c.Prepare(filtered ? kSelectDequeueFilteredSql : kSelectDequeueSql));
+    select.BindText(1, options.queue);
+    select.BindTime(2, now);
+    select.BindInt(3, std::max(options.max_jobs, 1));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      picked.push_back(select.ColumnInt(0));
+    }
+  }
+
+  std::vector<Lease> leases;
+  leases.reserve(picked.size());
+  absl::Time expires_at = now + options.lease_duration;
+  for (int64_t seq : picked) {
+    std::string token = NewLeaseToken();
+    ASSIGN_OR_RETURN(SqliteStatement lease, c.Prepare(kLeaseJobSql));
+    lease.BindInt(1, seq);
+    lease.BindText(2, token);
+    lease.BindTime(3, expires_at);
+    lease.BindText(4, options.worker_id);
+    lease.BindTime(5, now);
+    std::vector<Job> updated;
+    RETURN_IF_ERROR(CollectJobs(lease, &updated));
+    if (updated.size() != 1) {
+      return absl::InternalError("a job picked for lease vanished");
+    }
+    Lease& out = leases.emplace_back();
+    out.job = std::move(updated[0]);
+    out.token = std::move(token);
+    out.expires_at = out.job.lease_expires_at;
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  return leases;
+}
+
+absl::Status SqliteJobStore::Ack(const std::string& job_id,
+                                 const std::string& token, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  SqliteConnection& c = *connection_;
+  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
+  ASSIGN_OR_RETURN(LeaseCheck check, CheckLease(c, job_id, token, now));
+  if (check.already_acked) return absl::OkStatus();
+  {
+    ASSIGN_OR_RETURN(SqliteStatement ack, c.Prepare(kAckSql));
+    ack.BindText(1, job_id);
+    ack.BindTime(2, now);
+    RETURN_IF_ERROR(ack.Run());
+  }
+  return txn.Commit();
+}
+
+absl::StatusOr<Job> SqliteJobStore::Nack(const std::string& job_id,
+                                         const std::string& token,
+                                         const NackOptions& options,
+                                         absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  SqliteConnection& c = *connection_;
+  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
+  ASSIGN_OR_RETURN(LeaseCheck check, CheckLease(c, job_id, token, now));
+  if (check.already_acked) {
+    // A succeeded job cannot be given back (Nack has no retry exemption).
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job_id, " is SUCCEEDED, not LEASED"));
+  }
+  std::vector<Job> updated;
+  {
+    bool dead = options.dead || check.attempts >= check.max_attempts;
+    ASSIGN_OR_RETURN(SqliteStatement nack, c.Prepare(kNackSql));
+    nack.BindText(1, job_id);
+    nack.BindInt(
+        2, static_cast<int64_t>(dead ? JobState::kDead : JobState::kPending));
+    nack.BindText(3, options.error);
+    if (dead) {
+      nack.BindNull(4);  // run_at kept
+    } else {
+      absl::Duration delay = options.retry_after.has_value()
+                                 ? *options.retry_after
+                                 : backoff_.Delay(check.attempts, RandomUnit());
+      nack.BindTime(4, now + delay);
+    }
+    nack.BindTime(5, now);
+    RETURN_IF_ERROR(CollectJobs(nack, &updated));
+  }
+  if (updated.size() != 1) return absl::InternalError("a nacked job vanished");
+  RETURN_IF_ERROR(txn.Commit());
+  return std::move(updated[0]);
+}
+
+absl::StatusOr<absl::Time> SqliteJobStore::ExtendLease(
+    const std::string& job_id, const std::string& token,
+    absl::Duration lease_duration, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  SqliteConnection& c = *connection_;
+  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
+  ASSIGN_OR_RETURN(LeaseCheck check, CheckLease(c, job_id, token, now));
+  if (check.already_acked) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job_id, " is SUCCEEDED, not LEASED"));
+  }
+  absl::Time expires_at = AsStored(now + lease_duration);
+  {
+    ASSIGN_OR_RETURN(SqliteStatement extend, c.Prepare(kExtendLeaseSql));
+    extend.BindText(1, job_id);
+    extend.BindTime(2, expires_at);
+    extend.BindTime(3, now);
+    RETURN_IF_ERROR(extend.Run());
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  return expires_at;
+}
+
+absl::StatusOr<Job> SqliteJobStore::GetJob(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  return LoadJob(*connection_, job_id);
+}
+
+absl::StatusOr<Job> SqliteJobStore::CancelJob(const std::string& job_id,
+                                              absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  SqliteConnection& c = *connection_;
+  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
+  std::vector<Job> updated;
+  {
+    ASSIGN_OR_RETURN(SqliteStatement cancel, c.Prepare(kCancelJobSql));
+    cancel.BindText(1, job_id);
+    cancel.BindTime(2, now);
+    RETURN_IF_ERROR(CollectJobs(cancel, &updated));
+  }
+  if (updated.empty()) {
+    ASSIGN_OR_RETURN(Job job, LoadJob(c, job_id));  // NOT_FOUND if unknown
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job_id, " is ", JobStateName(job.state),
+                     "; only PENDING or LEASED jobs can be cancelled"));
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  return std::move(updated[0]);
+}
+
+absl::StatusOr<Job> SqliteJobStore::RequeueJob(const std::string& job_id,
+                                               absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  SqliteConnection& c = *connection_;
+  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
+  std::vector<Job> updated;
+  {
+    ASSIGN_OR_RETURN(SqliteStatement requeue, c.Prepare(kRequeueJobSql));
+    requeue.BindText(1, job_id);
+    requeue.BindTime(2, now);
+    RETURN_IF_ERROR(CollectJobs(requeue, &updated));
+  }
+  if (updated.empty()) {
+    ASSIGN_OR_RETURN(Job job, LoadJob(c, job_id));  // NOT_FOUND if unknown
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job_id, " is ", JobStateName(job.state),
+                     "; only DEAD or CANCELLED jobs can be requeued"));
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  return std::move(updated[0]);
+}
+
+absl::StatusOr<JobPage> SqliteJobStore::ListJobs(
+    const std::string& queue, JobState state, int page_size,
+    const std::string& page_token) {
+  // The token is the seq of the last job of the previous page: stable while
+  // jobs are added (seq only grows) or change state.
+  int64_t after = 0;
+  if (!page_token.empty()) {
+    absl::string_view digits = page_token;
+    if (!absl::ConsumePrefix(&digits, kJobPageTokenPrefix) ||
+        !absl::SimpleAtoi(digits, &after) || after < 0) {
+      return absl::InvalidArgumentError(
+          "page_token: not a token returned by ListJobs");
+    }
+  }
+  page_size = std::max(page_size, 1);
+  const char* sql = kListJobsSql;
+  if (!queue.empty() && state != JobState::kUnspecified) {
+    sql = kListJobsByQueueAndStateSql;
+  } else if (!queue.empty()) {
+    sql = kListJobsByQueueSql;
+  } else if (state != JobState::kUnspecified) {
+    sql = kListJobsByStateSql;
+  }
+
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(SqliteStatement list, connection_->Prepare(sql));
+  list.BindInt(1, after);
+  list.BindInt(2, static_cast<int64_t>(page_size) +
+                      1);  // one more: is there a next page?
+  if (!queue.empty()) {
+    list.BindText(3, queue);
+    if (state != JobState::kUnspecified) {
+      list.BindInt(4, static_cast<int64_t>(state));
+    }
+  } else if (state != JobState::kUnspecified) {
+    list.BindInt(3, static_cast<int64_t>(state));
+  }
+  JobPage page;
+  RETURN_IF_ERROR(CollectJobs(list, &page.jobs));
+  if (page.jobs.size() > static_cast<size_t>(page_size)) {
+    page.jobs.resize(page_size);
+    page.next_page_token =
+        absl::StrCat(kJobPageTokenPrefix, page.jobs.back().seq);
+  }
+  return page;
+}
+
+absl::StatusOr<std::vector<Job>> SqliteJobStore::ExpireLeases(absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  SqliteConnection& c = *connection_;
+  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
+  std::vector<Job> expired;
+  RETURN_IF_ERROR(ExpireLeasesIn(c, "", now, &expired));
+  RETURN_IF_ERROR(txn.Commit());
+  return expired;
+}
+
+absl::StatusOr<absl::Time> SqliteJobStore::NextAvailableTime(
+    const std::string& queue, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  SqliteConnection& c = *connection_;
+  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginRead));
+  absl::Time next = absl::InfiniteFuture();
+  for (bool pending : {true, false}) {
+    const char* sql;
+    if (queue.empty()) {
+      sql = pending ? kNextRunAtSql : kNextExpirySql;
+    } else {
+      sql = pending ? kNextRunAtInQueueSql : kNextExpiryInQueueSql;
+    }
+    ASSIGN_OR_RETURN(SqliteStatement stmt, c.Prepare(sql));
+    if (queue.empty()) {
+      stmt.BindTime(1, now);
+    } else {
+      stmt.BindText(1, queue);
+      stmt.BindTime(2, now);
+    }
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (row && !stmt.ColumnIsNull(0)) next = std::min(next, stmt.ColumnTime(0));
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  return next;
+}
+
+// ---- Leadership terms -------------------------------------------------------
+
+absl::StatusOr<uint64_t> SqliteJobStore::ObserveTerm(uint64_t term) {
+  absl::MutexLock lock(&mu_);
+  SqliteConnection& c = *connection_;
+  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
+  ASSIGN_OR_RETURN(uint64_t highest, RecordTerm(c, term));
+  RETURN_IF_ERROR(txn.Commit());
+  return highest;
+}
+
+absl::StatusOr<uint64_t> SqliteJobStore::HighestTerm() {
+  absl::MutexLock lock(&mu_);
+  return ReadHighestTerm(*connection_);
+}
+
+// ---- Cron schedules ---------------------------------------------------------
+
+absl::StatusOr<CronRecord> SqliteJobStore::GetCron(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  return LoadCron(*connection_, name);
+}
+
+absl::StatusOr<CronRecord> SqliteJobStore::PutCron(
+    const CronDefinition& definition, const CronState& state,
+    int64_t expected_version, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  SqliteConnection& c = *connection_;
+  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
+  absl::StatusOr<CronRecord> existing = LoadCron(c, definition.name);
+  if (!existing.ok() && !absl::IsNotFound(existing.status())) {
+    return existing.status();
+  }
+  if (expected_version == 0) {
+    if (existing.ok()) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("schedule ", definition.name, " already exists"));
+    }
+    ASSIGN_OR_RETURN(SqliteStatement insert, c.Prepare(kInsertCronSql));
+    BindCron(insert, definition, state, now, now, 1);
+    RETURN_IF_ERROR(insert.Run());
+  } else {
+    if (!existing.ok()) return existing.status();  // NOT_FOUND
+    if (existing->version != expected_version) {
+      return absl::AbortedError(absl::StrCat(
+          "schedule ", definition.name, " changed concurrently (version ",
+          existing->version, ", expected ", expected_version, ")"));
+    }
+    ASSIGN_OR_RETURN(SqliteStatement update, c.Prepare(kUpdateCronSql));
+    BindCron(update, definition, state, existing->created_at, now,
+             existing->version + 1);
+    RETURN_IF_ERROR(update.Run());
+  }
+  ASSIGN_OR_RETURN(CronRecord stored, LoadCron(c, definition.name));
+  RETURN_IF_ERROR(txn.Commit());
+  return stored;
+}
+
+absl::Status SqliteJobStore::DeleteCron(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  SqliteConnection& c = *connection_;
+  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
+  {
+    // Its claims go with it (ON DELETE CASCADE); the jobs it fired stay.
+    ASSIGN_OR_RETURN(SqliteStatement del, c.Prepare(kDeleteCronSql));
+    del.BindText(1, name);
+    RETURN_IF_ERROR(del.Run());
+    if (del.Changes() == 0) return CronNotFound(name);
+  }
+  return txn.Commit();
+}
+
+absl::StatusOr<CronPage> SqliteJobStore::ListCrons(
+    int page_size, const std::string& page_token) {
+  // The token is the name of the last schedule of the previous page.
+  absl::string_view after = page_token;
+  if (!page_token.empty() &&
+      !absl::ConsumePrefix(&after, kCronPageTokenPrefix)) {
+    return absl::InvalidArgumentError(
+        "page_token: not a token returned by ListCrons");
+  }
+  std::string after_name(after);
+  page_size = std::max(page_size, 1);
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(SqliteStatement list, connection_->Prepare(kListCronsSql));
+  list.BindText(1, after_name);
+  list.BindInt(2, static_cast<int64_t>(page_size) + 1);
+  CronPage page;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, list.Step());
+    if (!row) break;
+    page.crons.push_back(ReadCron(list));
+  }
+  if (page.crons.size() > static_cast<size_t>(page_size)) {
+    page.crons.resize(page_size);
+    page.next_page_token =
+        absl::StrCat(kCronPageTokenPrefix, page.crons.back().definition.name);
+  }
+  return page;
+}
+
+absl::StatusOr<std::vector<CronRecord>> SqliteJobStore::DueCrons(absl::Time now,
+                                                                 int limit) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(SqliteStatement due, connection_->Prepare(kDueCronsSql));
+  due.BindInt(1, EncodeOrderedTime(now));
+  due.BindInt(2, std::max(limit, 0));
+  std::vector<CronRecord> crons;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, due.Step());
+    if (!row) break;
+    crons.push_back(ReadCron(due));
+  }
+  return crons;
+}
+
+absl::StatusOr<absl::Time> SqliteJobStore::NextCronFireTime() {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(SqliteStatement next,
+                   connection_->Prepare(kNextCronFireSql));
+  ASSIGN_OR_RETURN(bool row, next.Step());
+  if (!row || next.ColumnIsNull(0)) return absl::InfiniteFuture();
+  return DecodeOrderedTime(next.ColumnInt(0));
+}
+
+absl::StatusOr<CronRecord> SqliteJobStore::ApplyCronTransition(
+    const CronTransition& t, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  SqliteConnection& c = *connection_;
+  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
+
+  // 1. A deposed leader cannot fire.
+  RETURN_IF_ERROR(RecordTerm(c, t.term).status());
+
+  // 2. Compare-and-set on the schedule's version.
+  ASSIGN_OR_RETURN(CronRecord cron, LoadCron(c, t.name));
+  if (cron.version != t.expected_version) {
+    return absl::AbortedError(
+        absl::StrCat("schedule ", t.name, " changed concurrently (version ",
+                     cron.version, ", expected ", t.expected_version, ")"));
+  }
+
+  // 3. The tick claim: the primary key makes it once only.
+  if (t.claim_tick.has_value()) {
+    ASSIGN_OR_RETURN(SqliteStatement claim, c.Prepare(kClaimTickSql));
+    claim.BindText(1, t.name);
+    claim.BindInt(2, EncodeOrderedTime(*t.claim_tick));
+    claim.BindInt(3, static_cast<int64_t>(t.term));
+    RETURN_IF_ERROR(claim.Run());
+    if (claim.Changes() == 0) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "tick ", absl::FormatTime(*t.claim_tick, absl::UTCTimeZone()),
+          " of schedule ", t.name, " was already claimed"));
+    }
+  }
+
+  // 4. OverlapPolicy::kReplace: end the previous job if it still runs.
+  if (!t.cancel_job_id.empty()) {
+    ASSIGN_OR_RETURN(SqliteStatement cancel, c.Prepare(kCancelJobSql));
+    cancel.BindText(1, t.cancel_job_id);
+    cancel.BindTime(2, now);
+    RETURN_IF_ERROR(CollectJobs(cancel, nullptr));
+  }
+
+  // 5. The job of the tick.
+  CronState state = t.new_state;
+  if (t.job.has_value()) {
+    NewJob job = *t.job;
+    job.idempotency_key.clear();
+    ASSIGN_OR_RETURN(EnqueueResult result, InsertJob(c, job, now));
+    state.last_job_id = result.job_id;
+    if (t.claim_tick.has_value()) {
+      ASSIGN_OR_RETURN(SqliteStatement note, c.Prepare(kSetClaimJobSql));
+      note.BindText(1, t.name);
+      note.BindInt(2, EncodeOrderedTime(*t.claim_tick));
+      note.BindText(3, state.last_job_id);
+      RETURN_IF_ERROR(note.Run());
+    }
+  }
+
+  // 6. The new state; updated_at tracks definition changes only.
+  {
+    ASSIGN_OR_RETURN(SqliteStatement update, c.Prepare(kUpdateCronStateSql));
+    update.BindText(1, t.name);
+    update.BindInt(2, EncodeOrderedTime(state.next_fire_time));
+    update.BindTime(3, state.last_fire_time);
+    update.BindText(4, state.last_job_id);
+    update.BindInt(5, state.fired_count);
+    update.BindInt(6, state.missed_count);
+    update.BindInt(7, state.overlap_skipped_count);
+    update.BindTime(8, state.waiting_tick_time);
+    RETURN_IF_ERROR(update.Run());
+  }
+  // Claims more than a day older than the last fired tick can never be
+  // asked for again.
+  if (state.last_fire_time != absl::InfinitePast() &&
+      state.last_fire_time != absl::InfiniteFuture()) {
+    ASSIGN_OR_RETURN(SqliteStatement forget, c.Prepare(kForgetClaimsSql));
+    forget.BindText(1, t.name);
+    forget.BindInt(2,
+                   EncodeOrderedTime(state.last_fire_time - absl::Hours(24)));
+    RETURN_IF_ERROR(forget.Run());
+  }
+  ASSIGN_OR_RETURN(CronRecord stored, LoadCron(c, t.name));
+  RETURN_IF_ERROR(txn.Commit());
+  return stored;
+}
+
+// ---- Test hooks -------------------------------------------------------------
+
+absl::StatusOr<std::vector<std::string>> SqliteJobStore::QueryForTest(
+    const std::string& sql) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(SqliteStatement stmt, connection_->PrepareOnce(sql));
+  std::vector<std::string> rows;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    std::vector<std::string> columns;
+    for (int i = 0; i < stmt.ColumnCount(); ++i) {
+      columns.push_back(stmt.ColumnIsNull(i) ? "NULL" : stmt.ColumnString(i));
+    }
+    rows.push_back(absl::StrJoin(columns, "|"));
+  }
+  return rows;
+}
+
+absl::StatusOr<std::vector<std::string>> SqliteJobStore::DequeuePlanForTest(
+    bool filter_job_types) {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> plan;
+  for (const char* sql :
+       {kExpireQueueLeasesSql,
+        filter_job_types ? kSelectDequeueFilteredSql : kSelectDequeueSql,
+        kLeaseJobSql}) {
+    ASSIGN_OR_RETURN(
+        SqliteStatement stmt,
+        connection_->PrepareOnce(absl::StrCat("EXPLAIN QUERY PLAN ", sql)));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      plan.push_back(stmt.ColumnString(3));  // (id, parent, notused, detail)
+    }
+  }
+  return plan;
+}
+
+}  // namespace adjutant

@@ -1,0 +1,846 @@
+// SqliteJobStore: the conformance suite on a fresh file, plus what only a
+// file-backed, multi-process store has to prove: reopening, refusing files
+// it must not touch, migrations, two stores on one file, the query plan of
+// Dequeue, and the durability pragmas.
+#include "storage/sqlite_job_store.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "storage/job.h"
+#include "storage/sqlite_connection.h"
+#include "tests/storage/job_store_conformance.h"
+
+namespace adjutant {
+namespace {
+
+using ::testing::Contains;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+using ::testing::SizeIs;
+
+#define SQLITE_TEST_CONCAT_INNER(a, b) a##b
+#define SQLITE_TEST_CONCAT(a, b) SQLITE_TEST_CONCAT_INNER(a, b)
+#define ASSERT_OK(expr)                                     \
+  do {                                                      \
+    const absl::Status assert_ok_status = (expr);           \
+    ASSERT_TRUE(assert_ok_status.ok()) << assert_ok_status; \
+  } while (0)
+#define ASSERT_OK_AND_ASSIGN(lhs, expr) \
+  ASSERT_OK_AND_ASSIGN_IMPL(SQLITE_TEST_CONCAT(status_or_, __LINE__), lhs, expr)
+#define ASSERT_OK_AND_ASSIGN_IMPL(var, lhs, expr) \
+  auto var = (expr);                              \
+  ASSERT_TRUE(var.ok()) << var.status();          \
+  lhs = std::move(*var)
+
+// ---- The conformance suite --------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<JobStore>> OpenInDir(const std::string& dir) {
+  SqliteOptions options;
+  options.path = dir + "/adjutant.db";
+  absl::StatusOr<std::unique_ptr<SqliteJobStore>> store =
+      SqliteJobStore::Open(options);
+  if (!store.ok()) return store.status();
+  return std::unique_ptr<JobStore>(std::move(*store));
+}
+
+StoreFactory SqliteFactory() {
+  StoreFactory factory;
+  factory.name = "Sqlite";
+  factory.make = OpenInDir;
+  factory.reopen = OpenInDir;
+  return factory;
+}
+
+INSTANTIATE_TEST_SUITE_P(Sqlite, JobStoreConformance,
+                         ::testing::Values(SqliteFactory()),
+                         JobStoreConformance::Name);
+
+// ---- Helpers ----------------------------------------------------------------
+
+std::string ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in),
+                     std::istreambuf_iterator<char>());
+}
+
+void WriteBytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << bytes;
+}
+
+std::set<std::string> FilesIn(const std::string& dir) {
+  std::set<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    names.insert(entry.path().filename().string());
+  }
+  return names;
+}
+
+// Runs `sql` on its own connection to `path` (as another program would).
+absl::Status RawExec(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open(path.c_str(), &db);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr);
+  absl::Status status =
+      rc == SQLITE_OK ? absl::OkStatus()
+                      : absl::InternalError(absl::StrCat(
+                            "raw sqlite: ", sqlite3_errmsg(db), " in ", sql));
+  sqlite3_close(db);
+  return status;
+}
+
+NewJob MakeJob(const std::string& queue = "q", const std::string& type = "t",
+               int32_t max_attempts = 3) {
+  NewJob job;
+  job.queue = queue;
+  job.type = type;
+  job.payload = "secret-payload";
+  job.max_attempts = max_attempts;
+  return job;
+}
+
+DequeueOptions LeaseOptions(const std::string& queue = "q", int max_jobs = 1,
+                            absl::Duration lease = absl::Minutes(1)) {
+  DequeueOptions options;
+  options.queue = queue;
+  options.max_jobs = max_jobs;
+  options.lease_duration = lease;
+  options.worker_id = "w";
+  return options;
+}
+
+CronDefinition MakeCron(const std::string& name) {
+  CronDefinition cron;
+  cron.name = name;
+  cron.schedule = "*/5 * * * *";
+  cron.timezone = "Europe/London";
+  cron.job.queue = "cronq";
+  cron.job.type = "report";
+  cron.job.payload = std::string("bin\0ary", 7);
+  cron.job.priority = 4;
+  cron.job.max_attempts = 2;
+  cron.misfire_policy = MisfirePolicy::kFireAll;
+  cron.catchup_window = absl::Minutes(90) + absl::Nanoseconds(7);
+  cron.overlap_policy = OverlapPolicy::kWait;
+  return cron;
+}
+
+void ExpectSameJob(const Job& a, const Job& b) {
+  SCOPED_TRACE("job " + a.id);
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.queue, b.queue);
+  EXPECT_EQ(a.type, b.type);
+  EXPECT_EQ(a.payload, b.payload);
+  EXPECT_EQ(a.priority, b.priority);
+  EXPECT_EQ(a.state, b.state);
+  EXPECT_EQ(a.attempts, b.attempts);
+  EXPECT_EQ(a.max_attempts, b.max_attempts);
+  EXPECT_EQ(a.run_at, b.run_at);
+  EXPECT_EQ(a.created_at, b.created_at);
+  EXPECT_EQ(a.updated_at, b.updated_at);
+  EXPECT_EQ(a.last_error, b.last_error);
+  EXPECT_EQ(a.idempotency_key, b.idempotency_key);
+  EXPECT_EQ(a.lease_expires_at, b.lease_expires_at);
+  EXPECT_EQ(a.lease_token, b.lease_token);
+  EXPECT_EQ(a.worker_id, b.worker_id);
+  EXPECT_EQ(a.cron_name, b.cron_name);
+  EXPECT_EQ(a.cron_tick_time, b.cron_tick_time);
+  EXPECT_EQ(a.seq, b.seq);
+}
+
+void ExpectSameCron(const CronRecord& a, const CronRecord& b) {
+  SCOPED_TRACE("schedule " + a.definition.name);
+  EXPECT_TRUE(a.definition == b.definition);
+  EXPECT_EQ(a.state.next_fire_time, b.state.next_fire_time);
+  EXPECT_EQ(a.state.last_fire_time, b.state.last_fire_time);
+  EXPECT_EQ(a.state.last_job_id, b.state.last_job_id);
+  EXPECT_EQ(a.state.fired_count, b.state.fired_count);
+  EXPECT_EQ(a.state.missed_count, b.state.missed_count);
+  EXPECT_EQ(a.state.overlap_skipped_count, b.state.overlap_skipped_count);
+  EXPECT_EQ(a.state.waiting_tick_time, b.state.waiting_tick_time);
+  EXPECT_EQ(a.created_at, b.created_at);
+  EXPECT_EQ(a.updated_at, b.updated_at);
+  EXPECT_EQ(a.version, b.version);
+}
+
+class SqliteJobStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "adjutant-sqlite-XXXXXX")
+            .string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    path_ = dir_ + "/adjutant.db";
+  }
+
+  void TearDown() override {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+
+  SqliteOptions Options() const {
+    SqliteOptions options;
+    options.path = path_;
+    return options;
+  }
+
+  absl::StatusOr<std::unique_ptr<SqliteJobStore>> Open() {
+    return SqliteJobStore::Open(Options());
+  }
+
+  // Every job in the store, in seq order.
+  static std::vector<Job> AllJobs(JobStore& store) {
+    std::vector<Job> all;
+    std::string token;
+    do {
+      absl::StatusOr<JobPage> page =
+          store.ListJobs("", JobState::kUnspecified, 500, token);
+      EXPECT_TRUE(page.ok()) << page.status();
+      if (!page.ok()) break;
+      all.insert(all.end(), page->jobs.begin(), page->jobs.end());
+      token = page->next_page_token;
+    } while (!token.empty());
+    return all;
+  }
+
+  // Opens path_ and expects a refusal naming `reason`, with the file's bytes
+  // and the directory's contents exactly as before.
+  void ExpectRefusedUntouched(const std::string& reason) {
+    std::string before = ReadBytes(path_);
+    std::set<std::string> files_before = FilesIn(dir_);
+    absl::StatusOr<std::unique_ptr<SqliteJobStore>> store = Open();
+    ASSERT_FALSE(store.ok());
+    EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition)
+        << store.status();
+    EXPECT_THAT(std::string(store.status().message()), HasSubstr(reason));
+    EXPECT_THAT(std::string(store.status().message()), HasSubstr(path_));
+    EXPECT_EQ(ReadBytes(path_), before) << "the refused file was modified";
+    EXPECT_EQ(FilesIn(dir_), files_before);
+  }
+
+  std::string dir_;
+  std::string path_;
+  absl::Time now_ = absl::FromUnixSeconds(1767225600);  // 2026-01-01 UTC
+};
+
+// ---- Reopening --------------------------------------------------------------
+
+TEST_F(SqliteJobStoreTest, ReopenKeepsJobsLeasesCronsClaimsAndTerm) {
+  std::vector<Job> jobs_before;
+  std::vector<CronRecord> crons_before;
+  Lease live;
+  std::string acked_token;
+  std::string acked_id;
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+    // One job in each state, plus a delayed one, a keyed one and one of
+    // another queue.
+    NewJob delayed = MakeJob();
+    delayed.run_at = now_ + absl::Hours(2) + absl::Nanoseconds(123);
+    NewJob keyed = MakeJob("other");
+    keyed.idempotency_key = "key-1";
+    keyed.priority = -3;
+    std::vector<NewJob> batch = {MakeJob(), MakeJob(), MakeJob("q", "t", 1),
+                                 MakeJob(), MakeJob(), delayed,
+                                 keyed};
+    ASSERT_OK_AND_ASSIGN(std::vector<EnqueueResult> ids,
+                         store->Enqueue(batch, now_));
+    ASSERT_OK_AND_ASSIGN(std::vector<Lease> leases,
+                         store->Dequeue(LeaseOptions("q", 4), now_));
+    ASSERT_THAT(leases, SizeIs(4));
+    // leases[0]: stays leased. [1]: acked. [2]: lease expires, dead (1
+    // attempt). [3]: nacked to retry later. The fifth job: cancelled.
+    live = leases[0];
+    acked_id = leases[1].job.id;
+    acked_token = leases[1].token;
+    ASSERT_OK(store->Ack(acked_id, acked_token, now_ + absl::Seconds(1)));
+    ASSERT_OK(store
+                  ->Nack(leases[3].job.id, leases[3].token,
+                         NackOptions{"flaky", absl::Minutes(5), false},
+                         now_ + absl::Seconds(2))
+                  .status());
+    ASSERT_OK_AND_ASSIGN(
+        live.expires_at,
+        store->ExtendLease(live.job.id, live.token, absl::Hours(1),
+                           now_ + absl::Seconds(50)));
+    ASSERT_OK(store->ExpireLeases(now_ + absl::Minutes(1)).status());
+    ASSERT_OK(store->CancelJob(ids[4].job_id, now_).status());
+
+    // A schedule that fired one tick under term 7.
+    CronState state;
+    state.next_fire_time = now_ + absl::Minutes(5);
+    ASSERT_OK_AND_ASSIGN(CronRecord cron,
+                         store->PutCron(MakeCron("nightly"), state, 0, now_));
+    ASSERT_OK(
+        store->PutCron(MakeCron("paused"), CronState(), 0, now_).status());
+    CronTransition fire;
+    fire.name = "nightly";
+    fire.expected_version = cron.version;
+    fire.term = 7;
+    fire.claim_tick = now_ + absl::Minutes(5);
+    NewJob tick_job = MakeJob("cronq", "report");
+    tick_job.cron_name = "nightly";
+    tick_job.cron_tick_time = *fire.claim_tick;
+    fire.job = tick_job;
+    fire.new_state.next_fire_time = now_ + absl::Minutes(10);
+    fire.new_state.last_fire_time = *fire.claim_tick;
+    fire.new_state.fired_count = 1;
+    fire.new_state.waiting_tick_time = now_ + absl::Minutes(5);
+    ASSERT_OK(
+        store->ApplyCronTransition(fire, now_ + absl::Minutes(5)).status());
+
+    jobs_before = AllJobs(*store);
+    ASSERT_OK_AND_ASSIGN(CronPage page, store->ListCrons(10, ""));
+    crons_before = page.crons;
+  }
+  // Every state is represented.
+  std::set<JobState> states;
+  for (const Job& job : jobs_before) states.insert(job.state);
+  EXPECT_EQ(states, (std::set<JobState>{JobState::kPending, JobState::kLeased,
+                                        JobState::kSucceeded, JobState::kDead,
+                                        JobState::kCancelled}));
+
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+  std::vector<Job> jobs_after = AllJobs(*store);
+  ASSERT_EQ(jobs_after.size(), jobs_before.size());
+  for (size_t i = 0; i < jobs_before.size(); ++i) {
+    ExpectSameJob(jobs_after[i], jobs_before[i]);
+  }
+  ASSERT_OK_AND_ASSIGN(CronPage crons_after, store->ListCrons(10, ""));
+  ASSERT_EQ(crons_after.crons.size(), crons_before.size());
+  for (size_t i = 0; i < crons_before.size(); ++i) {
+    ExpectSameCron(crons_after.crons[i], crons_before[i]);
+  }
+  EXPECT_EQ(*store->HighestTerm(), 7u);
+
+  // The live lease still works, the acked one still recognises its retry.
+  EXPECT_TRUE(store->Ack(acked_id, acked_token, now_ + absl::Minutes(2)).ok());
+  EXPECT_TRUE(
+      store->Ack(live.job.id, live.token, now_ + absl::Minutes(30)).ok());
+  // The claim survived: the same tick cannot fire again.
+  ASSERT_OK_AND_ASSIGN(CronRecord nightly, store->GetCron("nightly"));
+  CronTransition again;
+  again.name = "nightly";
+  again.expected_version = nightly.version;
+  again.term = 7;
+  again.claim_tick = now_ + absl::Minutes(5);
+  again.new_state = nightly.state;
+  EXPECT_EQ(store->ApplyCronTransition(again, now_).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  // The term cannot go back; the idempotency key still finds its job; seq
+  // keeps growing.
+  EXPECT_EQ(store->ObserveTerm(6).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  NewJob keyed = MakeJob("other");
+  keyed.idempotency_key = "key-1";
+  ASSERT_OK_AND_ASSIGN(std::vector<EnqueueResult> results,
+                       store->Enqueue({keyed, MakeJob()}, now_));
+  EXPECT_TRUE(results[0].duplicate);
+  ASSERT_OK_AND_ASSIGN(Job fresh, store->GetJob(results[1].job_id));
+  EXPECT_GT(fresh.seq, jobs_before.back().seq);
+}
+
+// ---- Files Open must refuse without touching --------------------------------
+
+TEST_F(SqliteJobStoreTest, RefusesAFileThatIsNotSqlite) {
+  std::string text;
+  for (int i = 0; i < 300; ++i) text += "this is a text file, not a database\n";
+  WriteBytes(path_, text);
+  ExpectRefusedUntouched("not a usable SQLite database");
+}
+
+TEST_F(SqliteJobStoreTest, RefusesACorruptSqliteHeader) {
+  // The magic string of a SQLite file, then garbage: a damaged database.
+  std::string bytes("SQLite format 3\0", 16);
+  for (int i = 0; i < 8192; ++i) bytes.push_back(static_cast<char>(i * 7 + 3));
+  WriteBytes(path_, bytes);
+  ExpectRefusedUntouched("not a usable SQLite database");
+}
+
+TEST_F(SqliteJobStoreTest, RefusesASqliteDatabaseOfAnotherApplication) {
+  ASSERT_OK(RawExec(path_,
+                    "CREATE TABLE accounts (id INTEGER PRIMARY KEY, owner "
+                    "TEXT); INSERT INTO accounts (owner) VALUES ('alice');"));
+  ExpectRefusedUntouched("not Adjutant");
+}
+
+TEST_F(SqliteJobStoreTest, RefusesADatabaseWithAnotherApplicationId) {
+  ASSERT_OK(RawExec(path_,
+                    "PRAGMA application_id = 1234567; "
+                    "CREATE TABLE t (x);"));
+  ExpectRefusedUntouched("application_id 1234567");
+}
+
+TEST_F(SqliteJobStoreTest, RefusesAForeignDatabaseInWalMode) {
+  // A WAL database keeps part of its state beside the file; a refusal must
+  // not checkpoint it into the file either.
+  ASSERT_OK(RawExec(path_,
+                    "PRAGMA journal_mode = WAL; CREATE TABLE t (x); "
+                    "INSERT INTO t VALUES (1);"));
+  ExpectRefusedUntouched("not Adjutant");
+}
+
+TEST_F(SqliteJobStoreTest, RefusesAForeignDatabaseThatAnotherProgramHasOpen) {
+  // The other program's table is still only in its -wal file: Open must
+  // read the WAL to see it, and still change neither file.
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other,
+                         "PRAGMA journal_mode = WAL; PRAGMA "
+                         "wal_autocheckpoint = 0; CREATE TABLE t (x); "
+                         "INSERT INTO t VALUES (1);",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  std::string wal_before = ReadBytes(path_ + "-wal");
+  ASSERT_FALSE(wal_before.empty());
+  ExpectRefusedUntouched("not Adjutant");
+  EXPECT_EQ(ReadBytes(path_ + "-wal"), wal_before);
+  sqlite3_close(other);
+}
+
+TEST_F(SqliteJobStoreTest, RefusesANewerSchemaAndKeepsItsData) {
+  std::string id;
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+    ASSERT_OK_AND_ASSIGN(std::vector<EnqueueResult> results,
+                         store->Enqueue({MakeJob()}, now_));
+    id = results[0].job_id;
+  }
+  // What a future build would have left behind.
+  ASSERT_OK(RawExec(path_, absl::StrCat("PRAGMA user_version = ",
+                                        SqliteJobStore::kSchemaVersion + 1)));
+  ExpectRefusedUntouched(absl::StrCat("schema version ",
+                                      SqliteJobStore::kSchemaVersion + 1,
+                                      ", newer than this build supports"));
+
+  // Back at the version this build knows, the same file opens with its job.
+  ASSERT_OK(RawExec(path_, absl::StrCat("PRAGMA user_version = ",
+                                        SqliteJobStore::kSchemaVersion)));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+  EXPECT_TRUE(store->GetJob(id).ok());
+}
+
+TEST_F(SqliteJobStoreTest, OpenRejectsBadOptions) {
+  SqliteOptions options;
+  absl::StatusOr<std::unique_ptr<SqliteJobStore>> store =
+      SqliteJobStore::Open(options);
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr("path"));
+
+  options.path = dir_ + "/missing-directory/adjutant.db";
+  store = SqliteJobStore::Open(options);
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kUnavailable)
+      << store.status();
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr(options.path));
+}
+
+// ---- Migrations -------------------------------------------------------------
+
+TEST_F(SqliteJobStoreTest, MigratesAnEmptyFile) {
+  WriteBytes(path_, "");
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+  EXPECT_THAT(
+      *store->QueryForTest("PRAGMA user_version"),
+      ::testing::ElementsAre(absl::StrCat(SqliteJobStore::kSchemaVersion)));
+  EXPECT_THAT(
+      *store->QueryForTest("PRAGMA application_id"),
+      ::testing::ElementsAre(absl::StrCat(SqliteJobStore::kApplicationId)));
+  ASSERT_OK_AND_ASSIGN(
+      std::vector<std::string> tables,
+      store->QueryForTest("SELECT name FROM sqlite_schema WHERE type = "
+                          "'table' AND name NOT LIKE 'sqlite_%' ORDER BY 1"));
+  EXPECT_THAT(tables,
+              ::testing::ElementsAre("cron_claims", "crons", "jobs", "meta"));
+  ASSERT_OK(store->Enqueue({MakeJob()}, now_).status());
+  EXPECT_THAT(*store->Dequeue(LeaseOptions(), now_), SizeIs(1));
+}
+
+TEST_F(SqliteJobStoreTest, ReopeningACurrentFileChangesNoSchema) {
+  const std::string kSchema =
+      "SELECT type, name, sql FROM sqlite_schema ORDER BY name";
+  std::vector<std::string> schema;
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+    ASSERT_OK_AND_ASSIGN(schema, store->QueryForTest(kSchema));
+  }
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+  EXPECT_EQ(*store->QueryForTest(kSchema), schema);
+}
+
+TEST_F(SqliteJobStoreTest, TwoStoresCreatingOneFileAtOnceBothSucceed) {
+  for (int round = 0; round < 5; ++round) {
+    path_ = absl::StrCat(dir_, "/race-", round, ".db");
+    absl::Notification go;
+    absl::Status results[2];
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 2; ++i) {
+      threads.emplace_back([&, i] {
+        go.WaitForNotification();
+        absl::StatusOr<std::unique_ptr<SqliteJobStore>> store = Open();
+        results[i] = store.status();
+        if (store.ok()) {
+          results[i] = (*store)->Enqueue({MakeJob()}, now_).status();
+        }
+      });
+    }
+    go.Notify();
+    for (std::thread& t : threads) t.join();
+    EXPECT_TRUE(results[0].ok()) << results[0];
+    EXPECT_TRUE(results[1].ok()) << results[1];
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+    EXPECT_THAT(AllJobs(*store), SizeIs(2));
+  }
+}
+
+// ---- Two stores on one file -------------------------------------------------
+
+TEST_F(SqliteJobStoreTest, TwoStoresWithFourThreadsEachNeverLeaseAJobTwice) {
+  constexpr int kJobs = 2000;
+  constexpr int kThreadsPerStore = 4;
+  SqliteOptions options = Options();
+  // The property is about locking, not durability: skip the fsyncs.
+  options.synchronous = SqliteOptions::Synchronous::kNormal;
+  options.busy_timeout = absl::Minutes(1);
+  std::unique_ptr<SqliteJobStore> stores[2];
+  for (auto& store : stores) {
+    ASSERT_OK_AND_ASSIGN(store, SqliteJobStore::Open(options));
+  }
+  std::vector<NewJob> batch;
+  for (int i = 0; i < kJobs; ++i) {
+    batch.push_back(MakeJob("q", i % 2 == 0 ? "even" : "odd"));
+  }
+  ASSERT_OK(stores[0]->Enqueue(batch, now_).status());
+
+  absl::Notification go;
+  std::vector<std::vector<std::string>> leased(2 * kThreadsPerStore);
+  std::vector<absl::Status> errors(2 * kThreadsPerStore);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2 * kThreadsPerStore; ++t) {
+    threads.emplace_back([&, t] {
+      SqliteJobStore& store = *stores[t % 2];
+      DequeueOptions dequeue = LeaseOptions("q", 1 + t % 3, absl::Hours(1));
+      go.WaitForNotification();
+      while (true) {
+        absl::StatusOr<std::vector<Lease>> leases =
+            store.Dequeue(dequeue, now_);
+        if (!leases.ok()) {
+          errors[t] = leases.status();
+          return;
+        }
+        if (leases->empty()) return;
+        for (const Lease& lease : *leases) {
+          leased[t].push_back(lease.job.id);
+          absl::Status ack = store.Ack(lease.job.id, lease.token, now_);
+          if (!ack.ok()) {
+            errors[t] = ack;
+            return;
+          }
+        }
+      }
+    });
+  }
+  go.Notify();
+  for (std::thread& t : threads) t.join();
+
+  std::vector<std::string> all;
+  for (int t = 0; t < 2 * kThreadsPerStore; ++t) {
+    EXPECT_TRUE(errors[t].ok()) << "thread " << t << ": " << errors[t];
+    all.insert(all.end(), leased[t].begin(), leased[t].end());
+  }
+  std::set<std::string> distinct(all.begin(), all.end());
+  EXPECT_EQ(all.size(), static_cast<size_t>(kJobs)) << "a job leased twice";
+  EXPECT_EQ(distinct.size(), static_cast<size_t>(kJobs));
+  // Both stores took part, and every job was leased exactly once.
+  size_t by_store[2] = {0, 0};
+  for (int t = 0; t < 2 * kThreadsPerStore; ++t)
+    by_store[t % 2] += leased[t].size();
+  EXPECT_GT(by_store[0], 0u);
+  EXPECT_GT(by_store[1], 0u);
+  for (const Job& job : AllJobs(*stores[1])) {
+    EXPECT_EQ(job.state, JobState::kSucceeded) << job.id;
+    EXPECT_EQ(job.attempts, 1) << job.id;
+  }
+}
+
+TEST_F(SqliteJobStoreTest, TwoStoresRacingForOneTickExactlyOneWins) {
+  constexpr int kTicks = 20;
+  std::unique_ptr<SqliteJobStore> stores[2];
+  for (auto& store : stores) {
+    ASSERT_OK_AND_ASSIGN(store, Open());
+  }
+  CronState state;
+  state.next_fire_time = now_ + absl::Minutes(5);
+  ASSERT_OK(stores[0]->PutCron(MakeCron("every5"), state, 0, now_).status());
+
+  for (int tick = 1; tick <= kTicks; ++tick) {
+    SCOPED_TRACE(absl::StrCat("tick ", tick));
+    absl::Time tick_time = now_ + absl::Minutes(5 * tick);
+    // Both schedulers read the same version, then race to fire the tick.
+    CronTransition fire[2];
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_OK_AND_ASSIGN(CronRecord cron, stores[i]->GetCron("every5"));
+      fire[i].name = "every5";
+      fire[i].expected_version = cron.version;
+      fire[i].term = 1;
+      fire[i].claim_tick = tick_time;
+      NewJob job = MakeJob("cronq", "report");
+      job.cron_name = "every5";
+      job.cron_tick_time = tick_time;
+      fire[i].job = job;
+      fire[i].new_state = cron.state;
+      fire[i].new_state.last_fire_time = tick_time;
+      fire[i].new_state.next_fire_time = tick_time + absl::Minutes(5);
+      fire[i].new_state.fired_count = cron.state.fired_count + 1;
+    }
+    absl::Notification go;
+    absl::Status results[2];
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 2; ++i) {
+      threads.emplace_back([&, i] {
+        go.WaitForNotification();
+        results[i] =
+            stores[i]->ApplyCronTransition(fire[i], tick_time).status();
+      });
+    }
+    go.Notify();
+    for (std::thread& t : threads) t.join();
+
+    int winners = results[0].ok() + results[1].ok();
+    ASSERT_EQ(winners, 1) << results[0] << " / " << results[1];
+    int loser = results[0].ok() ? 1 : 0;
+    EXPECT_THAT(results[loser].code(),
+                ::testing::AnyOf(absl::StatusCode::kAborted,
+                                 absl::StatusCode::kAlreadyExists))
+        << results[loser];
+    // The loser, retrying with the fresh version, finds the tick claimed.
+    ASSERT_OK_AND_ASSIGN(CronRecord fresh, stores[loser]->GetCron("every5"));
+    fire[loser].expected_version = fresh.version;
+    EXPECT_EQ(stores[loser]
+                  ->ApplyCronTransition(fire[loser], tick_time)
+                  .status()
+                  .code(),
+              absl::StatusCode::kAlreadyExists);
+  }
+  // One job per tick, no more.
+  std::map<absl::Time, int> jobs_per_tick;
+  for (const Job& job : AllJobs(*stores[0]))
+    ++jobs_per_tick[job.cron_tick_time];
+  EXPECT_EQ(jobs_per_tick.size(), static_cast<size_t>(kTicks));
+  for (const auto& [tick, count] : jobs_per_tick) EXPECT_EQ(count, 1);
+  EXPECT_EQ(stores[1]->GetCron("every5")->state.fired_count, kTicks);
+}
+
+// ---- Query plans and pragmas ------------------------------------------------
+
+// A plan that reads `jobs` only through an index and never sorts.
+void ExpectIndexedPlan(const std::vector<std::string>& plan,
+                       const std::string& index) {
+  std::string text = absl::StrJoin(plan, "\n");
+  SCOPED_TRACE("plan:\n" + text);
+  EXPECT_THAT(text, HasSubstr(index));
+  EXPECT_THAT(text, Not(HasSubstr("TEMP B-TREE")));
+  for (const std::string& step : plan) {
+    if (absl::StartsWith(step, "SCAN jobs") ||
+        absl::StartsWith(step, "SEARCH jobs")) {
+      EXPECT_THAT(step,
+                  ::testing::AnyOf(HasSubstr("USING INDEX"),
+                                   HasSubstr("USING COVERING INDEX"),
+                                   HasSubstr("USING INTEGER PRIMARY KEY")));
+    }
+  }
+}
+
+TEST_F(SqliteJobStoreTest, DequeueUsesTheIndexesWithAndWithoutTypeFilter) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+  for (bool filtered : {false, true}) {
+    SCOPED_TRACE(filtered ? "with job_types" : "without job_types");
+    ASSERT_OK_AND_ASSIGN(std::vector<std::string> plan,
+                         store->DequeuePlanForTest(filtered));
+    ExpectIndexedPlan(plan, "jobs_dequeue (queue=?)");
+    ExpectIndexedPlan(plan,
+                      "jobs_lease_expiry (queue=? AND lease_expires_at<?)");
+  }
+}
+
+TEST_F(SqliteJobStoreTest, SynchronousIsWhatTheOptionsSay) {
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+    EXPECT_THAT(*store->QueryForTest("PRAGMA synchronous"),
+                ::testing::ElementsAre("2"));  // FULL
+    EXPECT_THAT(*store->QueryForTest("PRAGMA journal_mode"),
+                ::testing::ElementsAre("wal"));
+    EXPECT_THAT(*store->QueryForTest("PRAGMA foreign_keys"),
+                ::testing::ElementsAre("1"));
+  }
+  SqliteOptions options = Options();
+  options.synchronous = SqliteOptions::Synchronous::kNormal;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store,
+                       SqliteJobStore::Open(options));
+  EXPECT_THAT(*store->QueryForTest("PRAGMA synchronous"),
+              ::testing::ElementsAre("1"));  // NORMAL
+}
+
+// ---- Errors -----------------------------------------------------------------
+
+TEST_F(SqliteJobStoreTest, AWriterHoldingTheLockPastTheTimeoutIsUnavailable) {
+  SqliteOptions options = Options();
+  options.busy_timeout = absl::ZeroDuration();  // fail at once, no waiting
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store,
+                       SqliteJobStore::Open(options));
+  ASSERT_OK_AND_ASSIGN(std::vector<EnqueueResult> ids,
+                       store->Enqueue({MakeJob()}, now_));
+
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  absl::StatusOr<std::vector<Lease>> leases =
+      store->Dequeue(LeaseOptions(), now_);
+  EXPECT_EQ(leases.status().code(), absl::StatusCode::kUnavailable)
+      << leases.status();
+  // Readers are not blocked by a writer in WAL mode.
+  EXPECT_EQ(store->GetJob(ids[0].job_id)->state, JobState::kPending);
+  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(other);
+
+  EXPECT_THAT(*store->Dequeue(LeaseOptions(), now_), SizeIs(1));
+}
+
+TEST_F(SqliteJobStoreTest, DiskFullIsResourceExhaustedAndStoresNothing) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+  ASSERT_OK(store->Enqueue({MakeJob()}, now_).status());
+  // Cap the file at its current size: the next page it needs is "disk full".
+  ASSERT_OK_AND_ASSIGN(std::vector<std::string> pages,
+                       store->QueryForTest("PRAGMA page_count"));
+  ASSERT_OK(
+      store->QueryForTest("PRAGMA max_page_count = " + pages[0]).status());
+  std::vector<NewJob> batch(200, MakeJob());
+  for (NewJob& job : batch) job.payload = std::string(2000, 'p');
+  absl::StatusOr<std::vector<EnqueueResult>> results =
+      store->Enqueue(batch, now_);
+  EXPECT_EQ(results.status().code(), absl::StatusCode::kResourceExhausted)
+      << results.status();
+  EXPECT_THAT(std::string(results.status().message()), Not(HasSubstr("pppp")));
+  EXPECT_THAT(AllJobs(*store), SizeIs(1)) << "part of a failed batch stored";
+}
+
+TEST_F(SqliteJobStoreTest, ARefusedTransitionRecordsNoTerm) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+  ASSERT_OK(store->ObserveTerm(5).status());
+  ASSERT_OK_AND_ASSIGN(CronRecord cron,
+                       store->PutCron(MakeCron("c"), CronState(), 0, now_));
+  CronTransition fire;
+  fire.name = "c";
+  fire.expected_version = cron.version;
+  fire.term = 5;
+  fire.claim_tick = now_;
+  fire.job = MakeJob("cronq", "report");
+  ASSERT_OK_AND_ASSIGN(cron, store->ApplyCronTransition(fire, now_));
+
+  // A higher term, but the tick is taken: the whole step is undone,
+  // including the term it would have recorded.
+  fire.expected_version = cron.version;
+  fire.term = 9;
+  EXPECT_EQ(store->ApplyCronTransition(fire, now_).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(*store->HighestTerm(), 5u);
+  EXPECT_THAT(AllJobs(*store), SizeIs(1));
+  EXPECT_EQ(store->GetCron("c")->version, cron.version);
+}
+
+TEST_F(SqliteJobStoreTest, WrongTokenMessageNamesTheFieldNotTheToken) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+  ASSERT_OK(store->Enqueue({MakeJob()}, now_).status());
+  ASSERT_OK_AND_ASSIGN(std::vector<Lease> leases,
+                       store->Dequeue(LeaseOptions(), now_));
+  std::string wrong = leases[0].token;
+  wrong[0] = wrong[0] == 'a' ? 'b' : 'a';
+  absl::Status status = store->Ack(leases[0].job.id, wrong, now_);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("lease_token"));
+  EXPECT_THAT(std::string(status.message()), Not(HasSubstr(wrong)));
+  EXPECT_THAT(std::string(status.message()), Not(HasSubstr(leases[0].token)));
+}
+
+// ---- Time encoding ----------------------------------------------------------
+
+TEST_F(SqliteJobStoreTest, TimesKeepNanosecondsAndSaturateOutOfRange) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+  NewJob soon = MakeJob();
+  soon.run_at = now_ + absl::Nanoseconds(1);
+  NewJob far = MakeJob("far");
+  far.run_at = absl::FromCivil(absl::CivilSecond(9999, 12, 31, 23, 59, 59),
+                               absl::UTCTimeZone());
+  ASSERT_OK_AND_ASSIGN(std::vector<EnqueueResult> ids,
+                       store->Enqueue({soon, far}, now_));
+  EXPECT_EQ(store->GetJob(ids[0].job_id)->run_at, soon.run_at);
+  EXPECT_THAT(*store->Dequeue(LeaseOptions(), now_), IsEmpty());
+  EXPECT_THAT(*store->Dequeue(LeaseOptions(), soon.run_at), SizeIs(1));
+  // Past 2262 a time no longer fits int64 nanoseconds: it reads back as
+  // "never", which is what such a run_at means in practice.
+  EXPECT_EQ(store->GetJob(ids[1].job_id)->run_at, absl::InfiniteFuture());
+
+  EXPECT_EQ(DecodeTime(EncodeFiniteTime(absl::InfiniteFuture())),
+            absl::InfiniteFuture());
+  EXPECT_EQ(DecodeOrderedTime(EncodeOrderedTime(absl::InfinitePast())),
+            absl::InfinitePast());
+  absl::Time ancient = absl::FromCivil(absl::CivilSecond(1000, 1, 1, 0, 0, 0),
+                                       absl::UTCTimeZone());
+  EXPECT_NE(DecodeOrderedTime(EncodeOrderedTime(ancient)),
+            absl::InfinitePast());
+  EXPECT_EQ(DecodeDuration(EncodeDuration(absl::InfiniteDuration())),
+            absl::InfiniteDuration());
+  EXPECT_EQ(DecodeDuration(EncodeDuration(absl::Nanoseconds(-5))),
+            absl::Nanoseconds(-5));
+}
+
+TEST(SqliteStatusTest, MapsResultCodesToCanonicalCodes) {
+  EXPECT_EQ(SqliteStatus(SQLITE_BUSY, nullptr, "x").code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(SqliteStatus(SQLITE_LOCKED, nullptr, "x").code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(SqliteStatus(SQLITE_IOERR_FSYNC, nullptr, "x").code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(SqliteStatus(SQLITE_FULL, nullptr, "x").code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(SqliteStatus(SQLITE_CONSTRAINT_UNIQUE, nullptr, "x").code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(SqliteStatus(SQLITE_CONSTRAINT_FOREIGNKEY, nullptr, "x").code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(SqliteStatus(SQLITE_CONSTRAINT_NOTNULL, nullptr, "x").code(),
+            absl::StatusCode::kInternal);
+  EXPECT_EQ(SqliteStatus(SQLITE_CORRUPT, nullptr, "x").code(),
+            absl::StatusCode::kInternal);
+  absl::Status status = SqliteStatus(SQLITE_FULL, nullptr, "enqueue");
+  EXPECT_THAT(std::string(status.message()), HasSubstr("enqueue"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("full"));
+}
+
+}  // namespace
+}  // namespace adjutant
