@@ -1,0 +1,252 @@
+// The cron scheduler: registers schedules, holds this instance's leadership,
+// and runs the one thread that fires due ticks as jobs.
+//
+// Firing a tick is one JobStore::ApplyCronTransition: claim (name, tick),
+// enqueue the job, store the schedule's new state, and record the term that
+// fired it, in one transaction. A claimed tick is never enqueued again: not
+// after a crash, a restart, or by a second scheduler on the same store. What
+// each step does (misfire and overlap policies) is planned by the pure
+// functions of scheduler/tick_plan.h.
+//
+// Leadership is pushed in from outside (SetLeadership) and lives in memory
+// only: a new Scheduler is a follower. The scheduler fires only while it is
+// leader and its leadership has not lapsed. Its term must never be lower
+// than the highest the store has seen; a scheduler that finds itself deposed
+// (a transition refused for a lower term) stops firing until told again.
+//
+// The thread sleeps (Clock::AwaitWithDeadline) until the earliest of: the
+// next fire time of any active schedule, the leadership TTL lapsing, a look
+// at a held WAIT tick whose previous job may have finished elsewhere
+// (wait_recheck_interval), or Wake(). There is no polling beat: with
+// thousands of schedules due next week the thread stays asleep until then,
+// and while not leader it sleeps until the leadership changes.
+#ifndef ADJUTANT_SCHEDULER_SCHEDULER_H_
+#define ADJUTANT_SCHEDULER_SCHEDULER_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "scheduler/clock.h"
+#include "scheduler/cron_expression.h"
+#include "scheduler/tick_plan.h"
+#include "storage/job.h"
+#include "storage/job_store.h"
+
+namespace adjutant {
+
+struct SchedulerConfig {
+  // max_attempts of the jobs a schedule fires when its template says 0
+  // (the server's --default-max-attempts). Default 3.
+  int32_t default_max_attempts = 3;
+  // A due tick is late (and the misfire policy applies) when the thread
+  // finds it more than this long after its instant. Default 1 s.
+  absl::Duration misfire_threshold = absl::Seconds(1);
+  // FIRE_ALL fires at most this many missed ticks per catch-up. Default 100.
+  int max_catchup_ticks = 100;
+  // While a WAIT tick is held, the thread looks at its previous job this
+  // often, for jobs that finish without Wake() (acked through another
+  // daemon, or gone DEAD when their lease expired). Default 1 s.
+  absl::Duration wait_recheck_interval = absl::Seconds(1);
+  // After a store error the thread retries this much later. Default 1 s.
+  absl::Duration retry_backoff = absl::Seconds(1);
+  // Due schedules read from the store at a time. Default 256.
+  int due_batch_size = 256;
+  // Register retries a lost compare-and-set this many times before giving up
+  // with ABORTED. Default 16.
+  int max_register_attempts = 16;
+  // Optional: told after a tick enqueued a job (runnable now) in `queue`, so
+  // the server can wake the long-polls of that queue. Called on the
+  // scheduler thread with no lock held; must not block. Default: none.
+  std::function<void(const std::string& queue)> on_job_fired;
+};
+
+// This instance's leadership, as SetLeadership / GetLeadership report it.
+struct LeadershipState {
+  // Whether the scheduler may fire now: told it is leader, not lapsed, not
+  // deposed by a higher term.
+  bool leader = false;
+  // The term it was last told (0 if never).
+  uint64_t term = 0;
+  // When the leadership lapses, in wall time; InfiniteFuture when it does
+  // not (ttl 0) or when not leader.
+  absl::Time expires_at = absl::InfiniteFuture();
+  // The highest term the store has seen.
+  uint64_t highest_term = 0;
+};
+
+// Thread-safe: every public method may be called from any thread. The
+// methods that touch the store block on it; call them off gRPC reaction
+// threads.
+class Scheduler {
+ public:
+  // `store` and `clock` must outlive the Scheduler.
+  Scheduler(JobStore* store, Clock* clock,
+            SchedulerConfig config = SchedulerConfig());
+  // Stops the thread (see Stop()).
+  ~Scheduler();
+
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Starts the background thread. REQUIRES: not started before.
+  void Start();
+  // Stops the thread and waits for it: a transition in flight finishes, no
+  // other starts. Idempotent; after it the Scheduler may still register and
+  // answer, but fires nothing.
+  void Stop();
+
+  // Creates or updates the schedule `definition.name`, and returns it as
+  // stored. Normalizes first: empty timezone -> "UTC", empty job.queue ->
+  // "default", unspecified policies -> FIRE_ONCE / ALLOW; job.max_attempts 0
+  // stays 0 and means default_max_attempts when a job is fired.
+  //  * INVALID_ARGUMENT naming the field: empty name or job.type, negative
+  //    job.max_attempts, catchup_window <= 0, a policy out of range, or an
+  //    expression or zone CronExpression refuses.
+  //  * New: next_fire_time = the first tick after now (@every counts from
+  //    the creation instant, created_at).
+  //  * Identical to the stored definition (after normalization): nothing
+  //    changes, not even the version; the stored record is returned.
+  //  * Changed schedule or timezone: next_fire_time recomputed from now.
+  //  * Paused: next_fire_time unset (InfiniteFuture); nothing fires.
+  //  * Resumed (paused -> not paused): next_fire_time recomputed from now,
+  //    so the ticks of the pause are neither fired nor caught up; a WAIT
+  //    tick held before the pause is dropped.
+  //  * Any other change keeps the state (next_fire_time, counters).
+  // Retries a lost compare-and-set (the thread fired meanwhile) up to
+  // max_register_attempts times, then ABORTED. Wakes the thread.
+  absl::StatusOr<CronRecord> Register(CronDefinition definition);
+
+  // Deletes a schedule; jobs it fired stay. NOT_FOUND if unknown. Wakes the
+  // thread.
+  absl::Status Unregister(const std::string& name);
+
+  // Pass-throughs to the store (see JobStore::GetCron / ListCrons).
+  absl::StatusOr<CronRecord> Get(const std::string& name);
+  // REQUIRES: page_size >= 1.
+  absl::StatusOr<CronPage> List(int page_size, const std::string& page_token);
+
+  // Tells this instance whether it is leader. `term` goes through
+  // JobStore::ObserveTerm first: FAILED_PRECONDITION if it is lower than the
+  // highest term the store has seen, and then nothing changes. `ttl` > 0:
+  // the leadership lapses ttl after this call (monotonic time) unless
+  // renewed; 0: until revoked. INVALID_ARGUMENT if ttl < 0. Returns the
+  // leadership after the call. When it returns false-leadership, no
+  // transition is in flight and none starts. Wakes the thread.
+  absl::StatusOr<LeadershipState> SetLeadership(bool leader, uint64_t term,
+                                                absl::Duration ttl);
+
+  // This instance's leadership now, and the store's highest term.
+  absl::StatusOr<LeadershipState> GetLeadership();
+
+  // Asks the thread to look at the schedules again now: for the server to
+  // call when a job fired by a schedule finishes (a WAIT tick may be held
+  // for it). Cheap; never blocks on the store.
+  void Wake();
+
+  // Test hooks.
+
+  // Runs one pass of the thread on the calling thread at clock->Now(): fires
+  // everything due while leader. Returns the wall time the thread would
+  // sleep until (InfiniteFuture: until woken). REQUIRES: Start() not called.
+  absl::Time RunPassForTest();
+  // Blocks (in real time) until the thread is asleep with nothing to do at
+  // the clock's current time: no Wake() pending and a deadline later than
+  // now. With a SimulatedClock, this is how a test knows that everything
+  // due has been handled. REQUIRES: started.
+  void WaitForIdleForTest();
+  // How many passes the thread has run since Start().
+  int64_t PassCountForTest();
+
+ private:
+  struct PassOutcome {
+    absl::Time next_wake = absl::InfiniteFuture();
+    bool progressed = false;  // some transition was applied
+    absl::Status status;      // the first error met, if any
+  };
+
+  void Loop();
+  // One pass, then the wall time to sleep until.
+  absl::Time RunPassAndPlanSleep();
+  PassOutcome RunPass();
+  // Steps one due schedule until it is idle at `now` (or stops being ours).
+  absl::Status ProcessCron(CronRecord record, absl::Time now,
+                           PassOutcome* outcome);
+  // Applies `transition` under this scheduler's term (which it fills in).
+  // nullopt, and nothing applied, when not leader at that moment.
+  std::optional<absl::StatusOr<CronRecord>> ApplyAsLeader(
+      CronTransition* transition);
+  // The expression of `record` (parsed once per definition).
+  absl::StatusOr<CronExpression> ParseFor(const CronRecord& record);
+  absl::StatusOr<CronRecord> RegisterOnce(const CronDefinition& definition,
+                                          absl::Time now);
+  NewJob JobFor(const CronDefinition& definition, absl::Time tick) const;
+  void LogStep(const CronRecord& before, const CronStep& step,
+               const CronRecord& after, uint64_t term);
+  // Notes that the store refused `term` as lower than its highest.
+  void Depose(uint64_t term);
+
+  // The term to fire under, if leader now.
+  std::optional<uint64_t> LeaderTerm() ABSL_LOCKS_EXCLUDED(mu_);
+  std::optional<uint64_t> LeaderTermLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  LeadershipState LeadershipLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  JobStore* const store_;
+  Clock* const clock_;
+  const SchedulerConfig config_;
+  const TickPlanOptions plan_options_;
+
+  // Serializes SetLeadership calls, so that their terms reach memory in the
+  // order the store observed them.
+  absl::Mutex set_leadership_mu_;
+
+  // Held around "am I leader? apply the transition", and by SetLeadership
+  // while it changes the leadership: once a revocation returns, no
+  // transition is in flight. Acquired before mu_.
+  absl::Mutex fire_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+
+  absl::Mutex mu_;
+  // State below is protected by mu_.
+  bool leader_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t term_ ABSL_GUARDED_BY(mu_) = 0;
+  // Monotonic instant the leadership lapses at; nullopt: no TTL.
+  std::optional<absl::Duration> lapse_at_ ABSL_GUARDED_BY(mu_);
+  // Its wall-time equivalent when it was set, for reports.
+  absl::Time expires_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  bool lapse_logged_ ABSL_GUARDED_BY(mu_) = false;
+  bool wake_pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  // So WaitForIdleForTest can tell the thread is asleep, and until when.
+  bool sleeping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time sleep_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  int64_t passes_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Used by the firing thread only (or RunPassForTest's caller).
+  bool store_error_logged_ = false;  // so a store outage logs once
+  // Parsed expressions by schedule name, with what they were parsed from.
+  struct ParsedExpression {
+    std::string schedule;
+    std::string timezone;
+    absl::Time anchor;
+    absl::StatusOr<CronExpression> expression;
+  };
+  std::map<std::string, ParsedExpression> parsed_;
+  // Schedules whose stored expression no longer parses, logged once each.
+  std::set<std::string> unparsable_logged_;
+
+  std::thread thread_;
+};
+
+}  // namespace adjutant
+
+#endif  // ADJUTANT_SCHEDULER_SCHEDULER_H_

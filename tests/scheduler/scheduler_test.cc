@@ -1,0 +1,951 @@
+// The Scheduler against real stores and a SimulatedClock: registration,
+// leadership, firing exactly once per tick, misfire and overlap policies,
+// DST, and the thread's sleeping. Nothing here sleeps: time moves only when
+// a test moves it, and a test knows the thread is done when it is idle.
+#include "scheduler/scheduler.h"
+
+#include <stdlib.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/time/civil_time.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "spdlog/spdlog.h"
+#include "storage/memory_job_store.h"
+#include "storage/sqlite_job_store.h"
+#include "tests/fakes/simulated_clock.h"
+
+namespace adjutant {
+namespace {
+
+// 2026-01-01 00:00:00 UTC.
+const absl::Time kStart = absl::FromUnixSeconds(1767225600);
+
+// ---- Stores -----------------------------------------------------------
+
+// A temporary directory, removed at the end.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "adjutant-sched-XXXXXX")
+            .string();
+    EXPECT_NE(mkdtemp(tmpl.data()), nullptr);
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// The backend under test. A test opens "its" store any number of times (a
+// restart reopens it): the memory kind keeps one store for the test, the
+// SQLite kind opens the test's file again.
+struct StoreKind {
+  std::string name;  // "Memory" or "Sqlite"
+};
+
+std::shared_ptr<JobStore> OpenSqlite(const std::string& dir) {
+  SqliteOptions options;
+  options.path = dir + "/adjutant.db";
+  options.synchronous = SqliteOptions::Synchronous::kNormal;
+  absl::StatusOr<std::unique_ptr<SqliteJobStore>> store =
+      SqliteJobStore::Open(options);
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? std::shared_ptr<JobStore>(std::move(*store)) : nullptr;
+}
+
+StoreKind MemoryKind() { return {"Memory"}; }
+StoreKind SqliteKind() { return {"Sqlite"}; }
+
+// Every job of `queue`, in enqueue order.
+std::vector<Job> JobsOf(JobStore* store, const std::string& queue) {
+  std::vector<Job> jobs;
+  std::string token;
+  do {
+    absl::StatusOr<JobPage> page =
+        store->ListJobs(queue, JobState::kUnspecified, 1000, token);
+    EXPECT_TRUE(page.ok()) << page.status();
+    if (!page.ok()) break;
+    jobs.insert(jobs.end(), page->jobs.begin(), page->jobs.end());
+    token = page->next_page_token;
+  } while (!token.empty());
+  return jobs;
+}
+
+std::vector<absl::Time> TickTimes(JobStore* store, const std::string& queue) {
+  std::vector<absl::Time> ticks;
+  for (const Job& job : JobsOf(store, queue))
+    ticks.push_back(job.cron_tick_time);
+  return ticks;
+}
+
+bool AllDistinct(std::vector<absl::Time> ticks) {
+  std::sort(ticks.begin(), ticks.end());
+  return std::adjacent_find(ticks.begin(), ticks.end()) == ticks.end();
+}
+
+CronDefinition Cron(const std::string& name, const std::string& schedule,
+                    const std::string& queue) {
+  CronDefinition d;
+  d.name = name;
+  d.schedule = schedule;
+  d.job.queue = queue;
+  d.job.type = "tick";
+  return d;
+}
+
+// ---- Fixture ------------------------------------------------------------
+
+class SchedulerTest : public ::testing::TestWithParam<StoreKind> {
+ protected:
+  static void SetUpTestSuite() { spdlog::set_level(spdlog::level::warn); }
+
+  void SetUp() override { store_ = Open(); }
+
+  std::shared_ptr<JobStore> Open() {
+    if (GetParam().name == "Sqlite") return OpenSqlite(dir_.path());
+    if (memory_ == nullptr) memory_ = std::make_shared<MemoryJobStore>();
+    return memory_;
+  }
+
+  std::unique_ptr<Scheduler> NewScheduler(JobStore* store,
+                                          SchedulerConfig config = {}) {
+    return std::make_unique<Scheduler>(store, &clock_, config);
+  }
+
+  CronRecord MustRegister(Scheduler* s, const CronDefinition& d) {
+    absl::StatusOr<CronRecord> r = s->Register(d);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : CronRecord();
+  }
+
+  void Lead(Scheduler* s, uint64_t term,
+            absl::Duration ttl = absl::ZeroDuration()) {
+    absl::StatusOr<LeadershipState> l = s->SetLeadership(true, term, ttl);
+    ASSERT_TRUE(l.ok()) << l.status();
+    ASSERT_TRUE(l->leader);
+  }
+
+  CronRecord Get(const std::string& name) {
+    absl::StatusOr<CronRecord> r = store_->GetCron(name);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : CronRecord();
+  }
+
+  TempDir dir_;
+  SimulatedClock clock_{kStart};
+  std::shared_ptr<JobStore> memory_;  // the memory kind's one store
+  std::shared_ptr<JobStore> store_;
+};
+
+// ---- Registration -------------------------------------------------------
+
+TEST_P(SchedulerTest, RegisterNormalizesAndComputesTheFirstTickFromNow) {
+  clock_.SetNow(kStart + absl::Minutes(7));
+  auto s = NewScheduler(store_.get());
+  CronDefinition d = Cron("hourly", "0 * * * *", "");
+  d.misfire_policy = MisfirePolicy::kUnspecified;
+  d.overlap_policy = OverlapPolicy::kUnspecified;
+  CronRecord r = MustRegister(s.get(), d);
+  EXPECT_EQ(r.definition.timezone, "UTC");
+  EXPECT_EQ(r.definition.job.queue, "default");
+  EXPECT_EQ(r.definition.misfire_policy, MisfirePolicy::kFireOnce);
+  EXPECT_EQ(r.definition.overlap_policy, OverlapPolicy::kAllow);
+  EXPECT_EQ(r.definition.catchup_window, absl::Hours(1));
+  EXPECT_EQ(r.state.next_fire_time, kStart + absl::Hours(1));
+  EXPECT_EQ(r.created_at, kStart + absl::Minutes(7));
+  EXPECT_EQ(r.version, 1);
+  EXPECT_EQ(Get("hourly").state.next_fire_time, kStart + absl::Hours(1));
+}
+
+TEST_P(SchedulerTest, RegisterRefusesBadInputNamingTheFieldAndStoresNothing) {
+  auto s = NewScheduler(store_.get());
+  struct Case {
+    std::function<void(CronDefinition*)> mutate;
+    std::string field;
+  };
+  const std::vector<Case> cases = {
+      {[](CronDefinition* d) { d->name.clear(); }, "name:"},
+      {[](CronDefinition* d) { d->schedule = "61 * * * *"; }, "schedule:"},
+      {[](CronDefinition* d) { d->schedule = ""; }, "schedule:"},
+      {[](CronDefinition* d) { d->timezone = "Mars/Olympus"; }, "timezone:"},
+      {[](CronDefinition* d) { d->job.type.clear(); }, "job.job_type:"},
+      {[](CronDefinition* d) { d->job.max_attempts = -1; },
+       "job.max_attempts:"},
+      {[](CronDefinition* d) { d->catchup_window = absl::ZeroDuration(); },
+       "catchup_window:"},
+      {[](CronDefinition* d) {
+         d->misfire_policy = static_cast<MisfirePolicy>(9);
+       },
+       "misfire_policy:"},
+      {[](CronDefinition* d) {
+         d->overlap_policy = static_cast<OverlapPolicy>(9);
+       },
+       "overlap_policy:"},
+  };
+  for (const Case& c : cases) {
+    CronDefinition d = Cron("bad", "0 * * * *", "q");
+    c.mutate(&d);
+    absl::StatusOr<CronRecord> r = s->Register(d);
+    ASSERT_FALSE(r.ok()) << c.field;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(absl::StartsWith(r.status().message(), c.field)) << r.status();
+  }
+  absl::StatusOr<CronPage> page = store_->ListCrons(10, "");
+  ASSERT_TRUE(page.ok());
+  EXPECT_TRUE(page->crons.empty());
+}
+
+TEST_P(SchedulerTest, IdenticalReRegistrationChangesNothing) {
+  auto s = NewScheduler(store_.get());
+  CronRecord first = MustRegister(s.get(), Cron("c", "*/5 * * * *", "q"));
+  clock_.Advance(absl::Minutes(3));
+  CronRecord again = MustRegister(s.get(), Cron("c", "*/5 * * * *", "q"));
+  EXPECT_EQ(again.version, first.version);
+  EXPECT_EQ(again.updated_at, first.updated_at);
+  EXPECT_EQ(again.state.next_fire_time, first.state.next_fire_time);
+  EXPECT_EQ(Get("c").version, first.version);
+  // The same, spelled with the defaults left out.
+  CronDefinition implicit = Cron("c", "*/5 * * * *", "q");
+  implicit.timezone = "";
+  implicit.misfire_policy = MisfirePolicy::kUnspecified;
+  EXPECT_EQ(MustRegister(s.get(), implicit).version, first.version);
+}
+
+TEST_P(SchedulerTest, ChangedScheduleRecomputesOtherChangesKeepTheState) {
+  auto s = NewScheduler(store_.get());
+  CronRecord first = MustRegister(s.get(), Cron("c", "0 */6 * * *", "q"));
+  EXPECT_EQ(first.state.next_fire_time, kStart + absl::Hours(6));
+
+  clock_.Advance(absl::Minutes(90));
+  CronDefinition d = Cron("c", "0 */6 * * *", "q");
+  d.job.priority = 7;
+  CronRecord priority = MustRegister(s.get(), d);
+  EXPECT_EQ(priority.version, first.version + 1);
+  EXPECT_EQ(priority.definition.job.priority, 7);
+  EXPECT_EQ(priority.state.next_fire_time, kStart + absl::Hours(6));
+  EXPECT_EQ(priority.created_at, first.created_at);
+
+  d.schedule = "0 * * * *";
+  CronRecord hourly = MustRegister(s.get(), d);
+  EXPECT_EQ(hourly.state.next_fire_time, kStart + absl::Hours(2));
+
+  d.timezone = "Asia/Kolkata";  // UTC+5:30: local hours fall on :30 UTC
+  CronRecord zoned = MustRegister(s.get(), d);
+  // Now is 07:00 in Kolkata: the next local hour, 08:00, is 02:30 UTC.
+  EXPECT_EQ(zoned.state.next_fire_time,
+            kStart + absl::Hours(2) + absl::Minutes(30));
+}
+
+TEST_P(SchedulerTest, EveryIsAnchoredAtCreation) {
+  auto s = NewScheduler(store_.get());
+  clock_.SetNow(kStart + absl::Seconds(7));
+  CronRecord r = MustRegister(s.get(), Cron("e", "@every 90s", "q"));
+  EXPECT_EQ(r.state.next_fire_time, kStart + absl::Seconds(97));
+  clock_.Advance(absl::Seconds(100));  // now kStart + 107 s
+  CronRecord changed = MustRegister(s.get(), Cron("e", "@every 60s", "q"));
+  // Counted from created_at (kStart + 7 s), not from now.
+  EXPECT_EQ(changed.state.next_fire_time, kStart + absl::Seconds(127));
+}
+
+TEST_P(SchedulerTest, UnregisterGetAndListPassThrough) {
+  auto s = NewScheduler(store_.get());
+  MustRegister(s.get(), Cron("a", "0 * * * *", "q"));
+  MustRegister(s.get(), Cron("b", "0 * * * *", "q"));
+  absl::StatusOr<CronPage> page = s->List(1, "");
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->crons.size(), 1u);
+  EXPECT_EQ(page->crons[0].definition.name, "a");
+  EXPECT_TRUE(s->Unregister("a").ok());
+  EXPECT_EQ(s->Get("a").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s->Unregister("a").code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(s->Get("b").ok());
+}
+
+// ---- Leadership -----------------------------------------------------------
+
+TEST_P(SchedulerTest, FiresOnlyWhileLeader) {
+  auto s = NewScheduler(store_.get());
+  MustRegister(s.get(), Cron("sec", "* * * * * *", "q"));
+  clock_.Advance(absl::Seconds(5));
+  EXPECT_EQ(s->RunPassForTest(), absl::InfiniteFuture());
+  EXPECT_TRUE(JobsOf(store_.get(), "q").empty());
+
+  Lead(s.get(), 1);
+  // Found 5 s late: FIRE_ONCE fires the latest due tick.
+  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Seconds(6));
+  EXPECT_EQ(TickTimes(store_.get(), "q"),
+            std::vector<absl::Time>{kStart + absl::Seconds(5)});
+  clock_.Advance(absl::Seconds(1));
+  s->RunPassForTest();
+  EXPECT_EQ(JobsOf(store_.get(), "q").size(), 2u);
+
+  ASSERT_TRUE(s->SetLeadership(false, 1, absl::ZeroDuration()).ok());
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(s->RunPassForTest(), absl::InfiniteFuture());
+  EXPECT_EQ(JobsOf(store_.get(), "q").size(), 2u);
+}
+
+TEST_P(SchedulerTest, FiredJobsCarryTheTemplateAndTheTick) {
+  SchedulerConfig config;
+  config.default_max_attempts = 4;
+  auto s = NewScheduler(store_.get(), config);
+  CronDefinition d = Cron("report", "0 * * * *", "reports");
+  d.job.type = "build-report";
+  d.job.payload = std::string("\0payload", 8);
+  d.job.priority = -3;
+  d.job.max_attempts = 0;  // the default
+  MustRegister(s.get(), d);
+  Lead(s.get(), 1);
+  clock_.SetNow(kStart + absl::Hours(1));
+  s->RunPassForTest();
+  std::vector<Job> jobs = JobsOf(store_.get(), "reports");
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].type, "build-report");
+  EXPECT_EQ(jobs[0].payload, std::string("\0payload", 8));
+  EXPECT_EQ(jobs[0].priority, -3);
+  EXPECT_EQ(jobs[0].max_attempts, 4);
+  EXPECT_EQ(jobs[0].state, JobState::kPending);
+  EXPECT_EQ(jobs[0].cron_name, "report");
+  EXPECT_EQ(jobs[0].cron_tick_time, kStart + absl::Hours(1));
+  CronRecord r = Get("report");
+  EXPECT_EQ(r.state.last_job_id, jobs[0].id);
+  EXPECT_EQ(r.state.last_fire_time, kStart + absl::Hours(1));
+  EXPECT_EQ(r.state.fired_count, 1);
+  EXPECT_EQ(r.state.next_fire_time, kStart + absl::Hours(2));
+}
+
+TEST_P(SchedulerTest, LowerTermIsRefusedAndChangesNothing) {
+  auto s = NewScheduler(store_.get());
+  Lead(s.get(), 5);
+  absl::StatusOr<LeadershipState> lower =
+      s->SetLeadership(false, 4, absl::ZeroDuration());
+  ASSERT_EQ(lower.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StartsWith(lower.status().message(), "term:"))
+      << lower.status();
+  absl::StatusOr<LeadershipState> now = s->GetLeadership();
+  ASSERT_TRUE(now.ok());
+  EXPECT_TRUE(now->leader);
+  EXPECT_EQ(now->term, 5u);
+  EXPECT_EQ(now->highest_term, 5u);
+  // The highest term is durable: a new scheduler on the store refuses it too.
+  auto other = NewScheduler(store_.get());
+  EXPECT_EQ(other->SetLeadership(true, 4, absl::ZeroDuration()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(other->SetLeadership(true, 5, absl::ZeroDuration()).ok());
+  EXPECT_EQ(s->SetLeadership(true, 1, -absl::Seconds(1)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_P(SchedulerTest, LeadershipIsReportedWithItsWallClockExpiry) {
+  auto s = NewScheduler(store_.get());
+  absl::StatusOr<LeadershipState> none = s->GetLeadership();
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->leader);
+  EXPECT_EQ(none->term, 0u);
+
+  absl::StatusOr<LeadershipState> l =
+      s->SetLeadership(true, 3, absl::Seconds(10));
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ(l->expires_at, kStart + absl::Seconds(10));
+  EXPECT_EQ(l->highest_term, 3u);
+  clock_.Advance(absl::Seconds(9));
+  EXPECT_TRUE(s->GetLeadership()->leader);
+  clock_.Advance(absl::Seconds(1));
+  absl::StatusOr<LeadershipState> lapsed = s->GetLeadership();
+  EXPECT_FALSE(lapsed->leader);
+  EXPECT_EQ(lapsed->term, 3u);
+  EXPECT_EQ(lapsed->expires_at, absl::InfiniteFuture());
+  // Renewal without TTL: until revoked.
+  absl::StatusOr<LeadershipState> renewed =
+      s->SetLeadership(true, 3, absl::ZeroDuration());
+  EXPECT_TRUE(renewed->leader);
+  EXPECT_EQ(renewed->expires_at, absl::InfiniteFuture());
+}
+
+// ---- The thread -----------------------------------------------------------
+
+TEST_P(SchedulerTest, ThreadFiresPerSecondWhileLeaderAndStopsWhenTheTtlLapses) {
+  auto s = NewScheduler(store_.get());
+  MustRegister(s.get(), Cron("sec", "* * * * * *", "q"));
+  s->Start();
+  s->WaitForIdleForTest();
+  for (int i = 0; i < 3; ++i) {  // not leader: nothing fires
+    clock_.Advance(absl::Seconds(1));
+    s->WaitForIdleForTest();
+  }
+  EXPECT_TRUE(JobsOf(store_.get(), "q").empty());
+
+  const absl::Time led_at = clock_.Now();
+  Lead(s.get(), 1, absl::Seconds(10));
+  s->WaitForIdleForTest();
+  for (int i = 0; i < 15; ++i) {
+    clock_.Advance(absl::Seconds(1));
+    s->WaitForIdleForTest();
+  }
+  std::vector<absl::Time> ticks = TickTimes(store_.get(), "q");
+  EXPECT_TRUE(AllDistinct(ticks));
+  // The tick found at the election (the latest of the missed ones), then one
+  // a second until the TTL lapsed at led_at + 10 s: the tick due at that
+  // very instant is not fired.
+  ASSERT_EQ(ticks.size(), 10u);
+  EXPECT_EQ(ticks.front(), led_at);
+  EXPECT_EQ(ticks.back(), led_at + absl::Seconds(9));
+  EXPECT_FALSE(s->GetLeadership()->leader);
+}
+
+TEST_P(SchedulerTest, RevocationStopsFiringAtOnce) {
+  auto s = NewScheduler(store_.get());
+  MustRegister(s.get(), Cron("sec", "* * * * * *", "q"));
+  Lead(s.get(), 1);
+  s->Start();
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(absl::Seconds(1));
+    s->WaitForIdleForTest();
+  }
+  EXPECT_EQ(JobsOf(store_.get(), "q").size(), 3u);
+  ASSERT_TRUE(s->SetLeadership(false, 1, absl::ZeroDuration()).ok());
+  // Nothing in flight once SetLeadership returned; nothing after.
+  const size_t at_revocation = JobsOf(store_.get(), "q").size();
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(absl::Seconds(1));
+    s->WaitForIdleForTest();
+  }
+  EXPECT_EQ(JobsOf(store_.get(), "q").size(), at_revocation);
+}
+
+TEST_P(SchedulerTest, ThreadSleepsThroughTimeWhenNothingIsDue) {
+  auto s = NewScheduler(store_.get());
+  // Many schedules, all next due a week from now.
+  const absl::Time due = kStart + absl::Hours(24 * 7);
+  for (int i = 0; i < 1000; ++i) {
+    CronDefinition d = Cron("weekly-" + std::to_string(i), "0 0 * * 4", "w");
+    ASSERT_EQ(MustRegister(s.get(), d).state.next_fire_time, due);
+  }
+  Lead(s.get(), 1);
+  s->Start();
+  s->WaitForIdleForTest();
+  // Every change so far was seen; now only time passes.
+  const int64_t passes = s->PassCountForTest();
+  for (int day = 0; day < 6; ++day) {
+    clock_.Advance(absl::Hours(24));
+    s->WaitForIdleForTest();
+  }
+  EXPECT_EQ(s->PassCountForTest(), passes);  // never woke
+  EXPECT_TRUE(JobsOf(store_.get(), "w").empty());
+  clock_.SetNow(due);
+  s->WaitForIdleForTest();
+  EXPECT_EQ(JobsOf(store_.get(), "w").size(), 1000u);
+  EXPECT_GT(s->PassCountForTest(), passes);
+}
+
+TEST_P(SchedulerTest, FollowerSleepsUntilTheLeadershipChanges) {
+  auto s = NewScheduler(store_.get());
+  MustRegister(s.get(), Cron("sec", "* * * * * *", "q"));
+  s->Start();
+  s->WaitForIdleForTest();
+  const int64_t passes = s->PassCountForTest();
+  clock_.Advance(absl::Hours(5));
+  s->WaitForIdleForTest();
+  EXPECT_EQ(s->PassCountForTest(), passes);
+  Lead(s.get(), 1);
+  s->WaitForIdleForTest();
+  EXPECT_GT(s->PassCountForTest(), passes);
+  EXPECT_EQ(JobsOf(store_.get(), "q").size(), 1u);  // FIRE_ONCE after the gap
+}
+
+TEST_P(SchedulerTest, ThreadWakesForARegistration) {
+  auto s = NewScheduler(store_.get());
+  Lead(s.get(), 1);
+  s->Start();
+  s->WaitForIdleForTest();
+  // Due in 10 s: the thread must re-plan its sleep to fire it.
+  MustRegister(s.get(), Cron("soon", "10 * * * * *", "q"));
+  s->WaitForIdleForTest();
+  clock_.Advance(absl::Seconds(10));
+  s->WaitForIdleForTest();
+  EXPECT_EQ(TickTimes(store_.get(), "q"),
+            std::vector<absl::Time>{kStart + absl::Seconds(10)});
+}
+
+// Days of ticks: on the memory store only, so that they take well under a
+// second each (the store's speed is not what they are about).
+class SchedulerDayTest : public SchedulerTest {};
+
+// A simulated day of per-second ticks, one pass per second.
+TEST_P(SchedulerDayTest, ADayOfPerSecondTicksFiresEachTickOnce) {
+  auto s = NewScheduler(store_.get());
+  MustRegister(s.get(), Cron("sec", "* * * * * *", "q"));
+  Lead(s.get(), 1);
+  const int kDay = 24 * 3600;
+  for (int i = 0; i < kDay; ++i) {
+    clock_.Advance(absl::Seconds(1));
+    s->RunPassForTest();
+  }
+  std::vector<absl::Time> ticks = TickTimes(store_.get(), "q");
+  ASSERT_EQ(ticks.size(), static_cast<size_t>(kDay));
+  for (int i = 0; i < kDay; ++i) {
+    ASSERT_EQ(ticks[i], kStart + absl::Seconds(i + 1));
+  }
+  CronRecord r = Get("sec");
+  EXPECT_EQ(r.state.fired_count, kDay);
+  EXPECT_EQ(r.state.missed_count, 0);
+}
+
+// A day through the thread, moving time in big steps: a schedule every 10 s
+// under FIRE_ALL catches up each 1000 s step (100 ticks, its cap), so every
+// tick still fires once, oldest first.
+TEST_P(SchedulerDayTest, ADayInBigStepsThroughTheThread) {
+  auto s = NewScheduler(store_.get());
+  CronDefinition d = Cron("ten", "*/10 * * * * *", "q");
+  d.misfire_policy = MisfirePolicy::kFireAll;
+  MustRegister(s.get(), d);
+  Lead(s.get(), 1);
+  s->Start();
+  const int kSteps = 24 * 3600 / 1000 + 1;
+  for (int i = 0; i < kSteps; ++i) {
+    clock_.Advance(absl::Seconds(1000));
+    s->WaitForIdleForTest();
+  }
+  std::vector<absl::Time> ticks = TickTimes(store_.get(), "q");
+  ASSERT_EQ(ticks.size(), static_cast<size_t>(kSteps * 100));
+  for (size_t i = 0; i < ticks.size(); ++i) {
+    ASSERT_EQ(ticks[i], kStart + absl::Seconds(10 * (i + 1)));
+  }
+  EXPECT_EQ(Get("ten").state.missed_count, 0);
+}
+
+TEST_P(SchedulerTest, ReportsFiredJobsToTheServer) {
+  SchedulerConfig config;
+  std::vector<std::string> queues;
+  config.on_job_fired = [&queues](const std::string& q) {
+    queues.push_back(q);
+  };
+  auto s = NewScheduler(store_.get(), config);
+  MustRegister(s.get(), Cron("a", "* * * * * *", "qa"));
+  Lead(s.get(), 1);
+  clock_.Advance(absl::Seconds(1));
+  s->RunPassForTest();
+  EXPECT_EQ(queues, std::vector<std::string>{"qa"});
+}
+
+// ---- Exactly once ---------------------------------------------------------
+
+TEST_P(SchedulerTest, RestartNeverRefiresAClaimedTick) {
+  {
+    auto s = NewScheduler(store_.get());
+    MustRegister(s.get(), Cron("sec", "* * * * * *", "q"));
+    Lead(s.get(), 1);
+    for (int i = 0; i < 5; ++i) {
+      clock_.Advance(absl::Seconds(1));
+      s->RunPassForTest();
+    }
+  }
+  store_.reset();
+  store_ = Open();  // a restart: the same data, a new process's objects
+  ASSERT_EQ(JobsOf(store_.get(), "q").size(), 5u);
+
+  auto s = NewScheduler(store_.get());
+  // A follower after restart.
+  EXPECT_FALSE(s->GetLeadership()->leader);
+  EXPECT_EQ(s->RunPassForTest(), absl::InfiniteFuture());
+  Lead(s.get(), 1);
+  s->RunPassForTest();  // same instant: nothing new is due
+  EXPECT_EQ(JobsOf(store_.get(), "q").size(), 5u);
+
+  // Even if the schedule's state went back (a restored backup, a clock
+  // behind), the claims keep fired ticks from firing again.
+  CronRecord r = Get("sec");
+  CronState rewound = r.state;
+  rewound.next_fire_time = kStart + absl::Seconds(4);
+  ASSERT_TRUE(
+      store_->PutCron(r.definition, rewound, r.version, clock_.Now()).ok());
+  clock_.Advance(absl::Seconds(1));
+  SchedulerConfig generous;
+  generous.misfire_threshold = absl::Seconds(10);  // all of them "on time"
+  auto t = NewScheduler(store_.get(), generous);
+  Lead(t.get(), 1);
+  t->RunPassForTest();
+  std::vector<absl::Time> ticks = TickTimes(store_.get(), "q");
+  EXPECT_TRUE(AllDistinct(ticks));
+  EXPECT_EQ(ticks.size(), 6u);
+  EXPECT_EQ(ticks.back(), kStart + absl::Seconds(6));
+  EXPECT_EQ(Get("sec").state.next_fire_time, kStart + absl::Seconds(7));
+}
+
+TEST_P(SchedulerTest, TwoSchedulersOnOneStoreFireEachTickOnce) {
+  std::shared_ptr<JobStore> other_store = Open();  // a second process
+  auto a = NewScheduler(store_.get());
+  auto b = NewScheduler(other_store.get());
+  MustRegister(a.get(), Cron("sec", "* * * * * *", "q"));
+  MustRegister(b.get(), Cron("sec", "* * * * * *", "q"));
+  Lead(a.get(), 3);
+  Lead(b.get(), 3);
+  a->Start();
+  b->Start();
+  for (int i = 0; i < 60; ++i) {
+    clock_.Advance(absl::Seconds(1));
+    a->WaitForIdleForTest();
+    b->WaitForIdleForTest();
+  }
+  std::vector<absl::Time> ticks = TickTimes(store_.get(), "q");
+  EXPECT_TRUE(AllDistinct(ticks));
+  EXPECT_EQ(ticks.size(), 60u);
+
+  // b gets a higher term: a is deposed at its next transition and stops.
+  Lead(b.get(), 4);
+  for (int i = 0; i < 60; ++i) {
+    clock_.Advance(absl::Seconds(1));
+    a->WaitForIdleForTest();
+    b->WaitForIdleForTest();
+  }
+  ticks = TickTimes(store_.get(), "q");
+  EXPECT_TRUE(AllDistinct(ticks));
+  EXPECT_EQ(ticks.size(), 120u);
+  EXPECT_FALSE(a->GetLeadership()->leader);
+  EXPECT_TRUE(b->GetLeadership()->leader);
+  EXPECT_EQ(Get("sec").state.missed_count, 0);
+}
+
+TEST_P(SchedulerTest, DeposedSchedulerStopsFiring) {
+  auto a = NewScheduler(store_.get());
+  auto b = NewScheduler(store_.get());
+  MustRegister(a.get(), Cron("sec", "* * * * * *", "q"));
+  Lead(a.get(), 1);
+  Lead(b.get(), 2);  // the store has now seen term 2
+  clock_.Advance(absl::Seconds(1));
+  a->RunPassForTest();
+  EXPECT_TRUE(JobsOf(store_.get(), "q").empty());
+  absl::StatusOr<LeadershipState> la = a->GetLeadership();
+  EXPECT_FALSE(la->leader);
+  EXPECT_EQ(la->highest_term, 2u);
+  b->RunPassForTest();
+  EXPECT_EQ(JobsOf(store_.get(), "q").size(), 1u);
+}
+
+// ---- Misfire ----------------------------------------------------------------
+
+// The seed scenario: a schedule due at T; down from before T until after T;
+// then leader.
+TEST_P(SchedulerTest, SeedScenarioAcrossARestart) {
+  clock_.SetNow(kStart + absl::Minutes(13));
+  const absl::Time t = kStart + absl::Hours(1);
+  {
+    auto s = NewScheduler(store_.get());
+    CronDefinition once = Cron("once", "0 * * * *", "once");
+    once.misfire_policy = MisfirePolicy::kFireOnce;
+    CronDefinition skip = Cron("skip", "0 * * * *", "skip");
+    skip.misfire_policy = MisfirePolicy::kSkip;
+    CronDefinition all = Cron("all", "*/10 * * * *", "all");
+    all.misfire_policy = MisfirePolicy::kFireAll;
+    all.catchup_window = absl::Hours(2);
+    EXPECT_EQ(MustRegister(s.get(), once).state.next_fire_time, t);
+    EXPECT_EQ(MustRegister(s.get(), skip).state.next_fire_time, t);
+    MustRegister(s.get(), all);
+    Lead(s.get(), 1);
+    s->Start();
+    s->WaitForIdleForTest();
+    EXPECT_TRUE(JobsOf(store_.get(), "all").empty());
+  }  // down before the first "all" tick at 00:20
+  store_.reset();
+  clock_.SetNow(t + absl::Minutes(35));
+  store_ = Open();
+  auto s = NewScheduler(store_.get());
+  s->Start();
+  s->WaitForIdleForTest();
+  EXPECT_TRUE(JobsOf(store_.get(), "once").empty());  // not leader yet
+  Lead(s.get(), 1);
+  s->WaitForIdleForTest();
+
+  EXPECT_EQ(TickTimes(store_.get(), "once"), std::vector<absl::Time>{t});
+  EXPECT_EQ(JobsOf(store_.get(), "once")[0].cron_name, "once");
+  EXPECT_TRUE(JobsOf(store_.get(), "skip").empty());
+  CronRecord skip = Get("skip");
+  EXPECT_EQ(skip.state.missed_count, 1);
+  EXPECT_EQ(skip.state.fired_count, 0);
+  std::vector<absl::Time> expected;
+  for (absl::Time x = kStart + absl::Minutes(20); x <= t + absl::Minutes(30);
+       x += absl::Minutes(10)) {
+    expected.push_back(x);
+  }
+  EXPECT_EQ(TickTimes(store_.get(), "all"), expected);
+  for (const char* name : {"once", "skip", "all"}) {
+    EXPECT_EQ(Get(name).state.next_fire_time, name == std::string("all")
+                                                  ? t + absl::Minutes(40)
+                                                  : t + absl::Hours(1));
+  }
+}
+
+TEST_P(SchedulerTest, FireAllCatchUpIsResumableAfterACrashMidWay) {
+  auto s = NewScheduler(store_.get());
+  CronDefinition d = Cron("all", "* * * * *", "q");
+  d.misfire_policy = MisfirePolicy::kFireAll;
+  MustRegister(s.get(), d);  // first tick 00:01
+  clock_.SetNow(kStart + absl::Minutes(30) + absl::Seconds(30));
+  // A "crash" after three of the thirty catch-up transitions: replay them by
+  // hand as the scheduler would, then let a fresh scheduler finish.
+  for (int i = 0; i < 3; ++i) {
+    CronRecord r = Get("all");
+    CronTransition step;
+    step.name = "all";
+    step.expected_version = r.version;
+    step.term = 1;
+    step.claim_tick = r.state.next_fire_time;
+    NewJob job;
+    job.queue = "q";
+    job.type = "tick";
+    job.cron_name = "all";
+    job.cron_tick_time = r.state.next_fire_time;
+    step.job = job;
+    step.new_state = r.state;
+    step.new_state.fired_count++;
+    step.new_state.last_fire_time = r.state.next_fire_time;
+    step.new_state.next_fire_time = r.state.next_fire_time + absl::Minutes(1);
+    ASSERT_TRUE(store_->ApplyCronTransition(step, clock_.Now()).ok());
+  }
+  Lead(s.get(), 1);
+  s->RunPassForTest();
+  std::vector<absl::Time> ticks = TickTimes(store_.get(), "q");
+  ASSERT_EQ(ticks.size(), 30u);
+  for (int i = 0; i < 30; ++i) {
+    EXPECT_EQ(ticks[i], kStart + absl::Minutes(i + 1));
+  }
+}
+
+// ---- Pause ---------------------------------------------------------------
+
+TEST_P(SchedulerTest, PausedScheduleNeitherFiresNorCatchesUpOnResume) {
+  auto s = NewScheduler(store_.get());
+  CronDefinition d = Cron("p", "*/10 * * * *", "q");
+  d.misfire_policy = MisfirePolicy::kFireAll;
+  MustRegister(s.get(), d);
+  Lead(s.get(), 1);
+  d.paused = true;
+  CronRecord paused = MustRegister(s.get(), d);
+  EXPECT_EQ(paused.state.next_fire_time, absl::InfiniteFuture());
+  clock_.Advance(absl::Minutes(45));
+  EXPECT_EQ(s->RunPassForTest(), absl::InfiniteFuture());
+  EXPECT_TRUE(JobsOf(store_.get(), "q").empty());
+
+  d.paused = false;
+  CronRecord resumed = MustRegister(s.get(), d);
+  EXPECT_EQ(resumed.state.next_fire_time, kStart + absl::Minutes(50));
+  s->RunPassForTest();
+  EXPECT_TRUE(JobsOf(store_.get(), "q").empty());
+  clock_.Advance(absl::Minutes(5));
+  s->RunPassForTest();
+  EXPECT_EQ(TickTimes(store_.get(), "q"),
+            std::vector<absl::Time>{kStart + absl::Minutes(50)});
+  EXPECT_EQ(Get("p").state.missed_count, 0);
+}
+
+TEST_P(SchedulerTest, ScheduleCreatedPausedDoesNotFire) {
+  auto s = NewScheduler(store_.get());
+  CronDefinition d = Cron("p", "* * * * * *", "q");
+  d.paused = true;
+  EXPECT_EQ(MustRegister(s.get(), d).state.next_fire_time,
+            absl::InfiniteFuture());
+  Lead(s.get(), 1);
+  clock_.Advance(absl::Minutes(1));
+  s->RunPassForTest();
+  EXPECT_TRUE(JobsOf(store_.get(), "q").empty());
+}
+
+// ---- Overlap ----------------------------------------------------------------
+
+class OverlapTest : public SchedulerTest {
+ protected:
+  // Registers an hourly schedule with `policy`, leads, and fires its first
+  // tick (01:00). Returns that job's id.
+  std::string FireFirst(Scheduler* s, OverlapPolicy policy) {
+    CronDefinition d = Cron("o", "0 * * * *", "q");
+    d.overlap_policy = policy;
+    MustRegister(s, d);
+    Lead(s, 1);
+    clock_.SetNow(kStart + absl::Hours(1));
+    s->RunPassForTest();
+    std::vector<Job> jobs = JobsOf(store_.get(), "q");
+    EXPECT_EQ(jobs.size(), 1u);
+    return jobs.empty() ? "" : jobs[0].id;
+  }
+
+  // Leases and acks the job `id` (it must be the only available one).
+  void Finish(const std::string& id) {
+    DequeueOptions options;
+    options.queue = "q";
+    absl::StatusOr<std::vector<Lease>> leased =
+        store_->Dequeue(options, clock_.Now());
+    ASSERT_TRUE(leased.ok()) << leased.status();
+    ASSERT_EQ(leased->size(), 1u);
+    ASSERT_EQ((*leased)[0].job.id, id);
+    ASSERT_TRUE(store_->Ack(id, (*leased)[0].token, clock_.Now()).ok());
+  }
+};
+
+TEST_P(OverlapTest, AllowFiresOverARunningJob) {
+  auto s = NewScheduler(store_.get());
+  FireFirst(s.get(), OverlapPolicy::kAllow);
+  clock_.Advance(absl::Hours(1));
+  s->RunPassForTest();
+  EXPECT_EQ(JobsOf(store_.get(), "q").size(), 2u);
+}
+
+TEST_P(OverlapTest, SkipDropsTicksWhileThePreviousJobRuns) {
+  auto s = NewScheduler(store_.get());
+  std::string first = FireFirst(s.get(), OverlapPolicy::kSkip);
+  clock_.Advance(absl::Hours(1));
+  s->RunPassForTest();
+  EXPECT_EQ(JobsOf(store_.get(), "q").size(), 1u);
+  EXPECT_EQ(Get("o").state.overlap_skipped_count, 1);
+  Finish(first);
+  clock_.Advance(absl::Hours(1));
+  s->RunPassForTest();
+  EXPECT_EQ(TickTimes(store_.get(), "q"),
+            (std::vector<absl::Time>{kStart + absl::Hours(1),
+                                     kStart + absl::Hours(3)}));
+}
+
+TEST_P(OverlapTest, ReplaceCancelsThePreviousJob) {
+  auto s = NewScheduler(store_.get());
+  std::string first = FireFirst(s.get(), OverlapPolicy::kReplace);
+  // A worker holds it.
+  DequeueOptions options;
+  options.queue = "q";
+  absl::StatusOr<std::vector<Lease>> leased =
+      store_->Dequeue(options, clock_.Now());
+  ASSERT_TRUE(leased.ok() && leased->size() == 1u);
+  clock_.Advance(absl::Hours(1));
+  s->RunPassForTest();
+  std::vector<Job> jobs = JobsOf(store_.get(), "q");
+  ASSERT_EQ(jobs.size(), 2u);
+  EXPECT_EQ(jobs[0].id, first);
+  EXPECT_EQ(jobs[0].state, JobState::kCancelled);
+  EXPECT_EQ(jobs[1].state, JobState::kPending);
+  // The holder's next Ack fails.
+  EXPECT_EQ(store_->Ack(first, (*leased)[0].token, clock_.Now()).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_P(OverlapTest, WaitHoldsATickAndFiresItWhenWokenByTheJobsEnd) {
+  auto s = NewScheduler(store_.get());
+  std::string first = FireFirst(s.get(), OverlapPolicy::kWait);
+  s->Start();
+  s->WaitForIdleForTest();
+  clock_.Advance(absl::Hours(1));  // 02:00: held
+  s->WaitForIdleForTest();
+  clock_.Advance(absl::Hours(1));  // 03:00: skipped, 02:00 still held
+  s->WaitForIdleForTest();
+  EXPECT_EQ(JobsOf(store_.get(), "q").size(), 1u);
+  CronRecord r = Get("o");
+  EXPECT_EQ(r.state.waiting_tick_time, kStart + absl::Hours(2));
+  EXPECT_EQ(r.state.overlap_skipped_count, 1);
+
+  // The job ends; the server's hook wakes the scheduler. No time passes.
+  Finish(first);
+  s->Wake();
+  s->WaitForIdleForTest();
+  EXPECT_EQ(TickTimes(store_.get(), "q"),
+            (std::vector<absl::Time>{kStart + absl::Hours(1),
+                                     kStart + absl::Hours(2)}));
+  EXPECT_EQ(Get("o").state.waiting_tick_time, absl::InfinitePast());
+}
+
+TEST_P(OverlapTest, WaitNoticesAJobThatEndedWithoutAWake) {
+  SchedulerConfig config;
+  config.wait_recheck_interval = absl::Seconds(5);
+  auto s = NewScheduler(store_.get(), config);
+  std::string first = FireFirst(s.get(), OverlapPolicy::kWait);
+  s->Start();
+  clock_.Advance(absl::Hours(1));  // 02:00 held
+  s->WaitForIdleForTest();
+  Finish(first);  // e.g. acked through another daemon: no Wake()
+  s->WaitForIdleForTest();
+  EXPECT_EQ(JobsOf(store_.get(), "q").size(), 1u);
+  clock_.Advance(absl::Seconds(5));
+  s->WaitForIdleForTest();
+  EXPECT_EQ(JobsOf(store_.get(), "q").size(), 2u);
+}
+
+// ---- Daylight saving
+// ---------------------------------------------------------
+
+// "30 2 * * *" in New York: on 2026-03-08 02:30 does not exist (fires once,
+// at 03:00 EDT); on 2026-11-01 01:00-02:00 repeats and 02:30 occurs once.
+// "30 1 * * *" on 2026-11-01 occurs twice: fires once, at the first (EDT).
+TEST_P(SchedulerTest, DstDaysFireOncePerDay) {
+  const absl::TimeZone ny = [] {
+    absl::TimeZone z;
+    EXPECT_TRUE(absl::LoadTimeZone("America/New_York", &z));
+    return z;
+  }();
+  struct Case {
+    std::string schedule;
+    absl::CivilDay from;
+    std::vector<absl::Time> expected;
+  };
+  const std::vector<Case> cases = {
+      {"30 2 * * *",
+       absl::CivilDay(2026, 3, 7),
+       {absl::FromCivil(absl::CivilSecond(2026, 3, 7, 2, 30, 0), ny),
+        // 03:00 EDT = 07:00 UTC: the first instant after the gap.
+        absl::FromUnixSeconds(1772953200),
+        absl::FromCivil(absl::CivilSecond(2026, 3, 9, 2, 30, 0), ny)}},
+      {"30 2 * * *",
+       absl::CivilDay(2026, 10, 31),
+       {absl::FromCivil(absl::CivilSecond(2026, 10, 31, 2, 30, 0), ny),
+        absl::FromCivil(absl::CivilSecond(2026, 11, 1, 2, 30, 0), ny),
+        absl::FromCivil(absl::CivilSecond(2026, 11, 2, 2, 30, 0), ny)}},
+      {"30 1 * * *",
+       absl::CivilDay(2026, 10, 31),
+       {absl::FromCivil(absl::CivilSecond(2026, 10, 31, 1, 30, 0), ny),
+        // 01:30 EDT = 05:30 UTC, the first of the two.
+        absl::FromUnixSeconds(1793511000),
+        absl::FromCivil(absl::CivilSecond(2026, 11, 2, 1, 30, 0), ny)}},
+  };
+  int n = 0;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.schedule);
+    const std::string queue = "dst" + std::to_string(n++);
+    clock_.SetNow(absl::FromCivil(absl::CivilSecond(c.from), ny));
+    auto s = NewScheduler(store_.get());
+    CronDefinition d = Cron(queue, c.schedule, queue);
+    d.timezone = "America/New_York";
+    MustRegister(s.get(), d);
+    Lead(s.get(), 1);
+    // Three days, waking where the thread would: at each next fire time.
+    const absl::Time end = clock_.Now() + absl::Hours(72);
+    for (absl::Time wake = s->RunPassForTest(); wake <= end;
+         wake = s->RunPassForTest()) {
+      clock_.SetNow(wake);
+    }
+    EXPECT_EQ(TickTimes(store_.get(), queue), c.expected);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, SchedulerTest,
+                         ::testing::Values(MemoryKind(), SqliteKind()),
+                         [](const auto& info) { return info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Stores, SchedulerDayTest,
+                         ::testing::Values(MemoryKind()),
+                         [](const auto& info) { return info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Stores, OverlapTest,
+                         ::testing::Values(MemoryKind(), SqliteKind()),
+                         [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace adjutant
