@@ -146,7 +146,13 @@ absl::StatusOr<bool> SqliteStatement::Step() {
   int rc = sqlite3_step(stmt_);
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
-  return SqliteStatus(rc, db_, "SQLite statement failed");
+  // The start of the statement says which one failed; it holds placeholders,
+  // never bound values.
+  absl::string_view sql = sqlite3_sql(stmt_);
+  return SqliteStatus(
+      rc, db_,
+      absl::StrCat("SQLite statement failed (", sql.substr(0, 48),
+                   sql.size() > 48 ? "...)" : ")"));
 }
 
 absl::Status SqliteStatement::Run() {
@@ -237,7 +243,13 @@ absl::StatusOr<SqliteStatement> SqliteConnection::PrepareOnce(
 
 absl::Status SqliteConnection::Exec(const char* sql) {
   int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
-  if (rc != SQLITE_OK) return SqliteStatus(rc, db_, "SQLite statement failed");
+  if (rc != SQLITE_OK) {
+    absl::string_view text = sql;
+    return SqliteStatus(
+        rc, db_,
+        absl::StrCat("SQLite statement failed (", text.substr(0, 48),
+                     text.size() > 48 ? "...)" : ")"));
+  }
   return absl::OkStatus();
 }
 

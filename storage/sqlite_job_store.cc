@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
+#include <iterator>
 #include <limits>
 #include <optional>
 #include <string>
@@ -642,6 +643,43 @@ absl::Status SetBusyTimeout(SqliteConnection& c, absl::Duration timeout) {
   return absl::OkStatus();
 }
 
+// Puts the file in WAL mode (a no-op if it is already). Switching needs an
+// exclusive lock, and SQLite does not call the busy handler for it: when two
+// processes create the file at once, one gets SQLITE_BUSY at once. So wait
+// here as the busy handler would, up to `busy_timeout` in all.
+absl::Status UseWal(SqliteConnection& c, const std::string& path,
+                    absl::Duration busy_timeout) {
+  static constexpr int kDelaysMs[] = {1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50};
+  const int64_t budget_ms = absl::ToInt64Milliseconds(busy_timeout);
+  int64_t waited_ms = 0;
+  for (size_t attempt = 0;; ++attempt) {
+    std::string mode;
+    int rc = sqlite3_exec(
+        c.db(), "PRAGMA journal_mode = WAL",
+        [](void* out, int columns, char** values, char**) {
+          if (columns > 0 && values[0] != nullptr) {
+            *static_cast<std::string*>(out) = values[0];
+          }
+          return 0;
+        },
+        &mode, nullptr);
+    if (rc == SQLITE_OK) {
+      if (mode == "wal") return absl::OkStatus();
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, ": cannot use WAL mode (journal_mode stays '", mode, "')"));
+    }
+    if ((rc & 0xff) != SQLITE_BUSY || waited_ms >= budget_ms) {
+      return SqliteStatus(rc, c.db(),
+                          absl::StrCat(path, ": switching to WAL mode failed"));
+    }
+    int64_t delay_ms = std::min<int64_t>(
+        kDelaysMs[std::min(attempt, std::size(kDelaysMs) - 1)],
+        budget_ms - waited_ms);
+    sqlite3_sleep(static_cast<int>(delay_ms));
+    waited_ms += delay_ms;
+  }
+}
+
 }  // namespace
 
 // ---- Open -------------------------------------------------------------------
@@ -691,17 +729,7 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
                                                SQLITE_OPEN_NOMUTEX));
   SqliteConnection& c = *connection;
   RETURN_IF_ERROR(SetBusyTimeout(c, options.busy_timeout));
-  {
-    ASSIGN_OR_RETURN(SqliteStatement wal,
-                     c.PrepareOnce("PRAGMA journal_mode = WAL"));
-    ASSIGN_OR_RETURN(bool row, wal.Step());
-    std::string mode = row ? wal.ColumnString(0) : "";
-    if (mode != "wal") {
-      return absl::FailedPreconditionError(
-          absl::StrCat(options.path, ": cannot use WAL mode (journal_mode is '",
-                       mode, "')"));
-    }
-  }
+  RETURN_IF_ERROR(UseWal(c, options.path, options.busy_timeout));
   RETURN_IF_ERROR(
       c.Exec(options.synchronous == SqliteOptions::Synchronous::kFull
                  ? "PRAGMA synchronous = FULL"
