@@ -58,7 +58,7 @@ MemoryJobStore::MemoryJobStore(BackoffPolicy backoff) : backoff_(backoff) {}
 
 MemoryJobStore::~MemoryJobStore() = default;
 
-// ---- Indexes ---------------------------------------------------------------
+// ---- Indexes ----------------------------------------------------------------
 
 void MemoryJobStore::Index(const Job& job) {
   QueueIndex& q = queues_[job.queue];
@@ -120,7 +120,7 @@ void MemoryJobStore::MoveHorizon(QueueIndex& q, absl::Time now) {
   q.horizon = now;
 }
 
-// ---- Job helpers -----------------------------------------------------------
+// ---- Job helpers ------------------------------------------------------------
 
 absl::StatusOr<Job*> MemoryJobStore::FindJob(const std::string& job_id) {
   auto it = seq_by_id_.find(job_id);
@@ -177,6 +177,10 @@ Job& MemoryJobStore::InsertJob(const NewJob& new_job, absl::Time now) {
   job.seq = seq;
 
   seq_by_id_[id] = seq;
+  // Moving the horizon here, not only in Dequeue, spreads the work of
+  // filling the ready sets over the Enqueue calls.
+  QueueIndex& q = queues_[job.queue];
+  if (now > q.horizon) MoveHorizon(q, now);
   if (!job.idempotency_key.empty()) {
     idempotency_[{job.queue, job.idempotency_key}] = id;
   }
@@ -204,7 +208,7 @@ void MemoryJobStore::EndExpiredLease(Job& job, absl::Time now) {
   Index(job);
 }
 
-// ---- Jobs ------------------------------------------------------------------
+// ---- Jobs -------------------------------------------------------------------
 
 absl::Status MemoryJobStore::Ping() { return absl::OkStatus(); }
 
@@ -532,7 +536,7 @@ absl::StatusOr<absl::Time> MemoryJobStore::NextAvailableTime(
   return next;
 }
 
-// ---- Leadership terms ------------------------------------------------------
+// ---- Leadership terms -------------------------------------------------------
 
 absl::StatusOr<uint64_t> MemoryJobStore::ObserveTerm(uint64_t term) {
   absl::MutexLock lock(&mu_);
@@ -550,7 +554,7 @@ absl::StatusOr<uint64_t> MemoryJobStore::HighestTerm() {
   return highest_term_;
 }
 
-// ---- Cron schedules --------------------------------------------------------
+// ---- Cron schedules ---------------------------------------------------------
 
 void MemoryJobStore::UnindexCron(const CronRecord& record) {
   const std::string& name = record.definition.name;

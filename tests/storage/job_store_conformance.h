@@ -43,6 +43,11 @@ inline void PrintTo(JobState state, std::ostream* os) {
   *os << JobStateName(state);
 }
 
+// Names the backend, not its bytes, in test failure messages.
+inline void PrintTo(const StoreFactory& factory, std::ostream* os) {
+  *os << factory.name;
+}
+
 class JobStoreConformance : public ::testing::TestWithParam<StoreFactory> {
  public:
   static std::string Name(const ::testing::TestParamInfo<StoreFactory>& info) {
