@@ -101,8 +101,8 @@ class MemoryJobStore final : public JobStore {
     std::set<TimeKey> pending_by_run_at;
     // PENDING jobs with run_at <= horizon, by type, in dequeue order. Jobs
     // move in and out as Dequeue moves the horizon to its `now` (forwards,
-    // or backwards if the wall clock stepped back), so Dequeue never skips
-    // over jobs that are not due yet.
+    // or backwards if the wall clock stepped back; Enqueue moves it only
+    // forwards), so Dequeue never skips over jobs that are not due yet.
     std::map<std::string, std::set<ReadyKey>> ready_by_type;
     absl::Time horizon = absl::InfinitePast();
     // LEASED jobs by lease_expires_at.
