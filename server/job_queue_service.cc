@@ -1,0 +1,391 @@
+#include "server/job_queue_service.h"
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "server/convert.h"
+#include "spdlog/spdlog.h"
+
+namespace adjutant {
+namespace {
+
+// Codes that mean the server (not the request) has a problem: worth a log
+// line. The others are the client's business.
+bool IsServerError(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kAborted:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+void ToProto(const Job& job, v1::Job* out) {
+  // Unset times (InfinitePast) stay absent in the message.
+  const auto set_time =
+      [](absl::Time t, google::protobuf::Timestamp* (v1::Job::*mutable_field)(),
+         void (v1::Job::*clear_field)(), v1::Job* out) {
+        if (t == absl::InfinitePast() || t == absl::InfiniteFuture()) {
+          (out->*clear_field)();
+        } else {
+          ToProto(t, (out->*mutable_field)());
+        }
+      };
+  out->set_job_id(job.id);
+  out->set_queue(job.queue);
+  out->set_job_type(job.type);
+  out->set_payload(job.payload);
+  out->set_priority(job.priority);
+  out->set_state(static_cast<v1::JobState>(job.state));
+  out->set_attempts(job.attempts);
+  out->set_max_attempts(job.max_attempts);
+  set_time(job.run_at, &v1::Job::mutable_run_at, &v1::Job::clear_run_at, out);
+  set_time(job.created_at, &v1::Job::mutable_created_at,
+           &v1::Job::clear_created_at, out);
+  out->set_last_error(job.last_error);
+  out->set_idempotency_key(job.idempotency_key);
+  // Only a LEASED job has a lease.
+  set_time(job.state == JobState::kLeased ? job.lease_expires_at
+                                          : absl::InfinitePast(),
+           &v1::Job::mutable_lease_expires_at, &v1::Job::clear_lease_expires_at,
+           out);
+  out->set_cron_name(job.cron_name);
+  set_time(job.cron_tick_time, &v1::Job::mutable_cron_tick_time,
+           &v1::Job::clear_cron_tick_time, out);
+  set_time(job.updated_at, &v1::Job::mutable_updated_at,
+           &v1::Job::clear_updated_at, out);
+  out->set_worker_id(job.worker_id);
+  // job.lease_token is deliberately not copied.
+}
+
+// A Dequeue call. Owned by gRPC (deleted in OnDone); at any moment exactly
+// one party may finish it: the attempt running on the executor, or the
+// registry while it is parked, or OnCancel after taking it out of the
+// registry.
+class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
+                                           public LongPollWaiter {
+ public:
+  DequeueCall(JobQueueService* service, DequeueArgs args, absl::Time deadline,
+              v1::DequeueResponse* response)
+      : service_(service),
+        args_(std::move(args)),
+        deadline_(deadline),
+        response_(response) {}
+
+  // Leases what it can; if nothing and the wait is not over, parks.
+  // Runs on the executor.
+  void Attempt() {
+    LongPollRegistry* const long_poll = service_->long_poll_;
+    for (;;) {
+      // A client that left would not see what we lease for it.
+      if (IsCancelled()) {
+        Finish(grpc::Status::CANCELLED);
+        return;
+      }
+      // Read before `now` and before the store call (see long_poll.h).
+      const uint64_t generation = long_poll->Generation(args_.options.queue);
+      const absl::Time now = service_->clock_->Now();
+      long_poll->ExpireLeasesIfDue(now);
+      absl::StatusOr<std::vector<Lease>> leases =
+          service_->store_->Dequeue(args_.options, now);
+      if (!leases.ok()) {
+        if (IsServerError(leases.status())) {
+          spdlog::warn("Dequeue: {}", leases.status().ToString());
+        }
+        Finish(ToGrpcStatus(leases.status()));
+        return;
+      }
+      if (!leases->empty()) {
+        absl::Time earliest_expiry = absl::InfiniteFuture();
+        for (const Lease& lease : *leases) {
+          v1::LeasedJob* out = response_->add_jobs();
+          ToProto(lease.job, out->mutable_job());
+          out->set_lease_token(lease.token);
+          ToProto(lease.expires_at, out->mutable_lease_expires_at());
+          earliest_expiry = std::min(earliest_expiry, lease.expires_at);
+        }
+        long_poll->NoteNextAvailable(earliest_expiry);
+        Finish(grpc::Status::OK);
+        return;
+      }
+      if (now >= deadline_) {
+        Finish(grpc::Status::OK);  // nothing in time: an empty response
+        return;
+      }
+      switch (long_poll->Park(this, args_.options.queue, generation, now,
+                              deadline_)) {
+        case LongPollRegistry::ParkResult::kParked:
+          return;  // the registry owns the call now: do not touch `this`
+        case LongPollRegistry::ParkResult::kRetry:
+          continue;
+        case LongPollRegistry::ParkResult::kCancelled:
+          Finish(grpc::Status::CANCELLED);
+          return;
+        case LongPollRegistry::ParkResult::kShuttingDown:
+          Finish(grpc::Status::OK);
+          return;
+      }
+    }
+  }
+
+  // LongPollWaiter.
+  bool IsCancelled() const override { return cancelled_.load(); }
+  void Wake() override {
+    service_->executor_->Schedule([this] { Attempt(); });
+  }
+  void Expire() override { Finish(grpc::Status::OK); }
+
+  // grpc::ServerUnaryReactor.
+  void OnCancel() override {
+    cancelled_.store(true);
+    if (service_->long_poll_->Remove(this)) {
+      Finish(grpc::Status::CANCELLED);
+    }
+    // Otherwise an attempt is running: it sees the flag when it tries to
+    // park, or finishes with what it found.
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  JobQueueService* const service_;
+  const DequeueArgs args_;
+  const absl::Time deadline_;  // wall time; the wait ends then
+  v1::DequeueResponse* const response_;
+  std::atomic<bool> cancelled_{false};
+};
+
+JobQueueService::JobQueueService(RequestLimits limits, JobStore* store,
+                                 Clock* clock, Executor* executor,
+                                 LongPollRegistry* long_poll,
+                                 JobFinishedHook on_cron_job_finished)
+    : limits_(limits),
+      store_(store),
+      clock_(clock),
+      executor_(executor),
+      long_poll_(long_poll),
+      on_cron_job_finished_(std::move(on_cron_job_finished)) {}
+
+grpc::ServerUnaryReactor* JobQueueService::Reject(
+    grpc::CallbackServerContext* context, const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobQueueService::RunOnExecutor(
+    grpc::CallbackServerContext* context, const char* method,
+    std::function<absl::Status()> work) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  executor_->Schedule([reactor, method, work = std::move(work)] {
+    absl::Status status = work();
+    if (IsServerError(status)) {
+      spdlog::warn("{}: {}", method, status.ToString());
+    }
+    reactor->Finish(ToGrpcStatus(status));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobQueueService::Enqueue(
+    grpc::CallbackServerContext* context, const v1::EnqueueRequest* request,
+    v1::EnqueueResponse* response) {
+  absl::StatusOr<NewJob> job = ValidateEnqueue(*request, limits_);
+  if (!job.ok()) return Reject(context, job.status());
+  return RunOnExecutor(
+      context, "Enqueue",
+      [this, job = *std::move(job), response]() -> absl::Status {
+        absl::StatusOr<std::vector<EnqueueResult>> results =
+            store_->Enqueue({job}, clock_->Now());
+        if (!results.ok()) return results.status();
+        const EnqueueResult& result = results->front();
+        if (!result.duplicate)
+          long_poll_->JobsAvailableAt(job.queue, job.run_at);
+        response->set_job_id(result.job_id);
+        response->set_duplicate(result.duplicate);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
+    grpc::CallbackServerContext* context,
+    const v1::EnqueueBatchRequest* request,
+    v1::EnqueueBatchResponse* response) {
+  absl::StatusOr<std::vector<NewJob>> jobs =
+      ValidateEnqueueBatch(*request, limits_);
+  if (!jobs.ok()) return Reject(context, jobs.status());
+  return RunOnExecutor(
+      context, "EnqueueBatch",
+      [this, jobs = *std::move(jobs), response]() -> absl::Status {
+        absl::StatusOr<std::vector<EnqueueResult>> results =
+            store_->Enqueue(jobs, clock_->Now());
+        if (!results.ok()) return results.status();
+        if (results->size() != jobs.size()) {
+          return absl::InternalError(
+              absl::StrCat("the store returned ", results->size(),
+                           " results for ", jobs.size(), " jobs"));
+        }
+        // The earliest new run_at per queue is all the registry needs.
+        std::map<std::string, absl::Time> earliest;
+        for (size_t i = 0; i < jobs.size(); ++i) {
+          v1::EnqueueResponse* out = response->add_results();
+          out->set_job_id((*results)[i].job_id);
+          out->set_duplicate((*results)[i].duplicate);
+          if ((*results)[i].duplicate) continue;
+          auto [it, inserted] = earliest.emplace(jobs[i].queue, jobs[i].run_at);
+          if (!inserted) it->second = std::min(it->second, jobs[i].run_at);
+        }
+        for (const auto& [queue, at] : earliest) {
+          long_poll_->JobsAvailableAt(queue, at);
+        }
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* JobQueueService::Dequeue(
+    grpc::CallbackServerContext* context, const v1::DequeueRequest* request,
+    v1::DequeueResponse* response) {
+  absl::StatusOr<DequeueArgs> args = ValidateDequeue(*request, limits_);
+  if (!args.ok()) return Reject(context, args.status());
+  const absl::Time deadline = clock_->Now() + args->wait;
+  auto* call = new DequeueCall(this, *std::move(args), deadline, response);
+  executor_->Schedule([call] { call->Attempt(); });
+  return call;
+}
+
+grpc::ServerUnaryReactor* JobQueueService::Ack(
+    grpc::CallbackServerContext* context, const v1::AckRequest* request,
+    v1::AckResponse* response) {
+  if (absl::Status s = ValidateAck(*request); !s.ok()) {
+    return Reject(context, s);
+  }
+  return RunOnExecutor(context, "Ack", [this, request]() -> absl::Status {
+    absl::Status status =
+        store_->Ack(request->job_id(), request->lease_token(), clock_->Now());
+    if (status.ok() && on_cron_job_finished_) {
+      // Ack returns no job; read it to learn whether a schedule fired it.
+      absl::StatusOr<Job> job = store_->GetJob(request->job_id());
+      if (job.ok()) NotifyIfCronJobFinished(on_cron_job_finished_, *job);
+    }
+    return status;
+  });
+}
+
+grpc::ServerUnaryReactor* JobQueueService::Nack(
+    grpc::CallbackServerContext* context, const v1::NackRequest* request,
+    v1::NackResponse* response) {
+  absl::StatusOr<NackOptions> options = ValidateNack(*request);
+  if (!options.ok()) return Reject(context, options.status());
+  return RunOnExecutor(context, "Nack",
+                       [this, request, response,
+                        options = *std::move(options)]() -> absl::Status {
+                         absl::StatusOr<Job> job = store_->Nack(
+                             request->job_id(), request->lease_token(), options,
+                             clock_->Now());
+                         if (!job.ok()) return job.status();
+                         if (job->state == JobState::kPending) {
+                           long_poll_->JobsAvailableAt(job->queue, job->run_at);
+                         }
+                         NotifyIfCronJobFinished(on_cron_job_finished_, *job);
+                         ToProto(*job, response->mutable_job());
+                         return absl::OkStatus();
+                       });
+}
+
+grpc::ServerUnaryReactor* JobQueueService::ExtendLease(
+    grpc::CallbackServerContext* context, const v1::ExtendLeaseRequest* request,
+    v1::ExtendLeaseResponse* response) {
+  absl::StatusOr<absl::Duration> lease_duration = ValidateExtendLease(*request);
+  if (!lease_duration.ok()) return Reject(context, lease_duration.status());
+  return RunOnExecutor(
+      context, "ExtendLease",
+      [this, request, response,
+       lease_duration = *lease_duration]() -> absl::Status {
+        absl::StatusOr<absl::Time> expires =
+            store_->ExtendLease(request->job_id(), request->lease_token(),
+                                lease_duration, clock_->Now());
+        if (!expires.ok()) return expires.status();
+        // A later expiry needs no note: the timer wakes at the old one and
+        // asks the store again.
+        ToProto(*expires, response->mutable_lease_expires_at());
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* JobQueueService::GetJob(
+    grpc::CallbackServerContext* context, const v1::GetJobRequest* request,
+    v1::Job* response) {
+  if (absl::Status s = ValidateJobId(request->job_id()); !s.ok()) {
+    return Reject(context, s);
+  }
+  return RunOnExecutor(
+      context, "GetJob", [this, request, response]() -> absl::Status {
+        absl::StatusOr<Job> job = store_->GetJob(request->job_id());
+        if (!job.ok()) return job.status();
+        ToProto(*job, response);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* JobQueueService::CancelJob(
+    grpc::CallbackServerContext* context, const v1::CancelJobRequest* request,
+    v1::Job* response) {
+  if (absl::Status s = ValidateJobId(request->job_id()); !s.ok()) {
+    return Reject(context, s);
+  }
+  return RunOnExecutor(
+      context, "CancelJob", [this, request, response]() -> absl::Status {
+        absl::StatusOr<Job> job =
+            store_->CancelJob(request->job_id(), clock_->Now());
+        if (!job.ok()) return job.status();
+        NotifyIfCronJobFinished(on_cron_job_finished_, *job);
+        ToProto(*job, response);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* JobQueueService::RequeueJob(
+    grpc::CallbackServerContext* context, const v1::RequeueJobRequest* request,
+    v1::Job* response) {
+  if (absl::Status s = ValidateJobId(request->job_id()); !s.ok()) {
+    return Reject(context, s);
+  }
+  return RunOnExecutor(
+      context, "RequeueJob", [this, request, response]() -> absl::Status {
+        absl::StatusOr<Job> job =
+            store_->RequeueJob(request->job_id(), clock_->Now());
+        if (!job.ok()) return job.status();
+        long_poll_->JobsAvailableAt(job->queue, job->run_at);
+        ToProto(*job, response);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* JobQueueService::ListJobs(
+    grpc::CallbackServerContext* context, const v1::ListJobsRequest* request,
+    v1::ListJobsResponse* response) {
+  absl::StatusOr<ListJobsArgs> args = ValidateListJobs(*request);
+  if (!args.ok()) return Reject(context, args.status());
+  return RunOnExecutor(
+      context, "ListJobs",
+      [this, response, args = *std::move(args)]() -> absl::Status {
+        absl::StatusOr<JobPage> page = store_->ListJobs(
+            args.queue, args.state, args.page_size, args.page_token);
+        if (!page.ok()) return page.status();
+        for (const Job& job : page->jobs) ToProto(job, response->add_jobs());
+        response->set_next_page_token(page->next_page_token);
+        return absl::OkStatus();
+      });
+}
+
+}  // namespace adjutant

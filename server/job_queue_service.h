@@ -1,0 +1,99 @@
+// The adjutant.v1.JobQueue gRPC service (callback API).
+//
+// Each handler validates its request on the reaction thread (cheap, no I/O;
+// server/validation.h) and rejects bad input at once with INVALID_ARGUMENT,
+// before anything is touched. Everything else — every store call — runs on
+// the Executor, which finishes the RPC. No handler ever blocks a gRPC
+// thread: a long-polling Dequeue parks in the LongPollRegistry.
+//
+// After each store write the service tells the registry what became
+// available (waking long-polls), and calls the JobFinishedHook for cron jobs
+// that finished (Ack, Nack to DEAD, CancelJob).
+#ifndef ADJUTANT_SERVER_JOB_QUEUE_SERVICE_H_
+#define ADJUTANT_SERVER_JOB_QUEUE_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <functional>
+
+#include "absl/status/status.h"
+#include "adjutant/v1/job_queue.grpc.pb.h"
+#include "scheduler/clock.h"
+#include "server/executor.h"
+#include "server/long_poll.h"
+#include "server/validation.h"
+#include "storage/job.h"
+#include "storage/job_store.h"
+
+namespace adjutant {
+
+// Fills `out` from `job`. The lease token is never copied: only the lease
+// holder sees it, in LeasedJob.
+void ToProto(const Job& job, v1::Job* out);
+
+// Thread-safe (gRPC calls the handlers from many threads).
+class JobQueueService final : public v1::JobQueue::CallbackService {
+ public:
+  // Every pointer must outlive the service and every call it serves (the
+  // server's shutdown finishes the calls first). `on_cron_job_finished` is
+  // optional.
+  JobQueueService(RequestLimits limits, JobStore* store, Clock* clock,
+                  Executor* executor, LongPollRegistry* long_poll,
+                  JobFinishedHook on_cron_job_finished);
+
+  grpc::ServerUnaryReactor* Enqueue(grpc::CallbackServerContext* context,
+                                    const v1::EnqueueRequest* request,
+                                    v1::EnqueueResponse* response) override;
+  grpc::ServerUnaryReactor* EnqueueBatch(
+      grpc::CallbackServerContext* context,
+      const v1::EnqueueBatchRequest* request,
+      v1::EnqueueBatchResponse* response) override;
+  grpc::ServerUnaryReactor* Dequeue(grpc::CallbackServerContext* context,
+                                    const v1::DequeueRequest* request,
+                                    v1::DequeueResponse* response) override;
+  grpc::ServerUnaryReactor* Ack(grpc::CallbackServerContext* context,
+                                const v1::AckRequest* request,
+                                v1::AckResponse* response) override;
+  grpc::ServerUnaryReactor* Nack(grpc::CallbackServerContext* context,
+                                 const v1::NackRequest* request,
+                                 v1::NackResponse* response) override;
+  grpc::ServerUnaryReactor* ExtendLease(
+      grpc::CallbackServerContext* context,
+      const v1::ExtendLeaseRequest* request,
+      v1::ExtendLeaseResponse* response) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
+                                   const v1::GetJobRequest* request,
+                                   v1::Job* response) override;
+  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* context,
+                                      const v1::CancelJobRequest* request,
+                                      v1::Job* response) override;
+  grpc::ServerUnaryReactor* RequeueJob(grpc::CallbackServerContext* context,
+                                       const v1::RequeueJobRequest* request,
+                                       v1::Job* response) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context,
+                                     const v1::ListJobsRequest* request,
+                                     v1::ListJobsResponse* response) override;
+
+ private:
+  class DequeueCall;
+
+  // Finishes the call at once with `status` (a validation failure).
+  grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* context,
+                                   const absl::Status& status);
+  // Runs `work` on the executor, then finishes the call with its status.
+  // `method` names the RPC in logs.
+  grpc::ServerUnaryReactor* RunOnExecutor(grpc::CallbackServerContext* context,
+                                          const char* method,
+                                          std::function<absl::Status()> work);
+
+  const RequestLimits limits_;
+  JobStore* const store_;
+  Clock* const clock_;
+  Executor* const executor_;
+  LongPollRegistry* const long_poll_;
+  const JobFinishedHook on_cron_job_finished_;
+};
+
+}  // namespace adjutant
+
+#endif  // ADJUTANT_SERVER_JOB_QUEUE_SERVICE_H_

@@ -1,0 +1,212 @@
+// Long-polling Dequeue: the registry of parked calls, and the one timer
+// thread that ends their waits and reaps expired leases.
+//
+// How a Dequeue with `wait` uses it (server/job_queue_service.cc):
+//   1. g = Generation(queue); now = clock->Now(); ExpireLeasesIfDue(now);
+//      store->Dequeue(..., now).
+//   2. Found nothing, wait not over: Park(call, queue, g, now, deadline).
+//      kRetry means something may have become available while the attempt
+//      ran (the generation moved): go back to 1 instead of sleeping through
+//      it. That check, under the registry's mutex, is what makes a wake-up
+//      impossible to miss.
+//   3. A parked call holds no thread. Exactly one of these ends the park:
+//      Wake(queue) -> waiter->Wake() (try again), its deadline or Shutdown()
+//      -> waiter->Expire() (finish empty), or Remove() (the client left).
+//
+// Who calls Wake: the service after every store write that makes a job
+// available now (JobsAvailableAt); the timer thread after it reaps expired
+// leases or reaches a delayed job's run_at. Jobs that become available
+// later are announced with NoteNextAvailable so the timer wakes for them.
+//
+// The timer thread sleeps (Clock::AwaitWithDeadline, never a fixed beat)
+// until the earliest of: a parked call's deadline, and the store's
+// NextAvailableTime("") (a delayed job's run_at, a lease's expiry). There it
+// expires waiters, runs ExpireLeases, and wakes the queues that gained
+// available jobs.
+#ifndef ADJUTANT_SERVER_LONG_POLL_H_
+#define ADJUTANT_SERVER_LONG_POLL_H_
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "scheduler/clock.h"
+#include "storage/job.h"
+#include "storage/job_store.h"
+
+namespace adjutant {
+
+// Called when a job fired by a schedule (cron_name non-empty) becomes
+// SUCCEEDED, DEAD or CANCELLED, so the scheduler can act on it (overlap
+// policy WAIT). May be called more than once for the same job (a retried
+// Ack). Called on an executor or timer thread with no lock held; must not
+// block.
+using JobFinishedHook = std::function<void(const Job&)>;
+
+// Calls `hook` (if set) when `job` is one it is meant to hear about.
+void NotifyIfCronJobFinished(const JobFinishedHook& hook, const Job& job);
+
+// A parked Dequeue call; implemented by the service's reactor.
+class LongPollWaiter {
+ public:
+  // Whether the client has gone away. Thread-safe.
+  virtual bool IsCancelled() const = 0;
+  // A job may be available: retry the Dequeue. Must not block (schedule the
+  // retry elsewhere). Called without registry locks held.
+  virtual void Wake() = 0;
+  // The wait is over (deadline or shutdown): finish with an empty response.
+  // Must not block. Called without registry locks held.
+  virtual void Expire() = 0;
+
+ protected:
+  ~LongPollWaiter() = default;
+};
+
+// Thread-safe. Neither owns nor outlives the store and the clock it is given.
+class LongPollRegistry {
+ public:
+  enum class ParkResult {
+    kParked,        // the registry now holds the waiter
+    kRetry,         // something changed since Generation(): attempt again
+    kCancelled,     // the waiter is cancelled: finish it
+    kShuttingDown,  // finish it with an empty response
+  };
+
+  // `store` and `clock` must outlive the registry. `on_cron_job_finished`
+  // (optional) hears of cron jobs that the reaper made DEAD.
+  LongPollRegistry(JobStore* store, Clock* clock,
+                   JobFinishedHook on_cron_job_finished);
+  // Calls Shutdown().
+  ~LongPollRegistry();
+
+  LongPollRegistry(const LongPollRegistry&) = delete;
+  LongPollRegistry& operator=(const LongPollRegistry&) = delete;
+
+  // Starts the timer thread. Its first round reaps leases that expired
+  // while the daemon was down. REQUIRES: called at most once.
+  void Start();
+
+  // Refuses further parks, expires every parked waiter (their calls end with
+  // an empty response), and stops the timer thread. Idempotent.
+  // REQUIRES: not called concurrently with itself.
+  void Shutdown();
+
+  // ---- The attempt protocol (see the top of this file) --------------------
+
+  // A number to read before an attempt's store Dequeue and pass to Park().
+  // It changes whenever `queue` is woken or the reaper runs.
+  uint64_t Generation(absl::string_view queue);
+
+  // Parks `waiter`, unless shutting down, cancelled, or Generation(queue) is
+  // no longer `generation`. `attempted_at` is the `now` of the attempt that
+  // found nothing; `deadline` (wall time) ends the wait. After kParked the
+  // caller must not touch the waiter: the registry may end the park at once.
+  // REQUIRES: `waiter` is not parked.
+  ParkResult Park(LongPollWaiter* waiter, const std::string& queue,
+                  uint64_t generation, absl::Time attempted_at,
+                  absl::Time deadline);
+
+  // Unparks `waiter` and returns true if it was parked (the caller then
+  // finishes it); false if it was not (someone else owns it).
+  bool Remove(LongPollWaiter* waiter);
+
+  // ---- Notifications ------------------------------------------------------
+
+  // Jobs of `queue` are available now: wakes its parked waiters.
+  void Wake(const std::string& queue);
+
+  // A store write made a job of `queue` available at `at` (InfinitePast:
+  // now). Wakes the queue if `at` has come (read from the clock after the
+  // write, which is what makes this race-free), otherwise
+  // NoteNextAvailable(at).
+  void JobsAvailableAt(const std::string& queue, absl::Time at);
+
+  // Something becomes available at `at` (a delayed job, a lease expiry):
+  // the timer will wake by then.
+  void NoteNextAvailable(absl::Time at);
+
+  // If the timer is due (now >= the next availability instant), runs
+  // ExpireLeases(now) here and wakes whom it concerns. Called before a
+  // Dequeue attempt so that a lease that expired with its attempts used up
+  // goes DEAD through the reaper (which reports it) rather than silently
+  // inside the store's Dequeue. Blocking (a store call).
+  void ExpireLeasesIfDue(absl::Time now);
+
+  // ---- For tests ----------------------------------------------------------
+
+  // How many waiters are parked.
+  int ParkedCountForTest();
+  // Blocks (in real time) until exactly `n` waiters are parked.
+  void AwaitParkedForTest(int n);
+  // Blocks (in real time) until the timer thread has handled everything
+  // due at the clock's current time and sleeps with nothing pending. For
+  // tests that move a SimulatedClock and then look at the effects.
+  void AwaitTimerIdleForTest();
+
+ private:
+  struct Parked {
+    std::string queue;
+    absl::Time attempted_at;
+    std::multimap<absl::Time, LongPollWaiter*>::iterator by_deadline;
+  };
+
+  static constexpr size_t kGenerationBuckets = 64;
+  static size_t Bucket(absl::string_view queue);
+
+  void TimerLoop();
+  bool TimerShouldWake() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // One round of the reaper at `now`. REQUIRES: mu_ not held.
+  void Reap(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
+  // Reports and wakes for jobs returned by ExpireLeases.
+  void HandleExpiredLeases(const std::vector<Job>& jobs)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void Unlink(LongPollWaiter* waiter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t GenerationLocked(absl::string_view queue) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
+  JobStore* const store_;
+  Clock* const clock_;
+  const JobFinishedHook on_cron_job_finished_;
+  std::thread timer_;
+
+  absl::Mutex mu_;
+  // State below is protected by mu_.
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  // Set to make the timer re-plan its sleep (an earlier deadline or
+  // availability instant).
+  bool timer_kicked_ ABSL_GUARDED_BY(mu_) = false;
+  // Whether the timer is blocked in the clock, and until when.
+  bool timer_asleep_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time timer_wake_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // Per-queue wake counters, hashed into a fixed number of buckets so that
+  // client-chosen queue names cannot grow memory; a collision only costs a
+  // spurious retry.
+  std::array<uint64_t, kGenerationBuckets> bucket_generation_
+      ABSL_GUARDED_BY(mu_) = {};
+  // Incremented at the start of every reaper round: an attempt that began
+  // before the round must not park without being seen by it.
+  uint64_t reap_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  // When the reaper must run next (the store's NextAvailableTime, lowered by
+  // NoteNextAvailable). InfinitePast until the first round.
+  absl::Time next_due_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // The earliest instant noted since the current reaper round started, so
+  // that the round's own NextAvailableTime cannot overwrite it.
+  absl::Time noted_since_reap_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  std::map<LongPollWaiter*, Parked> parked_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::set<LongPollWaiter*>, std::less<>> by_queue_
+      ABSL_GUARDED_BY(mu_);
+  std::multimap<absl::Time, LongPollWaiter*> by_deadline_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace adjutant
+
+#endif  // ADJUTANT_SERVER_LONG_POLL_H_

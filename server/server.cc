@@ -1,0 +1,114 @@
+#include "server/server.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace adjutant {
+namespace {
+
+// gRPC's own default cap on a received message.
+constexpr int64_t kDefaultMaxMessageBytes = 4 << 20;
+// Room for the other fields of a request carrying a full-size payload.
+constexpr int64_t kMessageOverheadBytes = 1 << 20;
+
+class OffsetClock final : public Clock {
+ public:
+  OffsetClock(Clock* base, absl::Duration offset)
+      : base_(base), offset_(offset) {}
+
+  absl::Time Now() override { return base_->Now() + offset_; }
+  absl::Duration Monotonic() override { return base_->Monotonic(); }
+  bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
+                         absl::Time deadline) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return base_->AwaitWithDeadline(mu, cond, deadline - offset_);
+  }
+
+ private:
+  Clock* const base_;
+  const absl::Duration offset_;
+};
+
+}  // namespace
+
+std::unique_ptr<Clock> NewOffsetClock(Clock* base, absl::Duration offset) {
+  return std::make_unique<OffsetClock>(base, offset);
+}
+
+AdjutantServer::AdjutantServer(AdjutantServerConfig config,
+                               std::unique_ptr<JobStore> store, Clock* clock)
+    : config_(std::move(config)),
+      store_(std::move(store)),
+      clock_(clock),
+      executor_(std::make_unique<Executor>(config_.executor_threads)),
+      long_poll_(std::make_unique<LongPollRegistry>(
+          store_.get(), clock_,
+          [this](const Job& job) { OnCronJobFinished(job); })),
+      job_queue_service_(std::make_unique<JobQueueService>(
+          config_.limits, store_.get(), clock_, executor_.get(),
+          long_poll_.get(),
+          [this](const Job& job) { OnCronJobFinished(job); })) {
+  // Scheduler: scheduler_ = std::make_unique<Scheduler>(...store_.get(),
+  // clock_, long_poll_...); scheduler_service_ = ...
+}
+
+AdjutantServer::~AdjutantServer() { Shutdown(); }
+
+absl::Status AdjutantServer::Start() {
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config_.listen_address,
+                           grpc::InsecureServerCredentials(), &port_);
+  // Without this, Linux lets a second daemon bind the same port and steal
+  // half the connections; we want a clear failure instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(
+      std::numeric_limits<int>::max(),
+      std::max(kDefaultMaxMessageBytes,
+               config_.limits.max_payload_bytes + kMessageOverheadBytes))));
+  builder.RegisterService(job_queue_service_.get());
+  // Scheduler: builder.RegisterService(scheduler_service_.get());
+
+  // The first reaper round returns leases that expired while we were down.
+  long_poll_->Start();
+  grpc_server_ = builder.BuildAndStart();
+  if (grpc_server_ == nullptr || port_ == 0) {
+    grpc_server_.reset();
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", config_.listen_address,
+                     " (address in use or not valid for this host)"));
+  }
+  // Scheduler: scheduler_->Start();
+  // Show the port actually bound (the address may have asked for port 0).
+  const std::string host =
+      config_.listen_address.substr(0, config_.listen_address.rfind(':'));
+  spdlog::info("listening on {}:{}", host, port_);
+  return absl::OkStatus();
+}
+
+void AdjutantServer::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  // Scheduler: scheduler_->Stop();
+  // First, so that no call waits out its `wait` and no new one parks.
+  long_poll_->Shutdown();
+  if (grpc_server_ != nullptr) {
+    spdlog::info("shutting down: finishing in-flight calls");
+    grpc_server_->Shutdown(std::chrono::system_clock::now() +
+                           absl::ToChronoMilliseconds(config_.shutdown_grace));
+    grpc_server_->Wait();
+    spdlog::info("gRPC server stopped");
+  }
+}
+
+void AdjutantServer::OnCronJobFinished(const Job& job) {
+  if (config_.on_cron_job_finished) config_.on_cron_job_finished(job);
+  // Scheduler: scheduler_->OnJobFinished(job);
+}
+
+}  // namespace adjutant

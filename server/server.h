@@ -1,0 +1,105 @@
+// AdjutantServer: the daemon's parts, assembled and owned in one place —
+// the store, the executor for blocking work, the long-poll registry (with
+// its timer and lease reaper), the gRPC services and the grpc::Server.
+// adjutantd's main() and the in-process tests build the same object.
+//
+// Adding the Scheduler (issue 3) takes a few lines, marked "Scheduler:"
+// in server.cc: construct it after long_poll_ (with
+// SchedulerConfig::on_job_fired = long_poll_->Wake(queue), so that fired
+// jobs wake long-polls, and default_max_attempts from config_.limits) and
+// its service, register the service in Start() and start the Scheduler
+// after the gRPC server, stop it first in Shutdown(), and call its Wake()
+// from OnCronJobFinished().
+#ifndef ADJUTANT_SERVER_SERVER_H_
+#define ADJUTANT_SERVER_SERVER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "scheduler/clock.h"
+#include "server/executor.h"
+#include "server/job_queue_service.h"
+#include "server/long_poll.h"
+#include "server/validation.h"
+#include "storage/job_store.h"
+
+namespace adjutant {
+
+struct AdjutantServerConfig {
+  // HOST:PORT to listen on (--listen); port 0 picks a free port, reported
+  // by port(). Default 127.0.0.1:50051.
+  std::string listen_address = "127.0.0.1:50051";
+  // Threads that run store calls (--executor-threads). Default 4.
+  int executor_threads = 4;
+  // Payload, attempts and batch limits (--max-payload-bytes,
+  // --default-max-attempts).
+  RequestLimits limits;
+  // How long Shutdown() lets in-flight calls finish before gRPC cancels
+  // them. Default 30 s (systemd's TimeoutStopSec in deploy/).
+  absl::Duration shutdown_grace = absl::Seconds(30);
+  // Optional: told when a job fired by a schedule becomes SUCCEEDED, DEAD
+  // or CANCELLED (see JobFinishedHook). Default: none.
+  JobFinishedHook on_cron_job_finished;
+};
+
+// Thread-safe, except that Start() and Shutdown() are called by one owner
+// thread.
+class AdjutantServer {
+ public:
+  // Takes the store; `clock` (RealClock() in production) must outlive the
+  // server and gives every `now`.
+  AdjutantServer(AdjutantServerConfig config, std::unique_ptr<JobStore> store,
+                 Clock* clock);
+  // Shutdown(), then closes the store.
+  ~AdjutantServer();
+
+  AdjutantServer(const AdjutantServer&) = delete;
+  AdjutantServer& operator=(const AdjutantServer&) = delete;
+
+  // Binds the listen address and starts serving. UNAVAILABLE if the
+  // address cannot be bound. REQUIRES: called at most once.
+  absl::Status Start();
+
+  // The bound port (the chosen one when the address asked for port 0).
+  // REQUIRES: Start() succeeded.
+  int port() const { return port_; }
+
+  // Stops accepting calls, ends every waiting long-poll with an empty OK
+  // response, lets in-flight calls finish (up to shutdown_grace), and stops
+  // the background threads. The store stays open until destruction.
+  // Idempotent.
+  void Shutdown();
+
+  JobStore* store() { return store_.get(); }
+  LongPollRegistry* long_poll() { return long_poll_.get(); }
+
+ private:
+  // Fans a finished cron job out to whoever listens.
+  void OnCronJobFinished(const Job& job);
+
+  const AdjutantServerConfig config_;
+  std::unique_ptr<JobStore> store_;
+  Clock* const clock_;
+  // Destroyed in reverse order: the services before the registry before the
+  // executor before the store.
+  std::unique_ptr<Executor> executor_;
+  std::unique_ptr<LongPollRegistry> long_poll_;
+  std::unique_ptr<JobQueueService> job_queue_service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+// A clock `offset` ahead of `base` in wall time (monotonic time unchanged).
+// For adjutantd --clock-offset-for-test: a process-level test makes leases
+// and cron ticks "come due" across a restart without waiting. `base` must
+// outlive it.
+std::unique_ptr<Clock> NewOffsetClock(Clock* base, absl::Duration offset);
+
+}  // namespace adjutant
+
+#endif  // ADJUTANT_SERVER_SERVER_H_

@@ -1,0 +1,114 @@
+// Request validation for the JobQueue service: pure functions from a
+// generated request message to the store's input types.
+//
+// Every validator is cheap (no I/O, no locks, no clock), so the service runs
+// it on the gRPC reaction thread before any store call: a rejected request
+// changes nothing. It accepts any message, however malformed (a fuzzer is
+// pointed at these functions), and fails with INVALID_ARGUMENT whose message
+// starts with the field at fault, then the reason:
+//   "jobs[3].job_type: required"
+//   "lease_duration: must be between 1s and 24h"
+// Thread-safe: no state.
+#ifndef ADJUTANT_SERVER_VALIDATION_H_
+#define ADJUTANT_SERVER_VALIDATION_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "adjutant/v1/job_queue.pb.h"
+#include "storage/job.h"
+
+namespace adjutant {
+
+// The queue of a request whose `queue` is empty (Enqueue, Dequeue).
+inline constexpr absl::string_view kDefaultQueue = "default";
+
+// Fixed limits of the API (the proto comments state them).
+inline constexpr size_t kMaxNameBytes = 128;  // queue, job_type, worker_id
+inline constexpr size_t kMaxKeyBytes = 256;   // idempotency_key, lease_token
+inline constexpr size_t kMaxJobIdBytes = 128;
+inline constexpr size_t kMaxErrorBytes = 64 * 1024;  // Nack's error text
+inline constexpr size_t kMaxPageTokenBytes = 1024;
+inline constexpr int32_t kMaxAttemptsLimit = 1000;
+inline constexpr int kDefaultPageSize = 100;
+inline constexpr int kMaxPageSize = 1000;
+inline constexpr absl::Duration kDefaultLeaseDuration = absl::Seconds(30);
+inline constexpr absl::Duration kMinLeaseDuration = absl::Seconds(1);
+inline constexpr absl::Duration kMaxLeaseDuration = absl::Hours(24);
+inline constexpr absl::Duration kMaxWait = absl::Minutes(5);
+inline constexpr absl::Duration kMaxRetryAfter = absl::Hours(24 * 30);
+
+// The limits that are the server's to choose (adjutantd flags).
+struct RequestLimits {
+  // The largest payload accepted, in bytes (--max-payload-bytes).
+  // Default 1 MiB.
+  int64_t max_payload_bytes = 1 << 20;
+  // The max_attempts of a job enqueued with 0 (--default-max-attempts).
+  // Default 25. REQUIRES: in [1, kMaxAttemptsLimit].
+  int32_t default_max_attempts = 25;
+  // The most jobs in one EnqueueBatch, and the largest Dequeue max_jobs.
+  // Default 1000.
+  int max_batch_size = 1000;
+};
+
+// Enqueue: returns the job to store. `field_prefix` is prepended to field
+// names in errors ("jobs[3]." for a batch element). An empty queue becomes
+// kDefaultQueue, max_attempts 0 the default, an absent run_at "now"
+// (InfinitePast, which the store replaces with its `now`).
+absl::StatusOr<NewJob> ValidateEnqueue(const v1::EnqueueRequest& request,
+                                       const RequestLimits& limits,
+                                       absl::string_view field_prefix = "");
+
+// EnqueueBatch: one NewJob per element, in order. The batch must hold 1 to
+// limits.max_batch_size jobs; an element's error names its index.
+absl::StatusOr<std::vector<NewJob>> ValidateEnqueueBatch(
+    const v1::EnqueueBatchRequest& request, const RequestLimits& limits);
+
+struct DequeueArgs {
+  DequeueOptions options;
+  // How long to long-poll when nothing is available; zero: return at once.
+  absl::Duration wait = absl::ZeroDuration();
+};
+
+// Dequeue: max_jobs 0 means 1; lease_duration absent means 30 s, else in
+// [1 s, 24 h]; wait absent means 0, else in [0, 5 min].
+absl::StatusOr<DequeueArgs> ValidateDequeue(const v1::DequeueRequest& request,
+                                            const RequestLimits& limits);
+
+// A job id: required, at most kMaxJobIdBytes, no control characters.
+// `field` names it in errors.
+absl::Status ValidateJobId(absl::string_view job_id,
+                           absl::string_view field = "job_id");
+
+// Ack: job_id and lease_token required.
+absl::Status ValidateAck(const v1::AckRequest& request);
+
+// Nack: job_id and lease_token required; error at most kMaxErrorBytes;
+// retry_after absent means the backoff policy, else in [0, 30 days].
+absl::StatusOr<NackOptions> ValidateNack(const v1::NackRequest& request);
+
+// ExtendLease: returns the new lease duration (absent: 30 s; else in
+// [1 s, 24 h]).
+absl::StatusOr<absl::Duration> ValidateExtendLease(
+    const v1::ExtendLeaseRequest& request);
+
+struct ListJobsArgs {
+  std::string queue;                        // empty: every queue
+  JobState state = JobState::kUnspecified;  // kUnspecified: any
+  int page_size = kDefaultPageSize;
+  std::string page_token;
+};
+
+// ListJobs: state must be a JobState the API defines; page_size 0 means
+// kDefaultPageSize, else in [1, kMaxPageSize].
+absl::StatusOr<ListJobsArgs> ValidateListJobs(
+    const v1::ListJobsRequest& request);
+
+}  // namespace adjutant
+
+#endif  // ADJUTANT_SERVER_VALIDATION_H_

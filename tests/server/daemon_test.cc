@@ -1,0 +1,340 @@
+// The real adjutantd binary (ADJUTANTD_PATH, a compile definition) as a
+// process: flags, lifecycle, a restart on the same SQLite file.
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "adjutant/v1/job_queue.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+#ifndef ADJUTANTD_PATH
+#error "ADJUTANTD_PATH must name the adjutantd binary"
+#endif
+
+namespace adjutant {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// One adjutantd process; stdout and stderr go to a log file in `dir`.
+class Daemon {
+ public:
+  Daemon(std::string dir, std::vector<std::string> args)
+      : dir_(std::move(dir)), args_(std::move(args)) {
+    static int counter = 0;
+    log_path_ = absl::StrCat(dir_, "/adjutantd-", ++counter, ".log");
+  }
+  ~Daemon() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  // Starts the process without waiting for anything.
+  void Spawn() {
+    std::vector<std::string> argv_storage = {ADJUTANTD_PATH};
+    argv_storage.insert(argv_storage.end(), args_.begin(), args_.end());
+    std::vector<char*> argv;
+    for (std::string& a : argv_storage) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const int log = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ASSERT_GE(log, 0);
+    pid_ = fork();
+    ASSERT_GE(pid_, 0);
+    if (pid_ == 0) {  // only async-signal-safe calls from here
+      dup2(log, 1);
+      dup2(log, 2);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(log);
+  }
+
+  // Spawns the daemon with --port-file and waits until it has written the
+  // port (real time: this waits for another process, not for time to pass).
+  void Start() {
+    const std::string port_file = absl::StrCat(log_path_, ".port");
+    std::filesystem::remove(port_file);
+    args_.push_back("--port-file");
+    args_.push_back(port_file);
+    ASSERT_NO_FATAL_FAILURE(Spawn());
+    const auto give_up =
+        std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!std::filesystem::exists(port_file)) {
+      int status;
+      ASSERT_EQ(waitpid(pid_, &status, WNOHANG), 0)
+          << "adjutantd exited early:\n"
+          << Log();
+      ASSERT_LT(std::chrono::steady_clock::now(), give_up) << Log();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    port_ = std::stoi(ReadFile(port_file));
+    ASSERT_GT(port_, 0);
+    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port_),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = v1::JobQueue::NewStub(channel_);
+  }
+
+  // Sends `signal` and returns the exit status (-1 if killed by a signal).
+  int Stop(int signal) {
+    // Hang up first. An idle synchronous C++ client notices the server's
+    // GOAWAY only when its backup poller runs (every 5 s), and the server's
+    // graceful shutdown waits for it.
+    stub_.reset();
+    channel_.reset();
+    kill(pid_, signal);
+    return Wait();
+  }
+
+  // Waits for the process to exit and returns its exit status (-1 if a
+  // signal ended it).
+  int Wait() {
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+  std::string Log() const { return ReadFile(log_path_); }
+  int port() const { return port_; }
+  v1::JobQueue::Stub* stub() { return stub_.get(); }
+
+ private:
+  const std::string dir_;
+  std::vector<std::string> args_;
+  std::string log_path_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::JobQueue::Stub> stub_;
+};
+
+std::unique_ptr<grpc::ClientContext> Ctx() {
+  auto c = std::make_unique<grpc::ClientContext>();
+  c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  return c;
+}
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "adjutant-daemon-XXXXXX")
+            .string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    db_ = dir_ + "/adjutant.db";
+  }
+  void TearDown() override {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+
+  std::vector<std::string> Args(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--listen", "127.0.0.1:0", "--db", db_};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  }
+
+  std::string dir_;
+  std::string db_;
+};
+
+std::string Enqueue(v1::JobQueue::Stub* stub, const std::string& type) {
+  v1::EnqueueRequest r;
+  r.set_queue("q");
+  r.set_job_type(type);
+  r.set_max_attempts(5);
+  v1::EnqueueResponse out;
+  grpc::Status s = stub->Enqueue(Ctx().get(), r, &out);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return out.job_id();
+}
+
+v1::LeasedJob LeaseOne(v1::JobQueue::Stub* stub, int lease_seconds) {
+  v1::DequeueRequest r;
+  r.set_queue("q");
+  r.mutable_lease_duration()->set_seconds(lease_seconds);
+  v1::DequeueResponse out;
+  grpc::Status s = stub->Dequeue(Ctx().get(), r, &out);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(out.jobs_size(), 1);
+  return out.jobs_size() > 0 ? out.jobs(0) : v1::LeasedJob();
+}
+
+v1::Job Get(v1::JobQueue::Stub* stub, const std::string& id) {
+  v1::GetJobRequest r;
+  r.set_job_id(id);
+  v1::Job out;
+  grpc::Status s = stub->GetJob(Ctx().get(), r, &out);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return out;
+}
+
+grpc::Status AckJob(v1::JobQueue::Stub* stub, const std::string& id,
+                    const std::string& token) {
+  v1::AckRequest r;
+  r.set_job_id(id);
+  r.set_lease_token(token);
+  v1::AckResponse out;
+  return stub->Ack(Ctx().get(), r, &out);
+}
+
+TEST_F(DaemonTest, SigtermExitsZeroAndARestartKeepsEveryJobInItsState) {
+  std::string pending, leased, acked, dead, leased_token;
+  {
+    Daemon daemon(dir_, Args());
+    ASSERT_NO_FATAL_FAILURE(daemon.Start());
+    v1::JobQueue::Stub* stub = daemon.stub();
+    acked = Enqueue(stub, "a");
+    v1::LeasedJob a = LeaseOne(stub, 3600);
+    ASSERT_EQ(a.job().job_id(), acked);
+    ASSERT_TRUE(AckJob(stub, acked, a.lease_token()).ok());
+
+    dead = Enqueue(stub, "d");
+    v1::LeasedJob d = LeaseOne(stub, 3600);
+    ASSERT_EQ(d.job().job_id(), dead);
+    v1::NackRequest nack;
+    nack.set_job_id(dead);
+    nack.set_lease_token(d.lease_token());
+    nack.set_error("broken");
+    nack.set_dead(true);
+    v1::NackResponse nacked;
+    ASSERT_TRUE(stub->Nack(Ctx().get(), nack, &nacked).ok());
+
+    leased = Enqueue(stub, "l");
+    v1::LeasedJob l = LeaseOne(stub, 3600);
+    ASSERT_EQ(l.job().job_id(), leased);
+    leased_token = l.lease_token();
+
+    pending = Enqueue(stub, "p");
+    EXPECT_EQ(daemon.Stop(SIGTERM), 0) << daemon.Log();
+    const std::string log = daemon.Log();
+    EXPECT_THAT(log, HasSubstr("listening on"));
+    EXPECT_THAT(log, HasSubstr("store closed"));
+    // Never tokens in the logs.
+    EXPECT_EQ(log.find(leased_token), std::string::npos);
+  }
+
+  Daemon daemon(dir_, Args());
+  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  v1::JobQueue::Stub* stub = daemon.stub();
+  EXPECT_EQ(Get(stub, acked).state(), v1::JOB_STATE_SUCCEEDED);
+  v1::Job d = Get(stub, dead);
+  EXPECT_EQ(d.state(), v1::JOB_STATE_DEAD);
+  EXPECT_EQ(d.last_error(), "broken");
+  v1::Job l = Get(stub, leased);
+  EXPECT_EQ(l.state(), v1::JOB_STATE_LEASED);
+  EXPECT_EQ(l.attempts(), 1);
+  v1::Job p = Get(stub, pending);
+  EXPECT_EQ(p.state(), v1::JOB_STATE_PENDING);
+  EXPECT_EQ(p.job_type(), "p");
+  // The lease survived the restart, token and all.
+  EXPECT_TRUE(AckJob(stub, leased, leased_token).ok());
+  EXPECT_EQ(LeaseOne(stub, 30).job().job_id(), pending);
+  EXPECT_EQ(daemon.Stop(SIGINT), 0) << daemon.Log();
+}
+
+TEST_F(DaemonTest, AfterKillNineLeasesComeBackOnceTheyExpire) {
+  std::string id;
+  {
+    Daemon daemon(dir_, Args());
+    ASSERT_NO_FATAL_FAILURE(daemon.Start());
+    id = Enqueue(daemon.stub(), "t");
+    EXPECT_EQ(LeaseOne(daemon.stub(), 60).job().attempts(), 1);
+    EXPECT_EQ(daemon.Stop(SIGKILL), -1);
+  }
+  // 120 s later, as far as the daemon can tell.
+  Daemon daemon(dir_, Args({"--clock-offset-for-test", "120s"}));
+  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  v1::LeasedJob again = LeaseOne(daemon.stub(), 60);
+  EXPECT_EQ(again.job().job_id(), id);
+  EXPECT_EQ(again.job().attempts(), 2);
+  EXPECT_EQ(again.job().last_error(), "lease expired");
+  EXPECT_EQ(daemon.Stop(SIGTERM), 0) << daemon.Log();
+}
+
+TEST_F(DaemonTest, MemoryStoreServesToo) {
+  Daemon daemon(dir_, {"--listen", "127.0.0.1:0", "--db", ":memory:"});
+  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  const std::string id = Enqueue(daemon.stub(), "t");
+  EXPECT_EQ(LeaseOne(daemon.stub(), 30).job().job_id(), id);
+  EXPECT_FALSE(std::filesystem::exists(db_));
+  EXPECT_EQ(daemon.Stop(SIGTERM), 0) << daemon.Log();
+}
+
+TEST_F(DaemonTest, AStoreThatCannotOpenIsAClearNonZeroExit) {
+  {
+    std::ofstream garbage(db_);
+    garbage << std::string(4096, 'x');
+  }
+  Daemon daemon(dir_, Args());
+  ASSERT_NO_FATAL_FAILURE(daemon.Spawn());
+  EXPECT_NE(daemon.Wait(), 0);
+  EXPECT_THAT(daemon.Log(), HasSubstr("cannot open the store"));
+  EXPECT_EQ(ReadFile(db_), std::string(4096, 'x'));  // untouched
+}
+
+TEST_F(DaemonTest, APortInUseIsAClearNonZeroExit) {
+  Daemon first(dir_, {"--listen", "127.0.0.1:0", "--db", ":memory:"});
+  ASSERT_NO_FATAL_FAILURE(first.Start());
+  Daemon second(dir_, {"--listen", absl::StrCat("127.0.0.1:", first.port()),
+                       "--db", ":memory:"});
+  ASSERT_NO_FATAL_FAILURE(second.Spawn());
+  EXPECT_NE(second.Wait(), 0);
+  EXPECT_THAT(second.Log(), HasSubstr("cannot listen on"));
+  EXPECT_EQ(first.Stop(SIGTERM), 0);
+}
+
+TEST_F(DaemonTest, HelpExplainsEveryFlag) {
+  Daemon daemon(dir_, {"--help"});
+  ASSERT_NO_FATAL_FAILURE(daemon.Spawn());
+  EXPECT_EQ(daemon.Wait(), 0);
+  const std::string help = daemon.Log();
+  for (const char* flag :
+       {"--listen", "--db", "--sqlite-synchronous", "--log-level",
+        "--max-payload-bytes", "--default-max-attempts", "--executor-threads",
+        "--port-file"}) {
+    EXPECT_THAT(help, HasSubstr(flag));
+  }
+  EXPECT_THAT(help, ::testing::Not(HasSubstr("--clock-offset-for-test")));
+}
+
+TEST_F(DaemonTest, BadFlagValuesAreRefused) {
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"--sqlite-synchronous", "sometimes"},
+        std::vector<std::string>{"--default-max-attempts", "0"},
+        std::vector<std::string>{"--log-level", "loud"},
+        std::vector<std::string>{"--clock-offset-for-test", "soon"}}) {
+    Daemon daemon(dir_, Args(args));
+    ASSERT_NO_FATAL_FAILURE(daemon.Spawn());
+    EXPECT_NE(daemon.Wait(), 0) << args[0];
+    EXPECT_THAT(daemon.Log(), HasSubstr(args[0].substr(2)));
+  }
+}
+
+}  // namespace
+}  // namespace adjutant
