@@ -39,8 +39,9 @@ struct AdjutantServerConfig {
   // --default-max-attempts).
   RequestLimits limits;
   // How long Shutdown() lets in-flight calls finish before gRPC cancels
-  // them. Default 30 s (systemd's TimeoutStopSec in deploy/).
-  absl::Duration shutdown_grace = absl::Seconds(30);
+  // them. Default 20 s: inside systemd's TimeoutStopSec=30 (deploy/), so
+  // the store still closes cleanly.
+  absl::Duration shutdown_grace = absl::Seconds(20);
   // Optional: told when a job fired by a schedule becomes SUCCEEDED, DEAD
   // or CANCELLED (see JobFinishedHook). Default: none.
   JobFinishedHook on_cron_job_finished;
