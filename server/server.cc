@@ -54,8 +54,16 @@ AdjutantServer::AdjutantServer(AdjutantServerConfig config,
           config_.limits, store_.get(), clock_, executor_.get(),
           long_poll_.get(),
           [this](const Job& job) { OnCronJobFinished(job); })) {
-  // Scheduler: scheduler_ = std::make_unique<Scheduler>(...store_.get(),
-  // clock_, long_poll_...); scheduler_service_ = ...
+  SchedulerConfig scheduler_config = config_.scheduler;
+  scheduler_config.default_max_attempts = config_.limits.default_max_attempts;
+  // A fired job is available at once: wake the long-polls of its queue.
+  scheduler_config.on_job_fired = [this](const std::string& queue) {
+    long_poll_->Wake(queue);
+  };
+  scheduler_ = std::make_unique<Scheduler>(store_.get(), clock_,
+                                           std::move(scheduler_config));
+  scheduler_service_ = std::make_unique<SchedulerService>(
+      scheduler_.get(), clock_, executor_.get(), config_.limits);
 }
 
 AdjutantServer::~AdjutantServer() { Shutdown(); }
@@ -72,7 +80,7 @@ absl::Status AdjutantServer::Start() {
       std::max(kDefaultMaxMessageBytes,
                config_.limits.max_payload_bytes + kMessageOverheadBytes))));
   builder.RegisterService(job_queue_service_.get());
-  // Scheduler: builder.RegisterService(scheduler_service_.get());
+  builder.RegisterService(scheduler_service_.get());
 
   // The first reaper round returns leases that expired while we were down.
   long_poll_->Start();
@@ -83,7 +91,8 @@ absl::Status AdjutantServer::Start() {
         absl::StrCat("cannot listen on ", config_.listen_address,
                      " (address in use or not valid for this host)"));
   }
-  // Scheduler: scheduler_->Start();
+  // A follower until told otherwise (SetLeadership); its thread sleeps.
+  scheduler_->Start();
   // Show the port actually bound (the address may have asked for port 0).
   const std::string host =
       config_.listen_address.substr(0, config_.listen_address.rfind(':'));
@@ -94,7 +103,8 @@ absl::Status AdjutantServer::Start() {
 void AdjutantServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
-  // Scheduler: scheduler_->Stop();
+  // Before anything else: no tick fires once shutdown has begun.
+  scheduler_->Stop();
   // First, so that no call waits out its `wait` and no new one parks.
   long_poll_->Shutdown();
   if (grpc_server_ != nullptr) {
@@ -108,7 +118,8 @@ void AdjutantServer::Shutdown() {
 
 void AdjutantServer::OnCronJobFinished(const Job& job) {
   if (config_.on_cron_job_finished) config_.on_cron_job_finished(job);
-  // Scheduler: scheduler_->OnJobFinished(job);
+  // A WAIT schedule may be holding a tick for this job.
+  scheduler_->Wake();
 }
 
 }  // namespace adjutant

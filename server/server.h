@@ -3,13 +3,9 @@
 // its timer and lease reaper), the gRPC services and the grpc::Server.
 // adjutantd's main() and the in-process tests build the same object.
 //
-// Adding the Scheduler (issue 3) takes a few lines, marked "Scheduler:"
-// in server.cc: construct it after long_poll_ (with
-// SchedulerConfig::on_job_fired = long_poll_->Wake(queue), so that fired
-// jobs wake long-polls, and default_max_attempts from config_.limits) and
-// its service, register the service in Start() and start the Scheduler
-// after the gRPC server, stop it first in Shutdown(), and call its Wake()
-// from OnCronJobFinished().
+// The cron Scheduler (issue 3) lives here too: its jobs wake the long-polls
+// of their queue, the end of a job it fired wakes it (a WAIT schedule may be
+// holding a tick), it starts after the gRPC server and stops first.
 #ifndef ADJUTANT_SERVER_SERVER_H_
 #define ADJUTANT_SERVER_SERVER_H_
 
@@ -21,9 +17,11 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "scheduler/clock.h"
+#include "scheduler/scheduler.h"
 #include "server/executor.h"
 #include "server/job_queue_service.h"
 #include "server/long_poll.h"
+#include "server/scheduler_service.h"
 #include "server/validation.h"
 #include "storage/job_store.h"
 
@@ -45,6 +43,10 @@ struct AdjutantServerConfig {
   // Optional: told when a job fired by a schedule becomes SUCCEEDED, DEAD
   // or CANCELLED (see JobFinishedHook). Default: none.
   JobFinishedHook on_cron_job_finished;
+  // The cron scheduler's settings (see SchedulerConfig for the defaults).
+  // The server overrides default_max_attempts with limits' and sets
+  // on_job_fired.
+  SchedulerConfig scheduler;
 };
 
 // Thread-safe, except that Start() and Shutdown() are called by one owner
@@ -77,6 +79,7 @@ class AdjutantServer {
 
   JobStore* store() { return store_.get(); }
   LongPollRegistry* long_poll() { return long_poll_.get(); }
+  Scheduler* scheduler() { return scheduler_.get(); }
 
  private:
   // Fans a finished cron job out to whoever listens.
@@ -90,6 +93,8 @@ class AdjutantServer {
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<LongPollRegistry> long_poll_;
   std::unique_ptr<JobQueueService> job_queue_service_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<SchedulerService> scheduler_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   int port_ = 0;
   bool shut_down_ = false;
