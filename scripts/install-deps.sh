@@ -13,12 +13,18 @@ packages=(
   libpq-dev postgresql
   # tests
   libgtest-dev libgmock-dev python3 python3-grpcio python3-protobuf
+  # the Node.js example (examples/node) and its test
+  nodejs npm
   # time zones for cron schedules
   tzdata
 )
 
 missing=()
 for p in "${packages[@]}"; do
+  # A Node.js installed from elsewhere will do: its nodejs package may bundle
+  # npm and conflict with Debian's npm package.
+  if [ "$p" = nodejs ] && command -v node >/dev/null 2>&1; then continue; fi
+  if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
     missing+=("$p")
   fi
