@@ -52,7 +52,8 @@ def run(argv, cwd=None, expect_code=0, timeout=EXAMPLE_TIMEOUT_SECONDS):
     """Runs an example to its end; returns its CompletedProcess after checking
     its exit code (None: any code)."""
     proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+                          timeout=timeout, stdin=subprocess.DEVNULL,
+                          env=EXAMPLE_ENV)
     if expect_code is not None and proc.returncode != expect_code:
         raise AssertionError("%s exited %d, expected %d\nstdout:\n%s\nstderr:\n%s"
                              % (" ".join(argv), proc.returncode, expect_code,
@@ -287,7 +288,7 @@ def mixed_workers_share_a_queue():
     args = ("--queue", queue, "--idle-exit", "2", "--batch", "3")
     workers = [subprocess.Popen(worker_argv(lang, *args), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, env=EXAMPLE_ENV)
                for lang in ("python", "node")]
     acked = []
     for lang, w in zip(("python", "node"), workers):
@@ -301,11 +302,15 @@ def mixed_workers_share_a_queue():
 
 
 def main():
-    global SERVER, STUB, pb
+    global EXAMPLE_ENV, SERVER, STUB, pb
     binary = sys.argv[1] if len(sys.argv) > 1 else ""
     check(os.access(binary, os.X_OK),
           "usage: polyglot_test.py PATH/TO/adjutantd (got %r)" % binary)
     work = tempfile.mkdtemp(prefix="adjutant-polyglot-")
+    # The stubs the Python examples and this test generate go under `work`,
+    # removed at the end.
+    tempfile.tempdir = work
+    EXAMPLE_ENV = dict(os.environ, TMPDIR=work)
     daemon.load_stubs()
     from adjutant.v1 import job_queue_pb2
     from adjutant.v1 import job_queue_pb2_grpc
