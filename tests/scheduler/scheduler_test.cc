@@ -99,6 +99,119 @@ bool AllDistinct(std::vector<absl::Time> ticks) {
   return std::adjacent_find(ticks.begin(), ticks.end()) == ticks.end();
 }
 
+// A JobStore that forwards to another and injects faults into the calls
+// the scheduler makes, like leveldb's SpecialEnv: the next `n` calls of a
+// kind fail with `status`, optionally after the real call took effect (an
+// answer lost on the way back).
+class FaultyStore final : public JobStore {
+ public:
+  explicit FaultyStore(JobStore* base) : base_(base) {}
+
+  struct Fault {
+    int remaining = 0;
+    absl::Status status;
+    bool after_effect = false;  // apply the call, then report the failure
+  };
+  Fault put_cron;
+  Fault apply_transition;
+  Fault due_crons;
+
+  absl::Status Ping() override { return base_->Ping(); }
+  absl::StatusOr<std::vector<EnqueueResult>> Enqueue(
+      const std::vector<NewJob>& jobs, absl::Time now) override {
+    return base_->Enqueue(jobs, now);
+  }
+  absl::StatusOr<std::vector<Lease>> Dequeue(const DequeueOptions& options,
+                                             absl::Time now) override {
+    return base_->Dequeue(options, now);
+  }
+  absl::Status Ack(const std::string& id, const std::string& token,
+                   absl::Time now) override {
+    return base_->Ack(id, token, now);
+  }
+  absl::StatusOr<Job> Nack(const std::string& id, const std::string& token,
+                           const NackOptions& options,
+                           absl::Time now) override {
+    return base_->Nack(id, token, options, now);
+  }
+  absl::StatusOr<absl::Time> ExtendLease(const std::string& id,
+                                         const std::string& token,
+                                         absl::Duration d,
+                                         absl::Time now) override {
+    return base_->ExtendLease(id, token, d, now);
+  }
+  absl::StatusOr<Job> GetJob(const std::string& id) override {
+    return base_->GetJob(id);
+  }
+  absl::StatusOr<Job> CancelJob(const std::string& id,
+                                absl::Time now) override {
+    return base_->CancelJob(id, now);
+  }
+  absl::StatusOr<Job> RequeueJob(const std::string& id,
+                                 absl::Time now) override {
+    return base_->RequeueJob(id, now);
+  }
+  absl::StatusOr<JobPage> ListJobs(const std::string& queue, JobState state,
+                                   int page_size,
+                                   const std::string& token) override {
+    return base_->ListJobs(queue, state, page_size, token);
+  }
+  absl::StatusOr<std::vector<Job>> ExpireLeases(absl::Time now) override {
+    return base_->ExpireLeases(now);
+  }
+  absl::StatusOr<absl::Time> NextAvailableTime(const std::string& queue,
+                                               absl::Time now) override {
+    return base_->NextAvailableTime(queue, now);
+  }
+  absl::StatusOr<uint64_t> ObserveTerm(uint64_t term) override {
+    return base_->ObserveTerm(term);
+  }
+  absl::StatusOr<uint64_t> HighestTerm() override {
+    return base_->HighestTerm();
+  }
+  absl::StatusOr<CronRecord> GetCron(const std::string& name) override {
+    return base_->GetCron(name);
+  }
+  absl::StatusOr<CronRecord> PutCron(const CronDefinition& definition,
+                                     const CronState& state,
+                                     int64_t expected_version,
+                                     absl::Time now) override {
+    return Inject(&put_cron, [&] {
+      return base_->PutCron(definition, state, expected_version, now);
+    });
+  }
+  absl::Status DeleteCron(const std::string& name) override {
+    return base_->DeleteCron(name);
+  }
+  absl::StatusOr<CronPage> ListCrons(int page_size,
+                                     const std::string& token) override {
+    return base_->ListCrons(page_size, token);
+  }
+  absl::StatusOr<std::vector<CronRecord>> DueCrons(absl::Time now,
+                                                   int limit) override {
+    return Inject(&due_crons, [&] { return base_->DueCrons(now, limit); });
+  }
+  absl::StatusOr<absl::Time> NextCronFireTime() override {
+    return base_->NextCronFireTime();
+  }
+  absl::StatusOr<CronRecord> ApplyCronTransition(const CronTransition& t,
+                                                 absl::Time now) override {
+    return Inject(&apply_transition,
+                  [&] { return base_->ApplyCronTransition(t, now); });
+  }
+
+ private:
+  template <typename F>
+  auto Inject(Fault* fault, F call) -> decltype(call()) {
+    if (fault->remaining == 0) return call();
+    --fault->remaining;
+    if (fault->after_effect) (void)call();
+    return fault->status;
+  }
+
+  JobStore* const base_;
+};
+
 CronDefinition Cron(const std::string& name, const std::string& schedule,
                     const std::string& queue) {
   CronDefinition d;
@@ -544,6 +657,75 @@ TEST_P(SchedulerTest, ReportsFiredJobsToTheServer) {
   clock_.Advance(absl::Seconds(1));
   s->RunPassForTest();
   EXPECT_EQ(queues, std::vector<std::string>{"qa"});
+}
+
+// ---- Store faults ---------------------------------------------------------
+
+TEST_P(SchedulerTest, RegisterRetriesALostCompareAndSet) {
+  FaultyStore faulty(store_.get());
+  SchedulerConfig config;
+  config.max_register_attempts = 3;
+  auto s = NewScheduler(&faulty, config);
+  faulty.put_cron = {2, absl::AbortedError("raced"), false};
+  CronRecord r = MustRegister(s.get(), Cron("c", "0 * * * *", "q"));
+  EXPECT_EQ(r.version, 1);
+  EXPECT_EQ(faulty.put_cron.remaining, 0);
+
+  faulty.put_cron = {3, absl::AbortedError("raced"), false};
+  CronDefinition changed = Cron("c", "*/5 * * * *", "q");
+  absl::StatusOr<CronRecord> lost = s->Register(changed);
+  EXPECT_EQ(lost.status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(Get("c").definition.schedule, "0 * * * *");  // nothing changed
+
+  faulty.put_cron = {1, absl::UnavailableError("disk gone"), false};
+  EXPECT_EQ(s->Register(changed).status().code(),
+            absl::StatusCode::kUnavailable);  // not retried
+  EXPECT_EQ(Get("c").version, 1);
+}
+
+TEST_P(SchedulerTest, StoreOutageDelaysFiringAndBacksOff) {
+  FaultyStore faulty(store_.get());
+  SchedulerConfig config;
+  config.retry_backoff = absl::Seconds(3);
+  auto s = NewScheduler(&faulty, config);
+  MustRegister(s.get(), Cron("c", "0 * * * *", "q"));
+  Lead(s.get(), 1);
+  clock_.SetNow(kStart + absl::Hours(1));
+  faulty.apply_transition = {1, absl::UnavailableError("disk gone"), false};
+  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Hours(1) + absl::Seconds(3));
+  EXPECT_TRUE(JobsOf(store_.get(), "q").empty());
+  faulty.due_crons = {1, absl::UnavailableError("disk gone"), false};
+  clock_.Advance(absl::Seconds(3));
+  EXPECT_EQ(s->RunPassForTest(), clock_.Now() + absl::Seconds(3));
+  clock_.Advance(absl::Seconds(3));
+  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Hours(2));
+  EXPECT_EQ(TickTimes(store_.get(), "q"),
+            std::vector<absl::Time>{kStart + absl::Hours(1)});
+}
+
+// A transition that committed but whose answer was lost, or that lost a
+// race: the next look at the stored state never fires the tick twice.
+TEST_P(SchedulerTest, LostAnswersAndLostRacesNeverFireTwice) {
+  FaultyStore faulty(store_.get());
+  auto s = NewScheduler(&faulty);
+  MustRegister(s.get(), Cron("c", "* * * * * *", "q"));
+  Lead(s.get(), 1);
+
+  clock_.Advance(absl::Seconds(1));
+  faulty.apply_transition = {1, absl::UnavailableError("timeout"), true};
+  s->RunPassForTest();
+  clock_.Advance(absl::Seconds(1));
+  s->RunPassForTest();
+
+  clock_.Advance(absl::Seconds(1));
+  faulty.apply_transition = {1, absl::AbortedError("raced"), false};
+  s->RunPassForTest();  // reloads, plans again, fires
+
+  EXPECT_EQ(TickTimes(store_.get(), "q"),
+            (std::vector<absl::Time>{kStart + absl::Seconds(1),
+                                     kStart + absl::Seconds(2),
+                                     kStart + absl::Seconds(3)}));
+  EXPECT_EQ(Get("c").state.fired_count, 3);
 }
 
 // ---- Exactly once ---------------------------------------------------------
