@@ -2,8 +2,8 @@
 // RPC of adjutant.v1.JobQueue and adjutant.v1.Scheduler.
 //
 // Every method returns the RPC's response or its status as an absl::Status
-// (the codes are gRPC's). Each call gets the client's deadline; Dequeue's
-// deadline is extended by its `wait`.
+// (the codes are gRPC's). Each call gets the client's deadline, or the one in
+// its CallOptions; Dequeue's deadline is extended by its `wait`.
 //
 // Thread-safe: one Client may be shared by any number of threads.
 #ifndef ADJUTANT_CLIENT_CLIENT_H_
@@ -12,10 +12,12 @@
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "adjutant/v1/job_queue.grpc.pb.h"
 #include "adjutant/v1/scheduler.grpc.pb.h"
@@ -31,6 +33,43 @@ struct ClientOptions {
   std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
+// Ends a call in progress from another thread (a long-polling Dequeue that
+// a worker's Stop() must not wait out). Thread-safe. Serves one call at a
+// time: give each concurrent call its own canceller.
+class CallCanceller {
+ public:
+  CallCanceller() = default;
+  CallCanceller(const CallCanceller&) = delete;
+  CallCanceller& operator=(const CallCanceller&) = delete;
+
+  // Ends the call in progress, if any, with CANCELLED, and makes every later
+  // call given this canceller fail with CANCELLED at once, until Reset().
+  void Cancel();
+  // Lets calls given this canceller run again.
+  void Reset();
+  bool cancelled() const;
+
+ private:
+  friend class Client;
+  // Attaches the call's context; false (nothing attached) if cancelled.
+  bool Attach(grpc::ClientContext* context);
+  void Detach();
+
+  mutable absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+// Per-call settings; the defaults are the client's.
+struct CallOptions {
+  // This call's deadline instead of ClientOptions::deadline (Dequeue still
+  // adds its `wait`). Default: unset, the client's.
+  std::optional<absl::Duration> deadline;
+  // If set, canceller->Cancel() ends the call with CANCELLED. Not owned;
+  // must outlive the call. Default: null, the call cannot be cancelled.
+  CallCanceller* canceller = nullptr;
+};
+
 class Client {
  public:
   // Makes the channel (it connects lazily, on the first call).
@@ -38,43 +77,55 @@ class Client {
   static absl::StatusOr<std::unique_ptr<Client>> Create(ClientOptions options);
 
   // JobQueue.
-  absl::StatusOr<v1::EnqueueResponse> Enqueue(const v1::EnqueueRequest& r);
+  absl::StatusOr<v1::EnqueueResponse> Enqueue(const v1::EnqueueRequest& r,
+                                              const CallOptions& options = {});
   absl::StatusOr<v1::EnqueueBatchResponse> EnqueueBatch(
-      const v1::EnqueueBatchRequest& r);
-  absl::StatusOr<v1::DequeueResponse> Dequeue(const v1::DequeueRequest& r);
-  absl::StatusOr<v1::AckResponse> Ack(const v1::AckRequest& r);
-  absl::StatusOr<v1::NackResponse> Nack(const v1::NackRequest& r);
+      const v1::EnqueueBatchRequest& r, const CallOptions& options = {});
+  absl::StatusOr<v1::DequeueResponse> Dequeue(const v1::DequeueRequest& r,
+                                              const CallOptions& options = {});
+  absl::StatusOr<v1::AckResponse> Ack(const v1::AckRequest& r,
+                                      const CallOptions& options = {});
+  absl::StatusOr<v1::NackResponse> Nack(const v1::NackRequest& r,
+                                        const CallOptions& options = {});
   absl::StatusOr<v1::ExtendLeaseResponse> ExtendLease(
-      const v1::ExtendLeaseRequest& r);
-  absl::StatusOr<v1::Job> GetJob(const v1::GetJobRequest& r);
-  absl::StatusOr<v1::Job> CancelJob(const v1::CancelJobRequest& r);
-  absl::StatusOr<v1::Job> RequeueJob(const v1::RequeueJobRequest& r);
-  absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& r);
+      const v1::ExtendLeaseRequest& r, const CallOptions& options = {});
+  absl::StatusOr<v1::Job> GetJob(const v1::GetJobRequest& r,
+                                 const CallOptions& options = {});
+  absl::StatusOr<v1::Job> CancelJob(const v1::CancelJobRequest& r,
+                                    const CallOptions& options = {});
+  absl::StatusOr<v1::Job> RequeueJob(const v1::RequeueJobRequest& r,
+                                     const CallOptions& options = {});
+  absl::StatusOr<v1::ListJobsResponse> ListJobs(
+      const v1::ListJobsRequest& r, const CallOptions& options = {});
 
   // Scheduler.
-  absl::StatusOr<v1::Cron> RegisterCron(const v1::RegisterCronRequest& r);
+  absl::StatusOr<v1::Cron> RegisterCron(const v1::RegisterCronRequest& r,
+                                        const CallOptions& options = {});
   absl::StatusOr<v1::UnregisterCronResponse> UnregisterCron(
-      const v1::UnregisterCronRequest& r);
-  absl::StatusOr<v1::Cron> GetCron(const v1::GetCronRequest& r);
+      const v1::UnregisterCronRequest& r, const CallOptions& options = {});
+  absl::StatusOr<v1::Cron> GetCron(const v1::GetCronRequest& r,
+                                   const CallOptions& options = {});
   absl::StatusOr<v1::ListCronsResponse> ListCrons(
-      const v1::ListCronsRequest& r);
+      const v1::ListCronsRequest& r, const CallOptions& options = {});
   absl::StatusOr<v1::PreviewCronResponse> PreviewCron(
-      const v1::PreviewCronRequest& r);
+      const v1::PreviewCronRequest& r, const CallOptions& options = {});
   absl::StatusOr<v1::Leadership> SetLeadership(
-      const v1::SetLeadershipRequest& r);
+      const v1::SetLeadershipRequest& r, const CallOptions& options = {});
   absl::StatusOr<v1::Leadership> GetLeadership(
-      const v1::GetLeadershipRequest& r);
+      const v1::GetLeadershipRequest& r, const CallOptions& options = {});
 
  private:
   Client(std::shared_ptr<grpc::Channel> channel, absl::Duration deadline);
 
-  // Runs one unary call with `deadline_ + extra` and converts its status.
+  // Runs one unary call with its deadline (options', else deadline_) plus
+  // `extra`, and converts its status.
   template <typename Stub, typename Request, typename Response>
   absl::StatusOr<Response> Call(
       Stub* stub,
       grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
                                    Response*),
-      const Request& request, absl::Duration extra = absl::ZeroDuration());
+      const Request& request, const CallOptions& options,
+      absl::Duration extra = absl::ZeroDuration());
 
   const absl::Duration deadline_;
   std::shared_ptr<grpc::Channel> channel_;

@@ -1,0 +1,573 @@
+#include "client/worker.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <exception>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace adjutant {
+namespace {
+
+// Limits the server enforces (server/validation.h); checked here so that a
+// bad option fails Start() instead of every call.
+constexpr size_t kMaxNameBytes = 128;
+constexpr size_t kMaxErrorBytes = 64 * 1024;
+constexpr int kMaxConcurrency = 1000;
+constexpr absl::Duration kMinLease = absl::Seconds(1);
+constexpr absl::Duration kMaxLease = absl::Hours(24);
+constexpr absl::Duration kMaxPollWait = absl::Minutes(5);
+constexpr absl::Duration kMaxRetryAfter = absl::Hours(24 * 30);
+// The shortest deadline given to an ExtendLease call.
+constexpr absl::Duration kMinExtendDeadline = absl::Milliseconds(200);
+
+absl::Status InvalidOption(absl::string_view field, absl::string_view reason) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("WorkerOptions.", field, ": ", reason));
+}
+
+// Errors that say nothing about the request, only about the way to the
+// server: the same call may succeed later.
+bool IsTransient(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
+}
+
+// The lease is gone: the job was cancelled, finished elsewhere, or its lease
+// expired.
+bool IsLeaseLost(const absl::Status& status) {
+  return absl::IsFailedPrecondition(status) || absl::IsNotFound(status);
+}
+
+// Nack's `error` is a proto3 string: it must be valid UTF-8 (an exception's
+// what() need not be) and at most kMaxErrorBytes long. Invalid bytes become
+// '?'; a long text is cut at a character boundary.
+std::string NackErrorText(absl::string_view text) {
+  std::string out;
+  out.reserve(std::min(text.size(), kMaxErrorBytes));
+  size_t i = 0;
+  while (i < text.size()) {
+    const unsigned char c = text[i];
+    size_t length = 0;
+    uint32_t min_code = 0;
+    if (c < 0x80) {
+      length = 1;
+    } else if ((c & 0xE0) == 0xC0) {
+      length = 2;
+      min_code = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      length = 3;
+      min_code = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      length = 4;
+      min_code = 0x10000;
+    }
+    bool valid = length > 0 && i + length <= text.size();
+    if (valid && length > 1) {
+      uint32_t code = c & (0x7F >> length);
+      for (size_t k = 1; k < length && valid; ++k) {
+        const unsigned char cc = text[i + k];
+        valid = (cc & 0xC0) == 0x80;
+        code = (code << 6) | (cc & 0x3F);
+      }
+      valid = valid && code >= min_code && code <= 0x10FFFF &&
+              !(code >= 0xD800 && code <= 0xDFFF);
+    }
+    if (!valid) length = 1;
+    if (out.size() + length > kMaxErrorBytes) break;
+    if (valid) {
+      out.append(text.data() + i, length);
+    } else {
+      out.push_back('?');
+    }
+    i += length;
+  }
+  return out;
+}
+
+std::string DefaultWorkerId() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
+    return absl::StrCat("worker-", getpid());
+  }
+  std::string id = absl::StrCat(host, "-", getpid());
+  if (id.size() > kMaxNameBytes) id.erase(0, id.size() - kMaxNameBytes);
+  return id;
+}
+
+bool IsLastAttempt(const v1::Job& job) {
+  return job.max_attempts() > 0 && job.attempts() >= job.max_attempts();
+}
+
+}  // namespace
+
+// ---- JobContext -----------------------------------------------------------
+
+bool JobContext::cancelled() const {
+  absl::MutexLock lock(&mu_);
+  return cancelled_;
+}
+
+bool JobContext::AwaitCancelled(absl::Duration timeout) const {
+  absl::MutexLock lock(&mu_);
+  mu_.AwaitWithTimeout(absl::Condition(&cancelled_), timeout);
+  return cancelled_;
+}
+
+void JobContext::Cancel() {
+  absl::MutexLock lock(&mu_);
+  cancelled_ = true;
+}
+
+// ---- Worker ---------------------------------------------------------------
+
+Worker::Worker(Client* client, WorkerOptions options)
+    : client_(client), options_(std::move(options)) {}
+
+Worker::~Worker() { Stop(); }
+
+absl::Status Worker::Register(const std::string& job_type, JobHandler handler) {
+  if (job_type.empty()) return absl::InvalidArgumentError("job_type: required");
+  if (job_type.size() > kMaxNameBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job_type: must be at most ", kMaxNameBytes,
+                     " bytes (got ", job_type.size(), ")"));
+  }
+  if (!handler) return absl::InvalidArgumentError("handler: required");
+  absl::MutexLock lock(&mu_);
+  if (started_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job_type \"", job_type,
+                     "\": handlers must be registered before Start()"));
+  }
+  if (!handlers_.emplace(job_type, std::move(handler)).second) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "job_type \"", job_type, "\": a handler is already registered"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Worker::Start() {
+  absl::MutexLock lifecycle(&lifecycle_mu_);
+  const WorkerOptions& o = options_;
+  if (o.queue.size() > kMaxNameBytes) {
+    return InvalidOption(
+        "queue", absl::StrCat("must be at most ", kMaxNameBytes, " bytes"));
+  }
+  if (o.concurrency < 1 || o.concurrency > kMaxConcurrency) {
+    return InvalidOption("concurrency",
+                         absl::StrCat("must be between 1 and ", kMaxConcurrency,
+                                      " (got ", o.concurrency, ")"));
+  }
+  if (o.lease_duration < kMinLease || o.lease_duration > kMaxLease) {
+    return InvalidOption(
+        "lease_duration",
+        absl::StrCat("must be between 1s and 24h (got ",
+                     absl::FormatDuration(o.lease_duration), ")"));
+  }
+  if (o.poll_wait <= absl::ZeroDuration() || o.poll_wait > kMaxPollWait) {
+    return InvalidOption(
+        "poll_wait", absl::StrCat("must be more than 0 and at most 5m (got ",
+                                  absl::FormatDuration(o.poll_wait), ")"));
+  }
+  if (!(o.extend_fraction > 0 && o.extend_fraction <= 0.9)) {
+    return InvalidOption(
+        "extend_fraction",
+        absl::StrCat("must be in (0, 0.9] (got ", o.extend_fraction, ")"));
+  }
+  if (o.worker_id.size() > kMaxNameBytes) {
+    return InvalidOption(
+        "worker_id", absl::StrCat("must be at most ", kMaxNameBytes, " bytes"));
+  }
+  if (o.failure_retry_after.has_value() &&
+      (*o.failure_retry_after < absl::ZeroDuration() ||
+       *o.failure_retry_after > kMaxRetryAfter)) {
+    return InvalidOption("failure_retry_after",
+                         "must be between 0 and 30 days");
+  }
+  if (o.retry_initial_backoff <= absl::ZeroDuration()) {
+    return InvalidOption("retry_initial_backoff", "must be positive");
+  }
+  if (o.retry_max_backoff < o.retry_initial_backoff) {
+    return InvalidOption("retry_max_backoff",
+                         "must be at least retry_initial_backoff");
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (started_) {
+      return absl::FailedPreconditionError("worker: already started");
+    }
+    if (handlers_.empty()) {
+      return absl::FailedPreconditionError(
+          "worker: no handler registered (call Register first)");
+    }
+    started_ = true;
+  }
+  if (options_.worker_id.empty()) options_.worker_id = DefaultWorkerId();
+  lease_keeper_ = std::thread([this] { LeaseKeeperLoop(); });
+  for (int i = 0; i < options_.concurrency; ++i) {
+    handler_threads_.emplace_back([this] { HandlerLoop(); });
+  }
+  poller_ = std::thread([this] { PollLoop(); });
+  return absl::OkStatus();
+}
+
+void Worker::Stop() {
+  absl::MutexLock lifecycle(&lifecycle_mu_);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!started_ || stopping_) return;
+    stopping_ = true;
+    stats_.stopping = true;
+  }
+  poll_canceller_.Cancel();
+  poller_.join();
+
+  // Every lease the poller received is in leases_ now. Hand the unstarted
+  // ones back, except those on their last attempt: a Nack would make them
+  // DEAD, so the handlers run them instead.
+  std::vector<std::pair<std::string, std::string>> to_return;  // id, token
+  {
+    absl::MutexLock lock(&mu_);
+    std::deque<std::string> last_attempts;
+    for (const std::string& id : unstarted_) {
+      const HeldLease& lease = leases_.at(id);
+      if (IsLastAttempt(lease.context->job())) {
+        last_attempts.push_back(id);
+      } else {
+        to_return.emplace_back(id, lease.token);
+      }
+    }
+    unstarted_ = std::move(last_attempts);
+    handoff_done_ = true;
+  }
+  for (const auto& [id, token] : to_return) {
+    static const std::string kStopping = "worker stopping; not started";
+    absl::Status status = Settle(id, token, &kStopping, absl::ZeroDuration());
+    if (!status.ok()) ReportError(absl::StrCat("Nack job ", id), status);
+    absl::MutexLock lock(&mu_);
+    leases_.erase(id);
+    --stats_.in_hand;
+    ++(status.ok() ? stats_.returned : stats_.lost);
+  }
+  for (std::thread& t : handler_threads_) t.join();
+  handler_threads_.clear();
+  {
+    absl::MutexLock lock(&mu_);
+    keeper_stopping_ = true;
+  }
+  lease_keeper_.join();
+}
+
+WorkerStats Worker::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+void Worker::PauseHandlersForTest(bool paused) {
+  absl::MutexLock lock(&mu_);
+  paused_for_test_ = paused;
+}
+
+bool Worker::AwaitStatsForTest(
+    std::function<bool(const WorkerStats&)> predicate,
+    absl::Duration timeout) const {
+  absl::MutexLock lock(&mu_);
+  auto holds = [this, &predicate]()
+                   ABSL_NO_THREAD_SAFETY_ANALYSIS { return predicate(stats_); };
+  return mu_.AwaitWithTimeout(absl::Condition(&holds), timeout);
+}
+
+void Worker::PollLoop() {
+  std::vector<std::string> job_types;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [type, handler] : handlers_) job_types.push_back(type);
+  }
+  absl::Duration backoff = absl::ZeroDuration();
+  for (;;) {
+    int free_slots = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      auto can_poll = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return stopping_ || stats_.in_hand < options_.concurrency;
+      };
+      mu_.Await(absl::Condition(&can_poll));
+      if (stopping_) return;
+      free_slots = options_.concurrency - static_cast<int>(stats_.in_hand);
+    }
+
+    v1::DequeueRequest request;
+    request.set_queue(options_.queue);
+    for (const std::string& type : job_types) request.add_job_types(type);
+    request.set_max_jobs(free_slots);
+    const int64_t lease_ns = absl::ToInt64Nanoseconds(options_.lease_duration);
+    request.mutable_lease_duration()->set_seconds(lease_ns / 1000000000);
+    request.mutable_lease_duration()->set_nanos(lease_ns % 1000000000);
+    const int64_t wait_ns = absl::ToInt64Nanoseconds(options_.poll_wait);
+    request.mutable_wait()->set_seconds(wait_ns / 1000000000);
+    request.mutable_wait()->set_nanos(wait_ns % 1000000000);
+    request.set_worker_id(options_.worker_id);
+
+    CallOptions call;
+    call.canceller = &poll_canceller_;
+    // Taken before the call: the server's expiry is no earlier than this
+    // plus lease_duration.
+    const absl::Time sent = absl::Now();
+    absl::StatusOr<v1::DequeueResponse> response =
+        client_->Dequeue(request, call);
+
+    if (!response.ok()) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (stopping_) return;
+      }
+      ReportError("Dequeue", response.status());
+      // Any error is retried: a bad option was caught by Start(), so this is
+      // the server or the network, which may recover.
+      backoff = NextBackoff(backoff);
+      absl::MutexLock lock(&mu_);
+      if (SleepUntil(absl::Now() + backoff)) return;
+      continue;
+    }
+    backoff = absl::ZeroDuration();
+    absl::MutexLock lock(&mu_);
+    for (const v1::LeasedJob& leased : response->jobs()) {
+      HeldLease lease;
+      lease.job_id = leased.job().job_id();
+      lease.token = leased.lease_token();
+      lease.context = std::shared_ptr<JobContext>(new JobContext(leased.job()));
+      lease.expires_at = sent + options_.lease_duration;
+      lease.next_extension =
+          sent + options_.lease_duration * options_.extend_fraction;
+      const std::string id = lease.job_id;
+      if (!leases_.emplace(id, std::move(lease)).second) continue;
+      unstarted_.push_back(id);
+      ++stats_.leased;
+      ++stats_.in_hand;
+    }
+    ++leases_generation_;
+  }
+}
+
+void Worker::HandlerLoop() {
+  for (;;) {
+    std::string job_id;
+    {
+      absl::MutexLock lock(&mu_);
+      // Once stopping, only the jobs Stop() left for the handlers are run.
+      auto has_work = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        if (stopping_) return handoff_done_;
+        return !paused_for_test_ && !unstarted_.empty();
+      };
+      mu_.Await(absl::Condition(&has_work));
+      if (unstarted_.empty()) return;  // stopping, nothing left
+      job_id = std::move(unstarted_.front());
+      unstarted_.pop_front();
+      ++stats_.running;
+    }
+    RunJob(job_id);
+  }
+}
+
+void Worker::RunJob(const std::string& job_id) {
+  std::shared_ptr<JobContext> context;
+  std::string token;
+  const JobHandler* handler = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    const HeldLease& lease = leases_.at(job_id);
+    context = lease.context;
+    token = lease.token;
+    auto it = handlers_.find(context->job().job_type());
+    // handlers_ never changes after Start(), so the pointer stays valid.
+    if (it != handlers_.end()) handler = &it->second;
+  }
+
+  // Set when the job failed: the Nack's error text.
+  std::optional<std::string> failure;
+  if (handler == nullptr) {
+    // The Dequeue filter asks only for registered types.
+    failure = absl::StrCat("no handler for job_type \"",
+                           context->job().job_type(), "\"");
+  } else {
+    try {
+      absl::Status result = (*handler)(*context);
+      if (!result.ok()) failure = result.ToString();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    } catch (...) {
+      failure = "unknown exception (not a std::exception)";
+    }
+  }
+
+  absl::Status settled;
+  if (context->cancelled()) {
+    settled = absl::FailedPreconditionError(
+        "lease lost while the handler ran; result not reported");
+  } else {
+    settled = Settle(job_id, token, failure ? &*failure : nullptr,
+                     options_.failure_retry_after);
+    if (!settled.ok()) {
+      ReportError(absl::StrCat(failure ? "Nack" : "Ack", " job ", job_id),
+                  settled);
+    }
+  }
+
+  absl::MutexLock lock(&mu_);
+  leases_.erase(job_id);
+  --stats_.running;
+  --stats_.in_hand;
+  if (!settled.ok()) {
+    ++stats_.lost;
+  } else if (!failure) {
+    ++stats_.acked;
+  } else {
+    ++stats_.nacked;
+  }
+}
+
+absl::Status Worker::Settle(const std::string& job_id, const std::string& token,
+                            const std::string* error,
+                            std::optional<absl::Duration> retry_after) {
+  absl::Duration backoff = absl::ZeroDuration();
+  for (;;) {
+    absl::Status status;
+    if (error == nullptr) {
+      v1::AckRequest request;
+      request.set_job_id(job_id);
+      request.set_lease_token(token);
+      status = client_->Ack(request).status();
+    } else {
+      v1::NackRequest request;
+      request.set_job_id(job_id);
+      request.set_lease_token(token);
+      request.set_error(NackErrorText(*error));
+      if (retry_after.has_value()) {
+        const int64_t ns = absl::ToInt64Nanoseconds(*retry_after);
+        request.mutable_retry_after()->set_seconds(ns / 1000000000);
+        request.mutable_retry_after()->set_nanos(ns % 1000000000);
+      }
+      status = client_->Nack(request).status();
+    }
+    if (status.ok() || !IsTransient(status)) return status;
+    ReportError(absl::StrCat(error == nullptr ? "Ack" : "Nack", " job ", job_id,
+                             " (will retry)"),
+                status);
+    backoff = NextBackoff(backoff);
+    // Past the lease's expiry the server refuses the token anyway.
+    if (absl::Now() + backoff >= LeaseExpiry(job_id)) return status;
+    absl::SleepFor(backoff);
+  }
+}
+
+void Worker::LeaseKeeperLoop() {
+  uint64_t seen_generation = 0;
+  for (;;) {
+    std::string due;
+    {
+      absl::MutexLock lock(&mu_);
+      for (;;) {
+        if (keeper_stopping_) return;
+        absl::Time earliest = absl::InfiniteFuture();
+        for (const auto& [id, lease] : leases_) {
+          if (!lease.lost && lease.next_extension < earliest) {
+            earliest = lease.next_extension;
+            due = id;
+          }
+        }
+        if (earliest <= absl::Now()) break;
+        seen_generation = leases_generation_;
+        // New leases are due no earlier than the ones held, but the first
+        // after an empty spell must be noticed.
+        auto woken = [this, seen_generation]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          return keeper_stopping_ || leases_generation_ != seen_generation;
+        };
+        mu_.AwaitWithDeadline(absl::Condition(&woken), earliest);
+      }
+    }
+    ExtendOnce(due);
+  }
+}
+
+void Worker::ExtendOnce(const std::string& job_id) {
+  std::string token;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = leases_.find(job_id);
+    if (it == leases_.end() || it->second.lost) return;
+    token = it->second.token;
+  }
+  v1::ExtendLeaseRequest request;
+  request.set_job_id(job_id);
+  request.set_lease_token(token);
+  const int64_t lease_ns = absl::ToInt64Nanoseconds(options_.lease_duration);
+  request.mutable_lease_duration()->set_seconds(lease_ns / 1000000000);
+  request.mutable_lease_duration()->set_nanos(lease_ns % 1000000000);
+  // Leave time for a retry before the lease runs out.
+  CallOptions call;
+  call.deadline =
+      std::max(kMinExtendDeadline,
+               options_.lease_duration * (1 - options_.extend_fraction) / 2);
+  const absl::Time sent = absl::Now();
+  absl::StatusOr<v1::ExtendLeaseResponse> response =
+      client_->ExtendLease(request, call);
+
+  std::shared_ptr<JobContext> to_cancel;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = leases_.find(job_id);
+    if (it == leases_.end()) return;  // settled meanwhile
+    HeldLease& lease = it->second;
+    if (response.ok()) {
+      lease.expires_at = sent + options_.lease_duration;
+      lease.next_extension =
+          sent + options_.lease_duration * options_.extend_fraction;
+      lease.extend_backoff = absl::ZeroDuration();
+      ++stats_.extended;
+      return;
+    }
+    if (IsLeaseLost(response.status())) {
+      lease.lost = true;
+      to_cancel = lease.context;
+    } else {
+      // Transient (or unexpected): retry soon, well before the expiry.
+      lease.extend_backoff = NextBackoff(lease.extend_backoff);
+      const absl::Time now = absl::Now();
+      const absl::Duration half_left =
+          std::max((lease.expires_at - now) / 2, absl::Milliseconds(10));
+      lease.next_extension = now + std::min(lease.extend_backoff, half_left);
+    }
+  }
+  ReportError(absl::StrCat("ExtendLease job ", job_id), response.status());
+  if (to_cancel != nullptr) to_cancel->Cancel();
+}
+
+bool Worker::SleepUntil(absl::Time deadline) {
+  mu_.AwaitWithDeadline(absl::Condition(&stopping_), deadline);
+  return stopping_;
+}
+
+absl::Time Worker::LeaseExpiry(const std::string& job_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = leases_.find(job_id);
+  return it == leases_.end() ? absl::InfinitePast() : it->second.expires_at;
+}
+
+void Worker::ReportError(absl::string_view what, const absl::Status& status) {
+  if (options_.on_error) {
+    options_.on_error(what, status);
+  } else {
+    spdlog::warn("adjutant worker {}: {}: {}", options_.worker_id,
+                 std::string(what), status.ToString());
+  }
+}
+
+absl::Duration Worker::NextBackoff(absl::Duration previous) const {
+  if (previous <= absl::ZeroDuration()) return options_.retry_initial_backoff;
+  return std::min(previous * 2, options_.retry_max_backoff);
+}
+
+}  // namespace adjutant
