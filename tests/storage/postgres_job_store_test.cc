@@ -144,7 +144,9 @@ class PostgresJobStoreTest : public ::testing::Test {
     server_ = *server;
     const ::testing::TestInfo* info =
         ::testing::UnitTest::GetInstance()->current_test_info();
-    schema_ = absl::StrCat("t_", info->name());
+    // Unique in the process, so that --gtest_repeat starts afresh too.
+    static std::atomic<int> cases{0};
+    schema_ = absl::StrCat("t", cases++, "_", info->name());
     if (schema_.size() > 63) schema_.resize(63);
   }
 
@@ -386,8 +388,9 @@ TEST_F(PostgresJobStoreTest, ConcurrentObserversAndFiringKeepTheTermMonotonic) {
 // ---------------------------------------------------------------
 
 TEST_F(PostgresJobStoreTest, ThreeStoresMigratingAtOnceAllSucceed) {
+  const std::string base = schema_.substr(0, 40);
   for (int round = 0; round < 3; ++round) {
-    schema_ = absl::StrCat("t_migrate_race_", round);
+    schema_ = absl::StrCat(base, "_race_", round);
     absl::Notification go;
     absl::Status results[3];
     std::vector<std::thread> threads;
