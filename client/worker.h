@@ -1,6 +1,8 @@
 // adjutant::Worker: runs handlers for the jobs of one queue.
 //
-//   auto client = adjutant::Client::Create({.target = "127.0.0.1:50051"});
+//   adjutant::ClientOptions client_options;
+//   client_options.target = "127.0.0.1:50051";
+//   auto client = adjutant::Client::Create(client_options);
 //   adjutant::WorkerOptions options;
 //   options.queue = "emails";
 //   options.concurrency = 8;
@@ -32,12 +34,12 @@
 // Thread-safety: Register(), Start(), Stop() and stats() may be called from
 // any thread, but Stop() (and the destructor) must not be called from a
 // handler (it waits for the handlers). Handlers run on the worker's threads,
-// up to `concurrency` at once, so a handler registered for several jobs must
-// be thread-safe.
+// up to `concurrency` at once, so one handler may run for several jobs at
+// the same time and must be thread-safe. The worker owns its threads and
+// its copies of the handlers; the Client is borrowed.
 #ifndef ADJUTANT_CLIENT_WORKER_H_
 #define ADJUTANT_CLIENT_WORKER_H_
 
-#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
