@@ -16,9 +16,11 @@
 #include "absl/time/time.h"
 #include "scheduler/clock.h"
 #include "server/server.h"
+#include "server/store_notifier.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 #include "storage/memory_job_store.h"
+#include "storage/postgres_job_store.h"
 #include "storage/sqlite_job_store.h"
 
 namespace {
@@ -35,6 +37,11 @@ bool WritePortFile(const std::string& path, int port) {
   return std::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
+// Whether --db names a PostgreSQL database (a libpq URI) rather than a file.
+bool IsPostgresUri(const std::string& db) {
+  return db.rfind("postgresql://", 0) == 0 || db.rfind("postgres://", 0) == 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -44,6 +51,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   std::string port_file;
   std::string clock_offset;
+  adjutant::PostgresOptions postgres;
 
   CLI::App app{
       "adjutantd: the Adjutant durable job queue and cron scheduler, "
@@ -54,12 +62,23 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--db", db,
                  "SQLite database file, created if missing; \":memory:\" "
-                 "keeps jobs in memory only (lost on exit)")
+                 "keeps jobs in memory only (lost on exit); a "
+                 "postgresql://... or postgres://... URI selects PostgreSQL "
+                 "(several daemons may share it; see docs/POSTGRES.md)")
       ->capture_default_str();
   app.add_option("--sqlite-synchronous", synchronous,
                  "full: an answered write is on disk; normal: faster, but a "
                  "power loss may undo the last writes (a crash does not)")
       ->check(CLI::IsMember({"full", "normal"}))
+      ->capture_default_str();
+  app.add_option("--pg-pool-size", postgres.pool_size,
+                 "PostgreSQL only: connections in the store's pool, i.e. "
+                 "store calls that run at once (plus one for LISTEN/NOTIFY)")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--pg-schema", postgres.schema,
+                 "PostgreSQL only: the schema holding Adjutant's tables "
+                 "(created if missing); daemons sharing a queue use the same")
       ->capture_default_str();
   app.add_option("--log-level", log_level,
                  "trace, debug, info, warn, error, critical or off; logs go "
@@ -118,7 +137,26 @@ int main(int argc, char** argv) {
   }
 
   std::unique_ptr<adjutant::JobStore> store;
-  if (db == ":memory:") {
+  // PostgreSQL only: tells the other daemons on the database about our
+  // writes and wakes our long-polls for theirs. Outlives `store`.
+  std::unique_ptr<adjutant::PgNotifier> notifier;
+  if (IsPostgresUri(db)) {
+    postgres.conninfo = db;
+    auto opened = adjutant::PostgresJobStore::Open(postgres);
+    if (!opened.ok()) {
+      // The URI may carry a password: name the schema, not the URI.
+      spdlog::critical("cannot open the PostgreSQL store (schema {}): {}",
+                       postgres.schema, opened.status().ToString());
+      return 1;
+    }
+    adjutant::PgNotifierConfig notifier_config;
+    notifier_config.conninfo = db;
+    notifier = std::make_unique<adjutant::PgNotifier>(notifier_config);
+    store = std::make_unique<adjutant::NotifyingJobStore>(*std::move(opened),
+                                                          notifier.get());
+    spdlog::info("store: PostgreSQL (schema {}, pool of {})", postgres.schema,
+                 postgres.pool_size);
+  } else if (db == ":memory:") {
     store = std::make_unique<adjutant::MemoryJobStore>();
     spdlog::info("store: in memory (jobs are lost on exit)");
   } else {
@@ -143,6 +181,25 @@ int main(int argc, char** argv) {
     spdlog::critical("{}", started.ToString());
     return 1;
   }
+  if (notifier != nullptr) {
+    adjutant::LongPollRegistry* long_poll = server->long_poll();
+    adjutant::PgNotifierTargets targets;
+    targets.on_available = [long_poll](const std::string& queue) {
+      long_poll->Wake(queue);
+    };
+    targets.on_later = [long_poll](absl::Time at) {
+      long_poll->NoteNextAvailable(at);
+    };
+    // A reaper round now re-checks every waiting queue against the store.
+    targets.on_resync = [long_poll] {
+      long_poll->NoteNextAvailable(absl::InfinitePast());
+    };
+    if (absl::Status started = notifier->Start(std::move(targets));
+        !started.ok()) {
+      spdlog::critical("{}", started.ToString());
+      return 1;
+    }
+  }
   if (!port_file.empty() && !WritePortFile(port_file, server->port())) {
     spdlog::critical("cannot write --port-file {}: {}", port_file,
                      std::strerror(errno));
@@ -153,6 +210,7 @@ int main(int argc, char** argv) {
   sigwait(&stop_signals, &signal_number);
   spdlog::info("received {}: stopping", strsignal(signal_number));
   server->Shutdown();
+  if (notifier != nullptr) notifier->Stop();
   server.reset();  // closes the store
   spdlog::info("store closed; exiting");
   return 0;
