@@ -13,6 +13,10 @@
 namespace adjutant {
 namespace {
 
+// How many Dequeue attempts one executor task runs for a long-poll before it
+// yields its thread (see DequeueCall::Attempt).
+constexpr int kMaxRetriesInPlace = 4;
+
 // Codes that mean the server (not the request) has a problem: worth a log
 // line. The others are the client's business.
 bool IsServerError(const absl::Status& status) {
@@ -76,8 +80,8 @@ void ToProto(const Job& job, v1::Job* out) {
 class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
                                            public LongPollWaiter {
  public:
-  DequeueCall(JobQueueService* service, DequeueArgs args, absl::Time deadline,
-              v1::DequeueResponse* response)
+  DequeueCall(JobQueueService* service, DequeueArgs args,
+              absl::Duration deadline, v1::DequeueResponse* response)
       : service_(service),
         args_(std::move(args)),
         deadline_(deadline),
@@ -87,15 +91,32 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
   // Runs on the executor.
   void Attempt() {
     LongPollRegistry* const long_poll = service_->long_poll_;
-    for (;;) {
+    Clock* const clock = service_->clock_;
+    const std::vector<std::string>& job_types = args_.options.job_types;
+    for (int retries = 0;; ++retries) {
+      // Each retry answers a wake-up that came while the previous attempt
+      // ran, so retries are bounded by the wake-ups of this call's queue
+      // and types; but a steady stream of them (other workers taking each
+      // job first, a hash collision with a busy queue) must not hold this
+      // executor thread. Past a few, go to the back of the executor's
+      // queue. Parking instead could sleep through the last wake-up — a job
+      // that came during the last attempt — until the wait ends.
+      if (retries == kMaxRetriesInPlace) {
+        service_->executor_->Schedule([this] { Attempt(); });
+        return;
+      }
       // A client that left would not see what we lease for it.
       if (IsCancelled()) {
         Finish(grpc::Status::CANCELLED);
         return;
       }
       // Read before `now` and before the store call (see long_poll.h).
-      const uint64_t generation = long_poll->Generation(args_.options.queue);
-      const absl::Time now = service_->clock_->Now();
+      const uint64_t generation =
+          long_poll->Generation(args_.options.queue, job_types);
+      const absl::Time now = clock->Now();
+      // The wait is measured on the monotonic clock: wall steps (NTP) move
+      // neither its end nor the registry's timer for it.
+      const absl::Duration monotonic_now = clock->Monotonic();
       long_poll->ExpireLeasesIfDue(now);
       absl::StatusOr<std::vector<Lease>> leases =
           service_->store_->Dequeue(args_.options, now);
@@ -119,12 +140,12 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
         Finish(grpc::Status::OK);
         return;
       }
-      if (now >= deadline_) {
+      if (monotonic_now >= deadline_) {
         Finish(grpc::Status::OK);  // nothing in time: an empty response
         return;
       }
-      switch (long_poll->Park(this, args_.options.queue, generation, now,
-                              deadline_)) {
+      switch (long_poll->Park(this, args_.options.queue, job_types, generation,
+                              now, deadline_)) {
         case LongPollRegistry::ParkResult::kParked:
           return;  // the registry owns the call now: do not touch `this`
         case LongPollRegistry::ParkResult::kRetry:
@@ -160,7 +181,7 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
  private:
   JobQueueService* const service_;
   const DequeueArgs args_;
-  const absl::Time deadline_;  // wall time; the wait ends then
+  const absl::Duration deadline_;  // Clock::Monotonic(); the wait ends then
   v1::DequeueResponse* const response_;
   std::atomic<bool> cancelled_{false};
 };
@@ -210,7 +231,7 @@ grpc::ServerUnaryReactor* JobQueueService::Enqueue(
         if (!results.ok()) return results.status();
         const EnqueueResult& result = results->front();
         if (!result.duplicate)
-          long_poll_->JobsAvailableAt(job.queue, job.run_at);
+          long_poll_->JobsAvailableAt(job.queue, job.type, job.run_at);
         response->set_job_id(result.job_id);
         response->set_duplicate(result.duplicate);
         return absl::OkStatus();
@@ -235,18 +256,21 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
               absl::StrCat("the store returned ", results->size(),
                            " results for ", jobs.size(), " jobs"));
         }
-        // The earliest new run_at per queue is all the registry needs.
-        std::map<std::string, absl::Time> earliest;
+        // The earliest new run_at per queue and type is all the registry
+        // needs.
+        std::map<std::pair<std::string, std::string>, absl::Time> earliest;
         for (size_t i = 0; i < jobs.size(); ++i) {
           v1::EnqueueResponse* out = response->add_results();
           out->set_job_id((*results)[i].job_id);
           out->set_duplicate((*results)[i].duplicate);
           if ((*results)[i].duplicate) continue;
-          auto [it, inserted] = earliest.emplace(jobs[i].queue, jobs[i].run_at);
+          auto [it, inserted] = earliest.emplace(
+              std::make_pair(jobs[i].queue, jobs[i].type), jobs[i].run_at);
           if (!inserted) it->second = std::min(it->second, jobs[i].run_at);
         }
-        for (const auto& [queue, at] : earliest) {
-          long_poll_->JobsAvailableAt(queue, at);
+        for (const auto& [queue_and_type, at] : earliest) {
+          long_poll_->JobsAvailableAt(queue_and_type.first,
+                                      queue_and_type.second, at);
         }
         return absl::OkStatus();
       });
@@ -257,7 +281,7 @@ grpc::ServerUnaryReactor* JobQueueService::Dequeue(
     v1::DequeueResponse* response) {
   absl::StatusOr<DequeueArgs> args = ValidateDequeue(*request, limits_);
   if (!args.ok()) return Reject(context, args.status());
-  const absl::Time deadline = clock_->Now() + args->wait;
+  const absl::Duration deadline = clock_->Monotonic() + args->wait;
   auto* call = new DequeueCall(this, *std::move(args), deadline, response);
   executor_->Schedule([call] { call->Attempt(); });
   return call;
@@ -286,20 +310,20 @@ grpc::ServerUnaryReactor* JobQueueService::Nack(
     v1::NackResponse* response) {
   absl::StatusOr<NackOptions> options = ValidateNack(*request);
   if (!options.ok()) return Reject(context, options.status());
-  return RunOnExecutor(context, "Nack",
-                       [this, request, response,
-                        options = *std::move(options)]() -> absl::Status {
-                         absl::StatusOr<Job> job = store_->Nack(
-                             request->job_id(), request->lease_token(), options,
-                             clock_->Now());
-                         if (!job.ok()) return job.status();
-                         if (job->state == JobState::kPending) {
-                           long_poll_->JobsAvailableAt(job->queue, job->run_at);
-                         }
-                         NotifyIfCronJobFinished(on_cron_job_finished_, *job);
-                         ToProto(*job, response->mutable_job());
-                         return absl::OkStatus();
-                       });
+  return RunOnExecutor(
+      context, "Nack",
+      [this, request, response,
+       options = *std::move(options)]() -> absl::Status {
+        absl::StatusOr<Job> job = store_->Nack(
+            request->job_id(), request->lease_token(), options, clock_->Now());
+        if (!job.ok()) return job.status();
+        if (job->state == JobState::kPending) {
+          long_poll_->JobsAvailableAt(job->queue, job->type, job->run_at);
+        }
+        NotifyIfCronJobFinished(on_cron_job_finished_, *job);
+        ToProto(*job, response->mutable_job());
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* JobQueueService::ExtendLease(
@@ -365,7 +389,7 @@ grpc::ServerUnaryReactor* JobQueueService::RequeueJob(
         absl::StatusOr<Job> job =
             store_->RequeueJob(request->job_id(), clock_->Now());
         if (!job.ok()) return job.status();
-        long_poll_->JobsAvailableAt(job->queue, job->run_at);
+        long_poll_->JobsAvailableAt(job->queue, job->type, job->run_at);
         ToProto(*job, response);
         return absl::OkStatus();
       });

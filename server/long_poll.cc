@@ -53,29 +53,45 @@ size_t LongPollRegistry::Bucket(absl::string_view queue) {
   return absl::Hash<absl::string_view>()(queue) % kGenerationBuckets;
 }
 
-uint64_t LongPollRegistry::GenerationLocked(absl::string_view queue) const {
-  // Both terms only grow, so the sum changes whenever either does.
-  return bucket_generation_[Bucket(queue)] + reap_epoch_;
+size_t LongPollRegistry::Bucket(absl::string_view queue,
+                                absl::string_view job_type) {
+  return absl::Hash<std::pair<absl::string_view, absl::string_view>>()(
+             {queue, job_type}) %
+         kGenerationBuckets;
 }
 
-uint64_t LongPollRegistry::Generation(absl::string_view queue) {
+uint64_t LongPollRegistry::GenerationLocked(
+    absl::string_view queue, const std::vector<std::string>& job_types) const {
+  // Every term only grows, so the sum changes whenever any of them does.
+  uint64_t generation = reap_epoch_;
+  if (job_types.empty()) return generation + queue_generation_[Bucket(queue)];
+  generation += untyped_generation_[Bucket(queue)];
+  for (const std::string& type : job_types) {
+    generation += type_generation_[Bucket(queue, type)];
+  }
+  return generation;
+}
+
+uint64_t LongPollRegistry::Generation(
+    absl::string_view queue, const std::vector<std::string>& job_types) {
   absl::MutexLock l(&mu_);
-  return GenerationLocked(queue);
+  return GenerationLocked(queue, job_types);
 }
 
-LongPollRegistry::ParkResult LongPollRegistry::Park(LongPollWaiter* waiter,
-                                                    const std::string& queue,
-                                                    uint64_t generation,
-                                                    absl::Time attempted_at,
-                                                    absl::Time deadline) {
+LongPollRegistry::ParkResult LongPollRegistry::Park(
+    LongPollWaiter* waiter, const std::string& queue,
+    const std::vector<std::string>& job_types, uint64_t generation,
+    absl::Time attempted_at, absl::Duration deadline) {
   absl::MutexLock l(&mu_);
   if (shutting_down_) return ParkResult::kShuttingDown;
   // OnCancel sets the flag before it calls Remove() (which takes mu_), so
   // either we see the flag here or Remove() sees the waiter parked.
   if (waiter->IsCancelled()) return ParkResult::kCancelled;
-  if (GenerationLocked(queue) != generation) return ParkResult::kRetry;
+  if (GenerationLocked(queue, job_types) != generation) {
+    return ParkResult::kRetry;
+  }
   auto by_deadline = by_deadline_.emplace(deadline, waiter);
-  parked_.emplace(waiter, Parked{queue, attempted_at, by_deadline});
+  parked_.emplace(waiter, Parked{queue, &job_types, attempted_at, by_deadline});
   by_queue_[queue].insert(waiter);
   if (by_deadline == by_deadline_.begin()) timer_kicked_ = true;
   return ParkResult::kParked;
@@ -97,26 +113,51 @@ bool LongPollRegistry::Remove(LongPollWaiter* waiter) {
   return true;
 }
 
-void LongPollRegistry::Wake(const std::string& queue) {
+template <typename Admits>
+void LongPollRegistry::WakeWaiters(const std::string& queue, Admits admits) {
   std::vector<LongPollWaiter*> woken;
   {
     absl::MutexLock l(&mu_);
-    ++bucket_generation_[Bucket(queue)];
     auto it = by_queue_.find(queue);
     if (it == by_queue_.end()) return;
-    woken.assign(it->second.begin(), it->second.end());
+    for (LongPollWaiter* waiter : it->second) {
+      if (admits(*parked_.at(waiter).job_types)) woken.push_back(waiter);
+    }
     for (LongPollWaiter* waiter : woken) Unlink(waiter);
   }
   for (LongPollWaiter* waiter : woken) waiter->Wake();
 }
 
+void LongPollRegistry::Wake(const std::string& queue) {
+  {
+    absl::MutexLock l(&mu_);
+    ++queue_generation_[Bucket(queue)];
+    ++untyped_generation_[Bucket(queue)];
+  }
+  WakeWaiters(queue, [](const std::vector<std::string>&) { return true; });
+}
+
+void LongPollRegistry::Wake(const std::string& queue,
+                            absl::string_view job_type) {
+  {
+    absl::MutexLock l(&mu_);
+    ++queue_generation_[Bucket(queue)];
+    ++type_generation_[Bucket(queue, job_type)];
+  }
+  WakeWaiters(queue, [job_type](const std::vector<std::string>& types) {
+    return types.empty() ||
+           std::find(types.begin(), types.end(), job_type) != types.end();
+  });
+}
+
 void LongPollRegistry::JobsAvailableAt(const std::string& queue,
+                                       absl::string_view job_type,
                                        absl::Time at) {
   // The clock is read after the store write: any attempt that missed the
   // job read its own `now` before this, so if `at` has not come for us it
   // had not come for that attempt either, and the timer will handle it.
   if (at <= clock_->Now()) {
-    Wake(queue);
+    Wake(queue, job_type);
   } else {
     NoteNextAvailable(at);
   }
@@ -124,58 +165,98 @@ void LongPollRegistry::JobsAvailableAt(const std::string& queue,
 
 void LongPollRegistry::NoteNextAvailable(absl::Time at) {
   absl::MutexLock l(&mu_);
-  noted_since_reap_ = std::min(noted_since_reap_, at);
+  noted_since_sweep_ = std::min(noted_since_sweep_, at);
+  sweep_due_ = std::min(sweep_due_, at);
   if (at < next_due_) {
     next_due_ = at;
     timer_kicked_ = true;
   }
 }
 
+bool LongPollRegistry::NotSweeping() const { return !sweeping_; }
+
+void LongPollRegistry::BeginSweepLocked() {
+  mu_.Await(absl::Condition(this, &LongPollRegistry::NotSweeping));
+  sweeping_ = true;
+  noted_since_sweep_ = absl::InfiniteFuture();
+  ++sweep_count_;
+}
+
+absl::Time LongPollRegistry::EndSweepLocked(
+    const absl::StatusOr<absl::Time>& next) {
+  sweeping_ = false;
+  if (next.ok()) sweep_due_ = std::min(*next, noted_since_sweep_);
+  return noted_since_sweep_;
+}
+
 void LongPollRegistry::ExpireLeasesIfDue(absl::Time now) {
   {
     absl::MutexLock l(&mu_);
-    if (now < next_due_) return;
+    // Someone else's sweep may make ours unnecessary: decide after it.
+    mu_.Await(absl::Condition(this, &LongPollRegistry::NotSweeping));
+    if (now < sweep_due_) return;
+    BeginSweepLocked();
   }
   absl::StatusOr<std::vector<Job>> expired = store_->ExpireLeases(now);
-  // On failure the timer's round retries and logs.
+  absl::StatusOr<absl::Time> next =
+      expired.ok() ? store_->NextAvailableTime("", now) : expired.status();
+  {
+    absl::MutexLock l(&mu_);
+    EndSweepLocked(next);
+  }
+  // On failure the timer's round retries and logs; the next attempt sweeps
+  // again.
   if (expired.ok()) HandleExpiredLeases(*expired);
 }
 
 void LongPollRegistry::HandleExpiredLeases(const std::vector<Job>& jobs) {
-  std::set<std::string> queues;
+  std::set<std::pair<std::string, std::string>> available;
   for (const Job& job : jobs) {
-    if (job.state == JobState::kPending) queues.insert(job.queue);
+    if (job.state == JobState::kPending) available.emplace(job.queue, job.type);
     NotifyIfCronJobFinished(on_cron_job_finished_, job);
   }
   if (!jobs.empty()) {
     spdlog::debug("lease reaper: {} expired lease(s)", jobs.size());
   }
-  for (const std::string& queue : queues) Wake(queue);
+  for (const auto& [queue, type] : available) Wake(queue, type);
 }
 
 bool LongPollRegistry::TimerShouldWake() const {
-  return timer_kicked_ || shutting_down_;
+  if (timer_kicked_ || shutting_down_) return true;
+  // The plan converted a monotonic deadline to wall time: a step back makes
+  // it late, so re-plan; and a deadline reached ends the sleep whatever the
+  // wall clock says. (Evaluated whenever mu_ is released: by any Dequeue
+  // attempt or wake-up, or by a SimulatedClock moving.)
+  if (by_deadline_.empty()) return false;
+  return clock_->Now() < timer_planned_at_ ||
+         by_deadline_.begin()->first <= clock_->Monotonic();
 }
 
 void LongPollRegistry::TimerLoop() {
   absl::MutexLock l(&mu_);
   while (!shutting_down_) {
     absl::Time wake_at = next_due_;
+    const absl::Time planned_at = clock_->Now();
     if (!by_deadline_.empty()) {
-      wake_at = std::min(wake_at, by_deadline_.begin()->first);
+      // The Clock sleeps until a wall time: convert the monotonic deadline.
+      wake_at = std::min(wake_at, planned_at + (by_deadline_.begin()->first -
+                                                clock_->Monotonic()));
     }
     timer_kicked_ = false;
     timer_asleep_ = true;
     timer_wake_at_ = wake_at;
+    timer_planned_at_ = planned_at;
     clock_->AwaitWithDeadline(
         &mu_, absl::Condition(this, &LongPollRegistry::TimerShouldWake),
         wake_at);
     timer_asleep_ = false;
     if (shutting_down_) break;
     const absl::Time now = clock_->Now();
+    const absl::Duration monotonic_now = clock_->Monotonic();
 
     std::vector<LongPollWaiter*> expired;
-    while (!by_deadline_.empty() && by_deadline_.begin()->first <= now) {
+    while (!by_deadline_.empty() &&
+           by_deadline_.begin()->first <= monotonic_now) {
       LongPollWaiter* waiter = by_deadline_.begin()->second;
       Unlink(waiter);
       expired.push_back(waiter);
@@ -195,33 +276,22 @@ void LongPollRegistry::Reap(absl::Time now) {
   std::map<std::string, absl::Time> waiting;
   {
     absl::MutexLock l(&mu_);
+    BeginSweepLocked();
     ++reap_epoch_;
-    noted_since_reap_ = absl::InfiniteFuture();
     for (const auto& [waiter, parked] : parked_) {
       auto [it, inserted] = waiting.emplace(parked.queue, parked.attempted_at);
       if (!inserted) it->second = std::min(it->second, parked.attempted_at);
     }
   }
 
-  absl::Time next_due = absl::InfiniteFuture();
   absl::StatusOr<std::vector<Job>> expired = store_->ExpireLeases(now);
-  if (expired.ok()) {
-    HandleExpiredLeases(*expired);
-  } else {
+  absl::StatusOr<absl::Time> next = store_->NextAvailableTime("", now);
+  absl::Time next_due = absl::InfiniteFuture();
+  if (!expired.ok()) {
     spdlog::warn("lease reaper: ExpireLeases failed: {}",
                  expired.status().ToString());
     next_due = now + kReapRetryDelay;
   }
-
-  // A waiter needs another look if a job of its queue became available
-  // after the `now` of its last attempt (a delayed job's run_at came).
-  for (const auto& [queue, since] : waiting) {
-    absl::StatusOr<absl::Time> next = store_->NextAvailableTime(queue, since);
-    // When in doubt, wake: a spurious retry costs one Dequeue.
-    if (!next.ok() || *next <= now) Wake(queue);
-  }
-
-  absl::StatusOr<absl::Time> next = store_->NextAvailableTime("", now);
   if (next.ok()) {
     next_due = std::min(next_due, *next);
   } else {
@@ -229,14 +299,31 @@ void LongPollRegistry::Reap(absl::Time now) {
                  next.status().ToString());
     next_due = std::min(next_due, now + kReapRetryDelay);
   }
+  {
+    absl::MutexLock l(&mu_);
+    const absl::Time noted =
+        EndSweepLocked(expired.ok() ? next : expired.status());
+    next_due_ = std::min(next_due, noted);
+  }
 
-  absl::MutexLock l(&mu_);
-  next_due_ = std::min(next_due, noted_since_reap_);
+  if (expired.ok()) HandleExpiredLeases(*expired);
+  // A waiter needs another look if a job of its queue became available
+  // after the `now` of its last attempt (a delayed job's run_at came).
+  for (const auto& [queue, since] : waiting) {
+    absl::StatusOr<absl::Time> next = store_->NextAvailableTime(queue, since);
+    // When in doubt, wake: a spurious retry costs one Dequeue.
+    if (!next.ok() || *next <= now) Wake(queue);
+  }
 }
 
 int LongPollRegistry::ParkedCountForTest() {
   absl::MutexLock l(&mu_);
   return static_cast<int>(parked_.size());
+}
+
+int LongPollRegistry::SweepCountForTest() {
+  absl::MutexLock l(&mu_);
+  return sweep_count_;
 }
 
 void LongPollRegistry::AwaitParkedForTest(int n) {
@@ -252,8 +339,8 @@ void LongPollRegistry::AwaitTimerIdleForTest() {
   // Re-evaluated whenever mu_ is released: by the timer going back to
   // sleep, and by a SimulatedClock after every move of the time.
   auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return shutting_down_ ||
-           (timer_asleep_ && !timer_kicked_ && timer_wake_at_ > clock_->Now());
+    return shutting_down_ || (timer_asleep_ && !TimerShouldWake() &&
+                              timer_wake_at_ > clock_->Now());
   };
   mu_.Await(absl::Condition(&idle));
 }

@@ -2,27 +2,52 @@
 // thread that ends their waits and reaps expired leases.
 //
 // How a Dequeue with `wait` uses it (server/job_queue_service.cc):
-//   1. g = Generation(queue); now = clock->Now(); ExpireLeasesIfDue(now);
-//      store->Dequeue(..., now).
-//   2. Found nothing, wait not over: Park(call, queue, g, now, deadline).
-//      kRetry means something may have become available while the attempt
-//      ran (the generation moved): go back to 1 instead of sleeping through
-//      it. That check, under the registry's mutex, is what makes a wake-up
-//      impossible to miss.
+//   1. g = Generation(queue, job_types); now = clock->Now();
+//      ExpireLeasesIfDue(now); store->Dequeue(..., now).
+//   2. Found nothing, wait not over: Park(call, queue, job_types, g, now,
+//      deadline). kRetry means something may have become available while
+//      the attempt ran (the generation moved): go back to 1 instead of
+//      sleeping through it. That check, under the registry's mutex, is what
+//      makes a wake-up impossible to miss.
 //   3. A parked call holds no thread. Exactly one of these ends the park:
-//      Wake(queue) -> waiter->Wake() (try again), its deadline or Shutdown()
-//      -> waiter->Expire() (finish empty), or Remove() (the client left).
+//      Wake(queue[, job_type]) -> waiter->Wake() (try again), its deadline
+//      or Shutdown() -> waiter->Expire() (finish empty), or Remove() (the
+//      client left).
+//
+// Wake-ups are per queue and job type: a waiter filtered on job types is
+// woken (and its generation moves) only for jobs of one of its types, or by
+// an untyped Wake(queue) that cannot tell the type (a delayed job's run_at
+// came, a fired cron tick). Generations are hashed into fixed buckets, so a
+// collision costs a spurious retry, never a missed wake-up.
 //
 // Who calls Wake: the service after every store write that makes a job
 // available now (JobsAvailableAt); the timer thread after it reaps expired
 // leases or reaches a delayed job's run_at. Jobs that become available
 // later are announced with NoteNextAvailable so the timer wakes for them.
 //
+// Two kinds of time, never mixed (scheduler/clock.h): a wait's deadline is
+// monotonic (Clock::Monotonic() + wait), so a wall-clock step neither
+// stretches nor cuts it; run_at and lease expiries are wall time, as stored.
+//
 // The timer thread sleeps (Clock::AwaitWithDeadline, never a fixed beat)
-// until the earliest of: a parked call's deadline, and the store's
-// NextAvailableTime("") (a delayed job's run_at, a lease's expiry). There it
-// expires waiters, runs ExpireLeases, and wakes the queues that gained
-// available jobs.
+// until the earliest of: a parked call's deadline (converted to wall time
+// when it plans the sleep), and the store's NextAvailableTime("") (a delayed
+// job's run_at, a lease's expiry). There it expires waiters, runs
+// ExpireLeases, and wakes the queues that gained available jobs. It re-plans
+// whenever it sees the wall clock behind the instant it planned at, and
+// ends a sleep early when a deadline has passed on the monotonic clock; it
+// sees both whenever the registry's mutex is released (any Dequeue attempt,
+// wake-up or park). Known limit: with the real clock, abseil's timed waits
+// are absolute on CLOCK_REALTIME, so a step back that lands while the timer
+// sleeps and the registry is otherwise idle still stretches that one sleep;
+// only a monotonic wait in Clock would remove it.
+//
+// Not across processes by itself: daemons sharing a SQLite file do not wake
+// each other's waiters. A job enqueued through one daemon reaches a call
+// parked in another only when that call tries again for a reason of its own
+// daemon (a wake-up there, a round of its timer) or when its wait ends empty
+// and the client asks again. (On PostgreSQL, server/store_notifier.h relays
+// wake-ups between daemons into Wake and NoteNextAvailable.)
 #ifndef ADJUTANT_SERVER_LONG_POLL_H_
 #define ADJUTANT_SERVER_LONG_POLL_H_
 
@@ -36,6 +61,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -103,17 +129,22 @@ class LongPollRegistry {
   // ---- The attempt protocol (see the top of this file) --------------------
 
   // A number to read before an attempt's store Dequeue and pass to Park().
-  // It changes whenever `queue` is woken or the reaper runs.
-  uint64_t Generation(absl::string_view queue);
+  // It changes whenever a wake-up concerns a call on `queue` filtered on
+  // `job_types` (empty: any type), and whenever the reaper runs.
+  uint64_t Generation(absl::string_view queue,
+                      const std::vector<std::string>& job_types);
 
-  // Parks `waiter`, unless shutting down, cancelled, or Generation(queue) is
-  // no longer `generation`. `attempted_at` is the `now` of the attempt that
-  // found nothing; `deadline` (wall time) ends the wait. After kParked the
-  // caller must not touch the waiter: the registry may end the park at once.
-  // REQUIRES: `waiter` is not parked.
+  // Parks `waiter`, unless shutting down, cancelled, or
+  // Generation(queue, job_types) is no longer `generation`. `attempted_at`
+  // is the (wall) `now` of the attempt that found nothing; `deadline` is
+  // monotonic (Clock::Monotonic() + wait) and ends the wait. After kParked
+  // the caller must not touch the waiter: the registry may end the park at
+  // once.
+  // REQUIRES: `waiter` is not parked; `job_types` outlives the park.
   ParkResult Park(LongPollWaiter* waiter, const std::string& queue,
+                  const std::vector<std::string>& job_types,
                   uint64_t generation, absl::Time attempted_at,
-                  absl::Time deadline);
+                  absl::Duration deadline);
 
   // Unparks `waiter` and returns true if it was parked (the caller then
   // finishes it); false if it was not (someone else owns it).
@@ -121,30 +152,40 @@ class LongPollRegistry {
 
   // ---- Notifications ------------------------------------------------------
 
-  // Jobs of `queue` are available now: wakes its parked waiters.
+  // Jobs of `queue`, of types not known, are available now: wakes every
+  // waiter parked on it.
   void Wake(const std::string& queue);
+  // A job of `queue` and `job_type` is available now: wakes the waiters
+  // parked on `queue` whose filter admits `job_type`.
+  void Wake(const std::string& queue, absl::string_view job_type);
 
-  // A store write made a job of `queue` available at `at` (InfinitePast:
-  // now). Wakes the queue if `at` has come (read from the clock after the
-  // write, which is what makes this race-free), otherwise
+  // A store write made a job of `queue` and `job_type` available at `at`
+  // (InfinitePast: now). Wakes its waiters if `at` has come (read from the
+  // clock after the write, which is what makes this race-free), otherwise
   // NoteNextAvailable(at).
-  void JobsAvailableAt(const std::string& queue, absl::Time at);
+  void JobsAvailableAt(const std::string& queue, absl::string_view job_type,
+                       absl::Time at);
 
   // Something becomes available at `at` (a delayed job, a lease expiry):
   // the timer will wake by then.
   void NoteNextAvailable(absl::Time at);
 
-  // If the timer is due (now >= the next availability instant), runs
-  // ExpireLeases(now) here and wakes whom it concerns. Called before a
-  // Dequeue attempt so that a lease that expired with its attempts used up
-  // goes DEAD through the reaper (which reports it) rather than silently
-  // inside the store's Dequeue. Blocking (a store call).
-  void ExpireLeasesIfDue(absl::Time now);
+  // If a lease may have expired by `now` that no sweep has yet ended, runs
+  // ExpireLeases(now) here, wakes whom it concerns, and asks the store when
+  // the next one is due (so that the attempts after it skip the sweep). Called
+  // before a Dequeue attempt so that a lease that expired with its attempts
+  // used up goes DEAD through the reaper (which reports it) rather than
+  // silently inside the store's Dequeue. One sweep runs at a time (the
+  // timer's included): a caller that finds one running waits for it, then
+  // decides again. Blocking (store calls).
+  void ExpireLeasesIfDue(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
 
   // ---- For tests ----------------------------------------------------------
 
   // How many waiters are parked.
   int ParkedCountForTest();
+  // How many times the registry has called the store's ExpireLeases.
+  int SweepCountForTest();
   // Blocks (in real time) until exactly `n` waiters are parked.
   void AwaitParkedForTest(int n);
   // Blocks (in real time) until the timer thread has handled everything
@@ -155,22 +196,38 @@ class LongPollRegistry {
  private:
   struct Parked {
     std::string queue;
+    const std::vector<std::string>* job_types;  // empty: any type
     absl::Time attempted_at;
-    std::multimap<absl::Time, LongPollWaiter*>::iterator by_deadline;
+    std::multimap<absl::Duration, LongPollWaiter*>::iterator by_deadline;
   };
 
   static constexpr size_t kGenerationBuckets = 64;
   static size_t Bucket(absl::string_view queue);
+  static size_t Bucket(absl::string_view queue, absl::string_view job_type);
 
   void TimerLoop();
   bool TimerShouldWake() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // One round of the reaper at `now`. REQUIRES: mu_ not held.
   void Reap(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
+  // Takes the sweeper's role, waiting while another holds it, and starts
+  // collecting noted instants afresh.
+  void BeginSweepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Gives the role back. `next`: the store's NextAvailableTime("", now)
+  // after a successful ExpireLeases(now), or an error if either failed (the
+  // sweep is then still due). Returns the earliest instant noted meanwhile.
+  absl::Time EndSweepLocked(const absl::StatusOr<absl::Time>& next)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool NotSweeping() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Wakes the waiters parked on `queue` that `admits` selects.
+  template <typename Admits>
+  void WakeWaiters(const std::string& queue, Admits admits)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Reports and wakes for jobs returned by ExpireLeases.
   void HandleExpiredLeases(const std::vector<Job>& jobs)
       ABSL_LOCKS_EXCLUDED(mu_);
   void Unlink(LongPollWaiter* waiter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  uint64_t GenerationLocked(absl::string_view queue) const
+  uint64_t GenerationLocked(absl::string_view queue,
+                            const std::vector<std::string>& job_types) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   JobStore* const store_;
@@ -184,13 +241,23 @@ class LongPollRegistry {
   // Set to make the timer re-plan its sleep (an earlier deadline or
   // availability instant).
   bool timer_kicked_ ABSL_GUARDED_BY(mu_) = false;
-  // Whether the timer is blocked in the clock, and until when.
+  // Whether the timer is blocked in the clock, until when (wall time), and
+  // the wall time at which it planned that sleep (a step back below it makes
+  // the plan stale).
   bool timer_asleep_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time timer_wake_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  // Per-queue wake counters, hashed into a fixed number of buckets so that
-  // client-chosen queue names cannot grow memory; a collision only costs a
-  // spurious retry.
-  std::array<uint64_t, kGenerationBuckets> bucket_generation_
+  absl::Time timer_planned_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // Wake counters, hashed into a fixed number of buckets so that
+  // client-chosen names cannot grow memory; a collision only costs a
+  // spurious retry. A call on any type reads queue_generation_ (moved by
+  // every wake-up of its queue); a call filtered on types reads
+  // untyped_generation_ (moved by Wake(queue) alone) and the
+  // type_generation_ of each of its types (moved by Wake(queue, type)).
+  std::array<uint64_t, kGenerationBuckets> queue_generation_
+      ABSL_GUARDED_BY(mu_) = {};
+  std::array<uint64_t, kGenerationBuckets> untyped_generation_
+      ABSL_GUARDED_BY(mu_) = {};
+  std::array<uint64_t, kGenerationBuckets> type_generation_
       ABSL_GUARDED_BY(mu_) = {};
   // Incremented at the start of every reaper round: an attempt that began
   // before the round must not park without being seen by it.
@@ -198,13 +265,24 @@ class LongPollRegistry {
   // When the reaper must run next (the store's NextAvailableTime, lowered by
   // NoteNextAvailable). InfinitePast until the first round.
   absl::Time next_due_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  // The earliest instant noted since the current reaper round started, so
-  // that the round's own NextAvailableTime cannot overwrite it.
-  absl::Time noted_since_reap_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  // When a Dequeue attempt must sweep expired leases first: the store's
+  // NextAvailableTime after the last successful sweep (the timer's or an
+  // attempt's), lowered by NoteNextAvailable. Separate from next_due_,
+  // which an attempt's sweep must not move: the timer still has waiters to
+  // wake at a delayed job's run_at.
+  absl::Time sweep_due_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // Whether a sweep (ExpireLeases, then NextAvailableTime) is running.
+  bool sweeping_ ABSL_GUARDED_BY(mu_) = false;
+  // The earliest instant noted since the running sweep began, so that the
+  // sweep's own NextAvailableTime cannot overwrite it.
+  absl::Time noted_since_sweep_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  int sweep_count_ ABSL_GUARDED_BY(mu_) = 0;  // for SweepCountForTest()
   std::map<LongPollWaiter*, Parked> parked_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::set<LongPollWaiter*>, std::less<>> by_queue_
       ABSL_GUARDED_BY(mu_);
-  std::multimap<absl::Time, LongPollWaiter*> by_deadline_ ABSL_GUARDED_BY(mu_);
+  // Parked calls by their monotonic deadline.
+  std::multimap<absl::Duration, LongPollWaiter*> by_deadline_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace adjutant

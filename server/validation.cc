@@ -108,6 +108,19 @@ absl::StatusOr<NewJob> ValidateEnqueue(const v1::EnqueueRequest& request,
     absl::StatusOr<absl::Time> run_at =
         FromProto(request.run_at(), field("run_at"));
     if (!run_at.ok()) return run_at.status();
+    if (*run_at > absl::FromUnixSeconds(kMaxRunAtUnixSeconds)) {
+      return Invalid(
+          field("run_at"),
+          absl::StrCat(
+              "must be at most ",
+              absl::FormatTime(absl::RFC3339_full,
+                               absl::FromUnixSeconds(kMaxRunAtUnixSeconds),
+                               absl::UTCTimeZone()),
+              " (got ",
+              absl::FormatTime(absl::RFC3339_full, *run_at,
+                               absl::UTCTimeZone()),
+              ")"));
+    }
     job.run_at = *run_at;
   }
   if (request.max_attempts() < 0 ||

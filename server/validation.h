@@ -42,6 +42,10 @@ inline constexpr absl::Duration kMinLeaseDuration = absl::Seconds(1);
 inline constexpr absl::Duration kMaxLeaseDuration = absl::Hours(24);
 inline constexpr absl::Duration kMaxWait = absl::Minutes(5);
 inline constexpr absl::Duration kMaxRetryAfter = absl::Hours(24 * 30);
+// The latest run_at accepted: 2200-01-01T00:00:00Z. Stores keep instants as
+// int64 nanoseconds since 1970, which end in April 2262; a later run_at would
+// read back as "never". The margin keeps run_at + backoff in range too.
+inline constexpr int64_t kMaxRunAtUnixSeconds = 7258118400;
 
 // The limits that are the server's to choose (adjutantd flags).
 struct RequestLimits {
@@ -59,7 +63,8 @@ struct RequestLimits {
 // Enqueue: returns the job to store. `field_prefix` is prepended to field
 // names in errors ("jobs[3]." for a batch element). An empty queue becomes
 // kDefaultQueue, max_attempts 0 the default, an absent run_at "now"
-// (InfinitePast, which the store replaces with its `now`).
+// (InfinitePast, which the store replaces with its `now`); a run_at after
+// kMaxRunAtUnixSeconds is refused.
 absl::StatusOr<NewJob> ValidateEnqueue(const v1::EnqueueRequest& request,
                                        const RequestLimits& limits,
                                        absl::string_view field_prefix = "");

@@ -15,6 +15,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/convert.h"
+#include "server/long_poll.h"
+#include "storage/memory_job_store.h"
 #include "tests/server/server_test_util.h"
 
 namespace adjutant {
@@ -710,6 +712,10 @@ TEST_P(JobQueueTest, EveryBadRequestIsRejectedNamingTheFieldAndChangesNothing) {
        enqueue([](auto* r) { r->mutable_run_at()->set_seconds(1LL << 40); })},
       {"run_at negative nanos", "run_at",
        enqueue([](auto* r) { r->mutable_run_at()->set_nanos(-1); })},
+      {"run_at after 2200 (stored as int64 ns, which end in 2262)", "run_at",
+       enqueue([](auto* r) {
+         r->mutable_run_at()->set_seconds(kMaxRunAtUnixSeconds + 1);
+       })},
       {"empty batch", "jobs", batch(0, [](auto*) {})},
       {"batch over 1000", "jobs", batch(1001, [](auto*) {})},
       {"batch with a bad job", "jobs[3].job_type",
@@ -897,6 +903,55 @@ TEST_P(JobQueueTest, LongPollEndsEmptyWhenItsWaitElapsesOnTheClock) {
   EXPECT_EQ(server_->long_poll()->ParkedCountForTest(), 0);
 }
 
+// NTP may step the wall clock; `wait` is a timeout, so it runs on the
+// monotonic clock: a step back of an hour neither stretches it to an hour
+// and 30 s nor ends it early.
+TEST_P(JobQueueTest, LongPollWaitIsMeasuredOnTheMonotonicClock) {
+  AsyncDequeue poll(stub_.get(), PollRequest("q", absl::Seconds(30)));
+  server_->long_poll()->AwaitParkedForTest(1);
+  clock_.SetNow(clock_.Now() - absl::Hours(1));
+  SettleTimer();
+  EXPECT_FALSE(poll.done());
+  clock_.Advance(absl::Seconds(29));
+  SettleTimer();
+  EXPECT_FALSE(poll.done());
+  EXPECT_EQ(server_->long_poll()->ParkedCountForTest(), 1);
+  clock_.Advance(absl::Seconds(1));
+  SettleTimer();
+  ASSERT_EQ(server_->long_poll()->ParkedCountForTest(), 0);
+  poll.Join();
+  ASSERT_TRUE(poll.status().ok()) << poll.status().error_message();
+  EXPECT_EQ(poll.response().jobs_size(), 0);
+}
+
+TEST_P(JobQueueTest, ATypeFilteredWaiterSleepsThroughOtherTypesAndGetsItsOwn) {
+  v1::DequeueRequest request = PollRequest("q", absl::Seconds(30));
+  request.add_job_types("a");
+  AsyncDequeue poll(stub_.get(), request);
+  server_->long_poll()->AwaitParkedForTest(1);
+
+  // A flood of another type into the same queue, one by one and in a batch.
+  v1::EnqueueRequest b;
+  b.set_queue("q");
+  b.set_job_type("b");
+  for (int i = 0; i < 20; ++i) Enqueue(b);
+  v1::EnqueueBatchRequest batch;
+  for (int i = 0; i < 100; ++i) *batch.add_jobs() = b;
+  v1::EnqueueBatchResponse batch_response;
+  ASSERT_TRUE(
+      stub_->EnqueueBatch(Context().get(), batch, &batch_response).ok());
+  EXPECT_EQ(server_->long_poll()->ParkedCountForTest(), 1);
+  EXPECT_FALSE(poll.done());
+
+  v1::EnqueueRequest a = b;
+  a.set_job_type("a");
+  const std::string wanted = Enqueue(a);
+  poll.Join();
+  ASSERT_TRUE(poll.status().ok()) << poll.status().error_message();
+  ASSERT_EQ(poll.response().jobs_size(), 1);
+  EXPECT_EQ(poll.response().jobs(0).job().job_id(), wanted);
+}
+
 TEST_P(JobQueueTest, ShutdownEndsWaitingCallsCleanly) {
   AsyncDequeue a(stub_.get(), PollRequest("q", absl::Minutes(5)));
   AsyncDequeue b(stub_.get(), PollRequest("r", absl::Minutes(5)));
@@ -1066,6 +1121,193 @@ TEST_P(JobQueueTest, TheHookHearsOnceWhenADequeueRacesTheReaper) {
 INSTANTIATE_TEST_SUITE_P(Stores, JobQueueTest,
                          ::testing::ValuesIn(AllStoreBackends()),
                          ServerTest::Name);
+
+// ---- The long-poll registry on its own
+// --------------------------------------------------------------
+
+// A SimulatedClock whose wall time can also jump on its own, without
+// monotonic time moving: what an NTP step does (SimulatedClock::SetNow moves
+// monotonic time along with any forward step).
+class WallSteppingClock final : public Clock {
+ public:
+  absl::Time Now() override {
+    return base_.Now() + absl::Nanoseconds(offset_ns_.load());
+  }
+  absl::Duration Monotonic() override { return base_.Monotonic(); }
+  bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
+                         absl::Time deadline) override {
+    struct Args {
+      const absl::Condition* cond;
+      WallSteppingClock* clock;
+      absl::Time deadline;
+    } args{&cond, this, deadline};
+    // The base clock re-evaluates this on every move of either face.
+    base_.AwaitWithDeadline(mu,
+                            absl::Condition(
+                                +[](Args* a) {
+                                  return a->cond->Eval() ||
+                                         a->clock->Now() >= a->deadline;
+                                },
+                                &args),
+                            absl::InfiniteFuture());
+    return cond.Eval();
+  }
+
+  // Both faces move forward by `d`.
+  void Advance(absl::Duration d) { base_.Advance(d); }
+  // Wall time alone moves by `d` (either way).
+  void StepWall(absl::Duration d) {
+    offset_ns_ += absl::ToInt64Nanoseconds(d);
+    base_.Advance(absl::ZeroDuration());  // wakes the waiters to look
+  }
+
+ private:
+  SimulatedClock base_;
+  std::atomic<int64_t> offset_ns_{0};
+};
+
+class FakeWaiter final : public LongPollWaiter {
+ public:
+  bool IsCancelled() const override { return false; }
+  void Wake() override { ++woken_; }
+  void Expire() override { ++expired_; }
+
+  int woken() const { return woken_.load(); }
+  int expired() const { return expired_.load(); }
+
+ private:
+  std::atomic<int> woken_{0};
+  std::atomic<int> expired_{0};
+};
+
+class LongPollRegistryTest : public ::testing::Test {
+ protected:
+  LongPollRegistry::ParkResult Park(FakeWaiter* waiter,
+                                    const std::vector<std::string>& types,
+                                    absl::Duration wait) {
+    return registry_.Park(waiter, "q", types, registry_.Generation("q", types),
+                          clock_.Now(), clock_.Monotonic() + wait);
+  }
+
+  WallSteppingClock clock_;
+  MemoryJobStore store_;
+  // Declared before the registry, which may still hold them when a failed
+  // assertion ends a test.
+  FakeWaiter waiter_, other_waiter_;
+  const std::vector<std::string> any_type_;
+  LongPollRegistry registry_{&store_, &clock_, nullptr};
+};
+
+TEST_F(LongPollRegistryTest, WallClockStepsNeitherEndNorStretchAWait) {
+  registry_.Start();
+  registry_.AwaitTimerIdleForTest();
+  FakeWaiter& waiter = waiter_;
+  ASSERT_EQ(Park(&waiter, any_type_, absl::Seconds(30)),
+            LongPollRegistry::ParkResult::kParked);
+
+  clock_.StepWall(absl::Hours(1));  // forward, past the wall-time deadline
+  registry_.AwaitTimerIdleForTest();
+  EXPECT_EQ(waiter.expired(), 0);
+  EXPECT_EQ(registry_.ParkedCountForTest(), 1);
+
+  clock_.StepWall(-absl::Hours(2));  // and back
+  registry_.AwaitTimerIdleForTest();
+  clock_.Advance(absl::Seconds(29));
+  registry_.AwaitTimerIdleForTest();
+  EXPECT_EQ(waiter.expired(), 0);
+  EXPECT_EQ(registry_.ParkedCountForTest(), 1);
+
+  clock_.Advance(absl::Seconds(1));
+  // Back asleep after it unparked the waiter and called Expire().
+  registry_.AwaitTimerIdleForTest();
+  EXPECT_EQ(registry_.ParkedCountForTest(), 0);
+  EXPECT_EQ(waiter.expired(), 1);
+  EXPECT_EQ(waiter.woken(), 0);
+}
+
+TEST_F(LongPollRegistryTest, WakeUpsReachOnlyWaitersOfThatType) {
+  FakeWaiter& typed = waiter_;
+  FakeWaiter& untyped = other_waiter_;
+  const std::vector<std::string> a_or_c = {"a", "c"};
+  ASSERT_EQ(Park(&typed, a_or_c, absl::Seconds(30)),
+            LongPollRegistry::ParkResult::kParked);
+  ASSERT_EQ(Park(&untyped, any_type_, absl::Seconds(30)),
+            LongPollRegistry::ParkResult::kParked);
+
+  const uint64_t typed_generation = registry_.Generation("q", a_or_c);
+  registry_.Wake("other", "a");
+  for (int i = 0; i < 100; ++i) registry_.Wake("q", "b");
+  EXPECT_EQ(typed.woken(), 0);
+  EXPECT_EQ(untyped.woken(), 1);  // any type is its type
+  EXPECT_EQ(registry_.ParkedCountForTest(), 1);
+
+  registry_.Wake("q", "c");
+  EXPECT_EQ(typed.woken(), 1);
+  EXPECT_NE(registry_.Generation("q", a_or_c), typed_generation);
+
+  // A wake-up that cannot tell the type (a delayed job's run_at came)
+  // reaches typed waiters too.
+  ASSERT_EQ(Park(&typed, a_or_c, absl::Seconds(30)),
+            LongPollRegistry::ParkResult::kParked);
+  registry_.Wake("q");
+  EXPECT_EQ(typed.woken(), 2);
+  EXPECT_EQ(registry_.ParkedCountForTest(), 0);
+}
+
+TEST_F(LongPollRegistryTest, AParkMissesNoWakeUpOfItsType) {
+  FakeWaiter& waiter = waiter_;
+  const std::vector<std::string> a = {"a"};
+  const uint64_t generation = registry_.Generation("q", a);
+  registry_.Wake("q", "a");  // lands while the attempt runs
+  EXPECT_EQ(registry_.Park(&waiter, "q", a, generation, clock_.Now(),
+                           clock_.Monotonic() + absl::Seconds(30)),
+            LongPollRegistry::ParkResult::kRetry);
+  const uint64_t untyped_generation = registry_.Generation("q", any_type_);
+  registry_.Wake("q", "b");
+  EXPECT_EQ(
+      registry_.Park(&waiter, "q", any_type_, untyped_generation, clock_.Now(),
+                     clock_.Monotonic() + absl::Seconds(30)),
+      LongPollRegistry::ParkResult::kRetry);
+}
+
+// Without the timer (not started), only the Dequeue attempts sweep: one
+// sweep per instant a lease may expire, not one per attempt.
+TEST_F(LongPollRegistryTest, AttemptsSweepExpiredLeasesOncePerExpiry) {
+  registry_.ExpireLeasesIfDue(clock_.Now());  // leases from before a restart
+  EXPECT_EQ(registry_.SweepCountForTest(), 1);
+  for (int i = 0; i < 5; ++i) registry_.ExpireLeasesIfDue(clock_.Now());
+  EXPECT_EQ(registry_.SweepCountForTest(), 1);
+
+  NewJob job;
+  job.queue = "q";
+  job.type = "t";
+  job.max_attempts = 3;
+  ASSERT_TRUE(store_.Enqueue({job}, clock_.Now()).ok());
+  DequeueOptions options;
+  options.queue = "q";
+  options.lease_duration = absl::Seconds(10);
+  absl::StatusOr<std::vector<Lease>> leases =
+      store_.Dequeue(options, clock_.Now());
+  ASSERT_TRUE(leases.ok()) << leases.status();
+  ASSERT_EQ(leases->size(), 1u);
+  registry_.NoteNextAvailable(leases->front().expires_at);
+
+  clock_.Advance(absl::Seconds(9));
+  registry_.ExpireLeasesIfDue(clock_.Now());
+  EXPECT_EQ(registry_.SweepCountForTest(), 1);
+
+  clock_.Advance(absl::Seconds(1));
+  for (int i = 0; i < 5; ++i) registry_.ExpireLeasesIfDue(clock_.Now());
+  EXPECT_EQ(registry_.SweepCountForTest(), 2);
+  absl::StatusOr<Job> after = store_.GetJob(leases->front().job.id);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->state, JobState::kPending);
+  EXPECT_EQ(after->last_error, "lease expired");
+
+  clock_.Advance(absl::Hours(1));
+  registry_.ExpireLeasesIfDue(clock_.Now());
+  EXPECT_EQ(registry_.SweepCountForTest(), 2);
+}
 
 }  // namespace
 }  // namespace adjutant

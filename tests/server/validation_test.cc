@@ -127,6 +127,32 @@ TEST(ValidateEnqueueTest, RunAtRange) {
   ExpectInvalid(ValidateEnqueue(r, RequestLimits()), "run_at");
 }
 
+// Stores keep int64 nanoseconds, which end in 2262: a later run_at would be
+// stored as "never". The limit is 2200-01-01T00:00:00Z, inclusive.
+TEST(ValidateEnqueueTest, RunAtAfterTheYear2200IsRefused) {
+  const absl::Time limit =
+      absl::FromCivil(absl::CivilSecond(2200, 1, 1), absl::UTCTimeZone());
+  v1::EnqueueRequest r = ValidEnqueue();
+  r.mutable_run_at()->set_seconds(absl::ToUnixSeconds(limit));
+  absl::StatusOr<NewJob> job = ValidateEnqueue(r, RequestLimits());
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->run_at, limit);
+
+  r.mutable_run_at()->set_nanos(1);
+  ExpectInvalid(ValidateEnqueue(r, RequestLimits()), "run_at");
+  EXPECT_THAT(
+      std::string(ValidateEnqueue(r, RequestLimits()).status().message()),
+      HasSubstr("2200-01-01"));
+
+  // 2262-04-12, past the end of int64 nanoseconds, and in a batch element.
+  r.mutable_run_at()->set_seconds(9224000000);
+  r.mutable_run_at()->set_nanos(0);
+  v1::EnqueueBatchRequest batch;
+  *batch.add_jobs() = ValidEnqueue();
+  *batch.add_jobs() = r;
+  ExpectInvalid(ValidateEnqueueBatch(batch, RequestLimits()), "jobs[1].run_at");
+}
+
 TEST(ValidateEnqueueBatchTest, SizeAndIndexedErrors) {
   RequestLimits limits;
   limits.max_batch_size = 3;
