@@ -216,12 +216,17 @@ absl::StatusOr<CronPage> Scheduler::List(int page_size,
 
 // ---- Leadership -----------------------------------------------------------
 
-absl::StatusOr<LeadershipState> Scheduler::SetLeadership(bool leader,
-                                                         uint64_t term,
-                                                         absl::Duration ttl) {
+absl::StatusOr<LeadershipState> Scheduler::SetLeadership(
+    bool leader, uint64_t term, absl::Duration ttl,
+    std::optional<absl::Duration> granted_at) {
   if (ttl < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("ttl: must not be negative");
   }
+  // Read before anything that can block (the store's synced write, a
+  // transition in flight holding fire_mu_): the TTL counts from the grant.
+  const absl::Duration called_at = clock_->Monotonic();
+  const absl::Duration granted =
+      granted_at.has_value() ? std::min(*granted_at, called_at) : called_at;
   absl::MutexLock serial(&set_leadership_mu_);
   absl::StatusOr<uint64_t> highest = store_->ObserveTerm(term);
   if (!highest.ok()) {
@@ -242,18 +247,36 @@ absl::StatusOr<LeadershipState> Scheduler::SetLeadership(bool leader,
   term_ = term;
   lapse_logged_ = false;
   if (leader && ttl > absl::ZeroDuration()) {
-    lapse_at_ = clock_->Monotonic() + ttl;
-    expires_at_ = clock_->Now() + ttl;
+    lapse_at_ = granted + ttl;
+    // The wall-clock equivalent: what is left of the TTL, from now.
+    expires_at_ = clock_->Now() + (*lapse_at_ - clock_->Monotonic());
   } else {
     lapse_at_.reset();
     expires_at_ = absl::InfiniteFuture();
   }
   wake_pending_ = true;
 
-  if (leader != was_leader || term != old_term) {
+  const bool leads = LeaderTermLocked().has_value();
+  const absl::Duration margin =
+      std::max(absl::ZeroDuration(), config_.leadership_safety_margin);
+  if (leader && !leads) {
+    spdlog::warn(
+        "scheduler: leadership (term {}, ttl {}) lapsed before it took effect, "
+        "{} after it was granted (a slow store or a long transition); not "
+        "firing",
+        term, absl::FormatDuration(ttl),
+        absl::FormatDuration(clock_->Monotonic() - granted));
+    lapse_logged_ = true;
+  } else if (leader && lapse_at_.has_value() && ttl <= margin) {
+    spdlog::warn(
+        "scheduler: ttl {} is not longer than the leadership safety margin "
+        "{}: it leaves this instance no time to fire",
+        absl::FormatDuration(ttl), absl::FormatDuration(margin));
+  }
+  if (leads != was_leader || term != old_term) {
     spdlog::info("scheduler: {} (term {}{})",
-                 leader ? "leader, firing ticks" : "follower, not firing", term,
-                 leader && lapse_at_
+                 leads ? "leader, firing ticks" : "follower, not firing", term,
+                 leads && lapse_at_
                      ? absl::StrCat(", lapses at ", TimeText(expires_at_))
                      : std::string());
   } else {
@@ -291,9 +314,26 @@ LeadershipState Scheduler::LeadershipLocked() {
   return state;
 }
 
-std::optional<uint64_t> Scheduler::LeaderTerm() {
+std::optional<uint64_t> Scheduler::FiringTerm() {
   absl::MutexLock l(&mu_);
-  return LeaderTermLocked();
+  return FiringTermLocked();
+}
+
+std::optional<uint64_t> Scheduler::FiringTermLocked() {
+  if (shutting_down_ || !leader_) return std::nullopt;
+  if (lapse_at_.has_value()) {
+    const absl::Duration left = *lapse_at_ - clock_->Monotonic();
+    if (left <= absl::ZeroDuration() ||
+        left < config_.leadership_safety_margin) {
+      return std::nullopt;
+    }
+  }
+  return term_;
+}
+
+bool Scheduler::ShuttingDown() {
+  absl::MutexLock l(&mu_);
+  return shutting_down_;
 }
 
 std::optional<uint64_t> Scheduler::LeaderTermLocked() {
@@ -349,7 +389,7 @@ void Scheduler::Loop() {
 absl::Time Scheduler::RunPassAndPlanSleep() {
   const absl::Time pass_start = clock_->Now();
   absl::Time deadline = absl::InfiniteFuture();
-  if (LeaderTerm().has_value()) {
+  if (FiringTerm().has_value()) {
     PassOutcome outcome = RunPass();
     const absl::Time now = clock_->Now();
     deadline = outcome.next_wake;
@@ -398,6 +438,8 @@ Scheduler::PassOutcome Scheduler::RunPass() {
   const absl::Time now = clock_->Now();
   const int batch = std::max(1, config_.due_batch_size);
   for (;;) {
+    // Stop() may come in the middle of a long catch-up: leave at once.
+    if (ShuttingDown()) return outcome;
     absl::StatusOr<std::vector<CronRecord>> due = store_->DueCrons(now, batch);
     if (!due.ok()) {
       outcome.status = due.status();
@@ -406,7 +448,8 @@ Scheduler::PassOutcome Scheduler::RunPass() {
     const bool progressed_before = outcome.progressed;
     outcome.progressed = false;
     for (CronRecord& record : *due) {
-      if (!LeaderTerm().has_value()) return outcome;
+      // Not leader any more, too close to the lapse, or stopping.
+      if (!FiringTerm().has_value()) return outcome;
       absl::Status s = ProcessCron(std::move(record), now, &outcome);
       if (!s.ok() && outcome.status.ok()) outcome.status = s;
     }
@@ -549,7 +592,9 @@ absl::Status Scheduler::ProcessCron(CronRecord record, absl::Time now,
 std::optional<absl::StatusOr<CronRecord>> Scheduler::ApplyAsLeader(
     CronTransition* transition) {
   absl::MutexLock fire(&fire_mu_);
-  std::optional<uint64_t> term = LeaderTerm();
+  // Also refuses once Stop() began: the transition in flight (if any) was
+  // the last.
+  std::optional<uint64_t> term = FiringTerm();
   if (!term.has_value()) return std::nullopt;
   transition->term = *term;
   return store_->ApplyCronTransition(*transition, clock_->Now());

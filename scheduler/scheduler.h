@@ -13,6 +13,10 @@
 // leader and its leadership has not lapsed. Its term must never be lower
 // than the highest the store has seen; a scheduler that finds itself deposed
 // (a transition refused for a lower term) stops firing until told again.
+// A TTL counts from the instant the grant arrived (the caller passes it in),
+// not from when the store let SetLeadership through; and no transition
+// starts in the last leadership_safety_margin of a TTL, since a transition
+// may block on the store and must not commit long after the lapse.
 //
 // The thread sleeps (Clock::AwaitWithDeadline) until the earliest of: the
 // next fire time of any active schedule, the leadership TTL lapsing, a look
@@ -64,6 +68,16 @@ struct SchedulerConfig {
   // Register retries a lost compare-and-set this many times before giving up
   // with ABORTED. Default 16.
   int max_register_attempts = 16;
+  // Under a leadership with a TTL, no transition starts once less than this
+  // is left before the lapse: a transition can block on the store (SQLite
+  // waits up to its busy_timeout while another process writes), and one
+  // started just before the lapse could commit well after it. The store's
+  // term check remains the fence against a deposed leader; this keeps an
+  // unrenewed one from firing on borrowed time. An elector that renews a
+  // 3 s TTL every second leaves at least 2 s at each renewal, so firing is
+  // never held back; a TTL not longer than the margin leaves no time to fire.
+  // Negative counts as 0. Default 1 s.
+  absl::Duration leadership_safety_margin = absl::Seconds(1);
   // Optional: told after a tick enqueued a job (runnable now) in `queue`, so
   // the server can wake the long-polls of that queue. Called on the
   // scheduler thread with no lock held; must not block. Default: none.
@@ -72,8 +86,9 @@ struct SchedulerConfig {
 
 // This instance's leadership, as SetLeadership / GetLeadership report it.
 struct LeadershipState {
-  // Whether the scheduler may fire now: told it is leader, not lapsed, not
-  // deposed by a higher term.
+  // Whether this instance leads now: told it is leader, not lapsed, not
+  // deposed by a higher term. (In the last leadership_safety_margin of a TTL
+  // it still leads but starts no transition.)
   bool leader = false;
   // The term it was last told (0 if never).
   uint64_t term = 0;
@@ -101,8 +116,12 @@ class Scheduler {
   // Starts the background thread. REQUIRES: not started before.
   void Start();
   // Stops the thread and waits for it: a transition in flight finishes, no
-  // other starts. Idempotent; after it the Scheduler may still register and
-  // answer, but fires nothing.
+  // other starts, and the thread leaves its pass at once (a catch-up of
+  // thousands of ticks is abandoned part-way; the claims already stored keep
+  // it exact when the next leader resumes it). Idempotent; after it the
+  // Scheduler may still register and answer, but fires nothing. REQUIRES:
+  // not called from the scheduler thread (e.g. from on_job_fired), nor from
+  // two threads at once.
   void Stop();
 
   // Creates or updates the schedule `definition.name`, and returns it as
@@ -138,12 +157,18 @@ class Scheduler {
   // Tells this instance whether it is leader. `term` goes through
   // JobStore::ObserveTerm first: FAILED_PRECONDITION if it is lower than the
   // highest term the store has seen, and then nothing changes. `ttl` > 0:
-  // the leadership lapses ttl after this call (monotonic time) unless
-  // renewed; 0: until revoked. INVALID_ARGUMENT if ttl < 0. Returns the
-  // leadership after the call. When it returns false-leadership, no
-  // transition is in flight and none starts. Wakes the thread.
-  absl::StatusOr<LeadershipState> SetLeadership(bool leader, uint64_t term,
-                                                absl::Duration ttl);
+  // the leadership lapses at granted_at + ttl (monotonic time) unless
+  // renewed; 0: until revoked. `granted_at` is the clock's Monotonic() when
+  // the grant arrived (the RPC handler reads it before queueing the call);
+  // nullopt means when this call began, and an instant later than that
+  // counts as that. The TTL thus includes the time spent waiting for the
+  // store and for a transition in flight: a grant that lapsed meanwhile
+  // returns leader false and fires nothing. INVALID_ARGUMENT if ttl < 0.
+  // Returns the leadership after the call. When it returns false-leadership,
+  // no transition is in flight and none starts. Wakes the thread.
+  absl::StatusOr<LeadershipState> SetLeadership(
+      bool leader, uint64_t term, absl::Duration ttl,
+      std::optional<absl::Duration> granted_at = std::nullopt);
 
   // This instance's leadership now, and the store's highest term.
   absl::StatusOr<LeadershipState> GetLeadership();
@@ -162,7 +187,9 @@ class Scheduler {
   // Blocks (in real time) until the thread is asleep with nothing to do at
   // the clock's current time: no Wake() pending and a deadline later than
   // now. With a SimulatedClock, this is how a test knows that everything
-  // due has been handled. REQUIRES: started.
+  // due has been handled. Also returns once Stop() has begun (from any
+  // thread, even the scheduler thread inside a store call). REQUIRES:
+  // started.
   void WaitForIdleForTest();
   // How many passes the thread has run since Start().
   int64_t PassCountForTest();
@@ -195,9 +222,14 @@ class Scheduler {
   // Notes that the store refused `term` as lower than its highest.
   void Depose(uint64_t term);
 
-  // The term to fire under, if leader now.
-  std::optional<uint64_t> LeaderTerm() ABSL_LOCKS_EXCLUDED(mu_);
+  // The term to start a transition under: leader now, Stop() not begun, and
+  // at least leadership_safety_margin left of a TTL.
+  std::optional<uint64_t> FiringTerm() ABSL_LOCKS_EXCLUDED(mu_);
+  std::optional<uint64_t> FiringTermLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The term, if leader now (not lapsed; margin ignored): for reports.
   std::optional<uint64_t> LeaderTermLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether Stop() has begun.
+  bool ShuttingDown() ABSL_LOCKS_EXCLUDED(mu_);
   LeadershipState LeadershipLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   JobStore* const store_;

@@ -358,12 +358,15 @@ grpc::ServerUnaryReactor* SchedulerService::SetLeadership(
     const v1::SetLeadershipRequest* request, v1::Leadership* response) {
   absl::StatusOr<absl::Duration> ttl = ValidateSetLeadership(*request);
   if (!ttl.ok()) return Reject(context, ttl.status());
+  // The TTL counts from now, the grant's arrival: the executor's queue, the
+  // store's synced write and a transition in flight all eat into it.
+  const absl::Duration granted_at = clock_->Monotonic();
   return RunOnExecutor(
       context, "SetLeadership",
       [this, leader = request->leader(), term = request->term(), ttl = *ttl,
-       response]() -> absl::Status {
+       granted_at, response]() -> absl::Status {
         absl::StatusOr<LeadershipState> state =
-            scheduler_->SetLeadership(leader, term, ttl);
+            scheduler_->SetLeadership(leader, term, ttl, granted_at);
         if (!state.ok()) return state.status();
         ToProto(*state, response);
         return absl::OkStatus();

@@ -12,16 +12,20 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "spdlog/spdlog.h"
 #include "storage/memory_job_store.h"
 #include "storage/sqlite_job_store.h"
+#include "tests/fakes/faulty_job_store.h"
 #include "tests/fakes/simulated_clock.h"
 
 namespace adjutant {
@@ -98,119 +102,6 @@ bool AllDistinct(std::vector<absl::Time> ticks) {
   std::sort(ticks.begin(), ticks.end());
   return std::adjacent_find(ticks.begin(), ticks.end()) == ticks.end();
 }
-
-// A JobStore that forwards to another and injects faults into the calls
-// the scheduler makes, like leveldb's SpecialEnv: the next `n` calls of a
-// kind fail with `status`, optionally after the real call took effect (an
-// answer lost on the way back).
-class FaultyStore final : public JobStore {
- public:
-  explicit FaultyStore(JobStore* base) : base_(base) {}
-
-  struct Fault {
-    int remaining = 0;
-    absl::Status status;
-    bool after_effect = false;  // apply the call, then report the failure
-  };
-  Fault put_cron;
-  Fault apply_transition;
-  Fault due_crons;
-
-  absl::Status Ping() override { return base_->Ping(); }
-  absl::StatusOr<std::vector<EnqueueResult>> Enqueue(
-      const std::vector<NewJob>& jobs, absl::Time now) override {
-    return base_->Enqueue(jobs, now);
-  }
-  absl::StatusOr<std::vector<Lease>> Dequeue(const DequeueOptions& options,
-                                             absl::Time now) override {
-    return base_->Dequeue(options, now);
-  }
-  absl::Status Ack(const std::string& id, const std::string& token,
-                   absl::Time now) override {
-    return base_->Ack(id, token, now);
-  }
-  absl::StatusOr<Job> Nack(const std::string& id, const std::string& token,
-                           const NackOptions& options,
-                           absl::Time now) override {
-    return base_->Nack(id, token, options, now);
-  }
-  absl::StatusOr<absl::Time> ExtendLease(const std::string& id,
-                                         const std::string& token,
-                                         absl::Duration d,
-                                         absl::Time now) override {
-    return base_->ExtendLease(id, token, d, now);
-  }
-  absl::StatusOr<Job> GetJob(const std::string& id) override {
-    return base_->GetJob(id);
-  }
-  absl::StatusOr<Job> CancelJob(const std::string& id,
-                                absl::Time now) override {
-    return base_->CancelJob(id, now);
-  }
-  absl::StatusOr<Job> RequeueJob(const std::string& id,
-                                 absl::Time now) override {
-    return base_->RequeueJob(id, now);
-  }
-  absl::StatusOr<JobPage> ListJobs(const std::string& queue, JobState state,
-                                   int page_size,
-                                   const std::string& token) override {
-    return base_->ListJobs(queue, state, page_size, token);
-  }
-  absl::StatusOr<std::vector<Job>> ExpireLeases(absl::Time now) override {
-    return base_->ExpireLeases(now);
-  }
-  absl::StatusOr<absl::Time> NextAvailableTime(const std::string& queue,
-                                               absl::Time now) override {
-    return base_->NextAvailableTime(queue, now);
-  }
-  absl::StatusOr<uint64_t> ObserveTerm(uint64_t term) override {
-    return base_->ObserveTerm(term);
-  }
-  absl::StatusOr<uint64_t> HighestTerm() override {
-    return base_->HighestTerm();
-  }
-  absl::StatusOr<CronRecord> GetCron(const std::string& name) override {
-    return base_->GetCron(name);
-  }
-  absl::StatusOr<CronRecord> PutCron(const CronDefinition& definition,
-                                     const CronState& state,
-                                     int64_t expected_version,
-                                     absl::Time now) override {
-    return Inject(&put_cron, [&] {
-      return base_->PutCron(definition, state, expected_version, now);
-    });
-  }
-  absl::Status DeleteCron(const std::string& name) override {
-    return base_->DeleteCron(name);
-  }
-  absl::StatusOr<CronPage> ListCrons(int page_size,
-                                     const std::string& token) override {
-    return base_->ListCrons(page_size, token);
-  }
-  absl::StatusOr<std::vector<CronRecord>> DueCrons(absl::Time now,
-                                                   int limit) override {
-    return Inject(&due_crons, [&] { return base_->DueCrons(now, limit); });
-  }
-  absl::StatusOr<absl::Time> NextCronFireTime() override {
-    return base_->NextCronFireTime();
-  }
-  absl::StatusOr<CronRecord> ApplyCronTransition(const CronTransition& t,
-                                                 absl::Time now) override {
-    return Inject(&apply_transition,
-                  [&] { return base_->ApplyCronTransition(t, now); });
-  }
-
- private:
-  template <typename F>
-  auto Inject(Fault* fault, F call) -> decltype(call()) {
-    if (fault->remaining == 0) return call();
-    --fault->remaining;
-    if (fault->after_effect) (void)call();
-    return fault->status;
-  }
-
-  JobStore* const base_;
-};
 
 CronDefinition Cron(const std::string& name, const std::string& schedule,
                     const std::string& queue) {
@@ -662,7 +553,7 @@ TEST_P(SchedulerTest, ReportsFiredJobsToTheServer) {
 // ---- Store faults ---------------------------------------------------------
 
 TEST_P(SchedulerTest, RegisterRetriesALostCompareAndSet) {
-  FaultyStore faulty(store_.get());
+  FaultyJobStore faulty(store_.get());
   SchedulerConfig config;
   config.max_register_attempts = 3;
   auto s = NewScheduler(&faulty, config);
@@ -684,7 +575,7 @@ TEST_P(SchedulerTest, RegisterRetriesALostCompareAndSet) {
 }
 
 TEST_P(SchedulerTest, StoreOutageDelaysFiringAndBacksOff) {
-  FaultyStore faulty(store_.get());
+  FaultyJobStore faulty(store_.get());
   SchedulerConfig config;
   config.retry_backoff = absl::Seconds(3);
   auto s = NewScheduler(&faulty, config);
@@ -706,7 +597,7 @@ TEST_P(SchedulerTest, StoreOutageDelaysFiringAndBacksOff) {
 // A transition that committed but whose answer was lost, or that lost a
 // race: the next look at the stored state never fires the tick twice.
 TEST_P(SchedulerTest, LostAnswersAndLostRacesNeverFireTwice) {
-  FaultyStore faulty(store_.get());
+  FaultyJobStore faulty(store_.get());
   auto s = NewScheduler(&faulty);
   MustRegister(s.get(), Cron("c", "* * * * * *", "q"));
   Lead(s.get(), 1);
@@ -726,6 +617,169 @@ TEST_P(SchedulerTest, LostAnswersAndLostRacesNeverFireTwice) {
                                      kStart + absl::Seconds(2),
                                      kStart + absl::Seconds(3)}));
   EXPECT_EQ(Get("c").state.fired_count, 3);
+}
+
+// ---- Stop, and the TTL under a slow store ----------------------------------
+
+// Stop() in the middle of a long FIRE_ALL catch-up: the transition in flight
+// finishes, no other starts, and the thread leaves its pass, so Stop() returns
+// after a bounded amount of store work however much catch-up was left.
+TEST_P(SchedulerTest, StopDuringACatchUpStartsNoOtherTransition) {
+  FaultyJobStore faulty(store_.get());
+  auto s = NewScheduler(&faulty);
+  const int crons = GetParam().name == "Memory" ? 20 : 5;
+  constexpr int kMissed = 30;
+  for (int i = 0; i < crons; ++i) {
+    CronDefinition d = Cron("all-" + std::to_string(i), "* * * * * *", "q");
+    d.misfire_policy = MisfirePolicy::kFireAll;
+    MustRegister(s.get(), d);
+  }
+  Lead(s.get(), 1);
+  clock_.Advance(absl::Seconds(kMissed));  // 30 missed ticks per schedule
+
+  // Inside the 45th transition (in the second schedule's catch-up) another
+  // thread calls Stop(); the transition goes on once Stop() has begun.
+  constexpr int kStopAt = 45;
+  // Touched by the scheduler thread only, until the stopper is joined.
+  int started_before_stop = 0;
+  int started_after_stop = 0;
+  int due_reads_after_stop = 0;
+  bool stop_began = false;
+  std::thread stopper;
+  absl::Notification stopper_running;
+  faulty.on_apply_transition = [&] {
+    if (stop_began) {
+      ++started_after_stop;
+      return;
+    }
+    if (++started_before_stop < kStopAt) return;
+    stopper = std::thread([&s] { s->Stop(); });
+    stopper_running.Notify();
+    s->WaitForIdleForTest();  // returns once Stop() has begun
+    stop_began = true;
+  };
+  faulty.on_due_crons = [&] {
+    if (stop_began) ++due_reads_after_stop;
+  };
+  s->Start();
+  // A real-time bound only so that a regression fails instead of hanging.
+  ASSERT_TRUE(stopper_running.WaitForNotificationWithTimeout(absl::Minutes(1)));
+  stopper.join();  // Stop() returned: the thread is gone
+
+  EXPECT_EQ(started_before_stop, kStopAt);
+  EXPECT_EQ(started_after_stop, 0) << "transitions started after Stop()";
+  EXPECT_EQ(due_reads_after_stop, 0);
+  // The one in flight when Stop() began is the only one applied after it.
+  EXPECT_EQ(JobsOf(store_.get(), "q").size(), static_cast<size_t>(kStopAt));
+
+  // The claims keep the abandoned catch-up exact: the next leader fires the
+  // rest, each tick once.
+  auto next = NewScheduler(store_.get());
+  Lead(next.get(), 1);
+  next->RunPassForTest();
+  std::set<std::pair<std::string, absl::Time>> fired;
+  const std::vector<Job> jobs = JobsOf(store_.get(), "q");
+  for (const Job& job : jobs) fired.insert({job.cron_name, job.cron_tick_time});
+  EXPECT_EQ(jobs.size(), static_cast<size_t>(crons * kMissed));
+  EXPECT_EQ(fired.size(), jobs.size());
+}
+
+// The grant arrives; then the store holds ObserveTerm for 4 s (another
+// process has the SQLite write lock). The TTL counts from the grant.
+TEST_P(SchedulerTest, TtlCountsFromTheGrantNotFromTheStoresAnswer) {
+  FaultyJobStore faulty(store_.get());
+  auto s = NewScheduler(&faulty);
+  MustRegister(s.get(), Cron("sec", "* * * * * *", "q"));
+  const absl::Time granted = clock_.Now();
+  const absl::Duration granted_at = clock_.Monotonic();
+  faulty.on_observe_term = [this] { clock_.Advance(absl::Seconds(4)); };
+  absl::StatusOr<LeadershipState> l =
+      s->SetLeadership(true, 1, absl::Seconds(10), granted_at);
+  faulty.on_observe_term = nullptr;
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_TRUE(l->leader);
+  EXPECT_EQ(l->expires_at, granted + absl::Seconds(10));
+  ASSERT_EQ(clock_.Now(), granted + absl::Seconds(4));
+
+  // A pass each second, as the thread would wake, until well past the lapse.
+  for (int i = 4; i <= 14; ++i) {
+    clock_.SetNow(granted + absl::Seconds(i));
+    EXPECT_EQ(s->GetLeadership()->leader, i < 10) << "at +" << i << " s";
+    s->RunPassForTest();
+  }
+  // The latest of the ticks missed while the store held the grant, then one
+  // a second while at least the safety margin (1 s) was left.
+  std::vector<absl::Time> expected;
+  for (int i = 4; i <= 9; ++i) expected.push_back(granted + absl::Seconds(i));
+  EXPECT_EQ(TickTimes(store_.get(), "q"), expected);
+}
+
+// ttl = 2 s, and the store held the grant for 4 s: it lapsed before it took
+// effect, so this instance never leads under it.
+TEST_P(SchedulerTest, GrantThatLapsedWhileTheStoreHeldItNeverFires) {
+  FaultyJobStore faulty(store_.get());
+  auto s = NewScheduler(&faulty);
+  MustRegister(s.get(), Cron("sec", "* * * * * *", "q"));
+  const absl::Duration granted_at = clock_.Monotonic();
+  faulty.on_observe_term = [this] { clock_.Advance(absl::Seconds(4)); };
+  absl::StatusOr<LeadershipState> l =
+      s->SetLeadership(true, 1, absl::Seconds(2), granted_at);
+  faulty.on_observe_term = nullptr;
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_FALSE(l->leader);
+  EXPECT_EQ(l->term, 1u);
+  EXPECT_EQ(l->highest_term, 1u);  // the term itself was recorded
+  EXPECT_EQ(l->expires_at, absl::InfiniteFuture());
+  EXPECT_EQ(s->RunPassForTest(), absl::InfiniteFuture());
+  EXPECT_TRUE(JobsOf(store_.get(), "q").empty());
+}
+
+TEST_P(SchedulerTest, NoTransitionStartsInTheSafetyMarginBeforeTheLapse) {
+  SchedulerConfig config;
+  config.leadership_safety_margin = absl::Milliseconds(1500);
+  auto s = NewScheduler(store_.get(), config);
+  MustRegister(s.get(), Cron("sec", "* * * * * *", "q"));
+  const absl::Time led_at = clock_.Now();
+  Lead(s.get(), 1, absl::Seconds(10));
+  for (int i = 1; i <= 8; ++i) {
+    clock_.Advance(absl::Seconds(1));
+    s->RunPassForTest();
+  }
+  EXPECT_EQ(JobsOf(store_.get(), "q").size(), 8u);  // +1 s .. +8 s
+  // +9 s: 1 s left, less than the margin. Still leader, but the tick waits,
+  // and the thread would sleep until the lapse rather than spin.
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(s->RunPassForTest(), led_at + absl::Seconds(10));
+  EXPECT_TRUE(s->GetLeadership()->leader);
+  EXPECT_EQ(JobsOf(store_.get(), "q").size(), 8u);
+  // Renewed in time, it fires the tick, still on time.
+  clock_.Advance(absl::Milliseconds(500));
+  Lead(s.get(), 1, absl::Seconds(10));
+  s->RunPassForTest();
+  std::vector<absl::Time> ticks = TickTimes(store_.get(), "q");
+  ASSERT_EQ(ticks.size(), 9u);
+  EXPECT_EQ(ticks.back(), led_at + absl::Seconds(9));
+  EXPECT_EQ(Get("sec").state.missed_count, 0);
+}
+
+// The usual elector: a 3 s TTL renewed every second. The default margin
+// never holds a tick back.
+TEST_P(SchedulerTest, ThreeSecondTtlRenewedEachSecondFiresEverySecond) {
+  auto s = NewScheduler(store_.get());
+  MustRegister(s.get(), Cron("sec", "* * * * * *", "q"));
+  s->Start();
+  Lead(s.get(), 1, absl::Seconds(3));
+  s->WaitForIdleForTest();
+  for (int i = 0; i < 20; ++i) {
+    clock_.Advance(absl::Seconds(1));
+    s->WaitForIdleForTest();
+    Lead(s.get(), 1, absl::Seconds(3));
+    s->WaitForIdleForTest();
+  }
+  std::vector<absl::Time> expected;
+  for (int i = 1; i <= 20; ++i) expected.push_back(kStart + absl::Seconds(i));
+  EXPECT_EQ(TickTimes(store_.get(), "q"), expected);
+  EXPECT_EQ(Get("sec").state.missed_count, 0);
 }
 
 // ---- Exactly once ---------------------------------------------------------

@@ -8,18 +8,22 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
 #include "adjutant/v1/scheduler.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "scheduler/clock.h"
 #include "scheduler/scheduler.h"
 #include "server/convert.h"
 #include "server/executor.h"
 #include "spdlog/spdlog.h"
 #include "storage/memory_job_store.h"
+#include "tests/fakes/faulty_job_store.h"
 #include "tests/fakes/simulated_clock.h"
 
 namespace adjutant {
@@ -54,6 +58,31 @@ v1::RegisterCronRequest Request(const std::string& name,
   return r;
 }
 
+// The service's view of a clock: forwards to another, and tells the test
+// when the service reads the monotonic time (a grant arriving).
+class ObservedClock final : public Clock {
+ public:
+  explicit ObservedClock(Clock* base) : base_(base) {}
+
+  // Called on the reading thread, after the read. Set it while no call can
+  // read it.
+  std::function<void()> on_monotonic;
+
+  absl::Time Now() override { return base_->Now(); }
+  absl::Duration Monotonic() override {
+    const absl::Duration now = base_->Monotonic();
+    if (on_monotonic) on_monotonic();  // after the read: the test moves time
+    return now;
+  }
+  bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
+                         absl::Time deadline) override {
+    return base_->AwaitWithDeadline(mu, cond, deadline);
+  }
+
+ private:
+  Clock* const base_;
+};
+
 class SchedulerServiceTest : public ::testing::Test {
  protected:
   static constexpr int64_t kMaxPayloadBytes = 4096;
@@ -65,9 +94,9 @@ class SchedulerServiceTest : public ::testing::Test {
     limits.max_payload_bytes = kMaxPayloadBytes;
     SchedulerConfig config;
     config.default_max_attempts = 3;
-    scheduler_ = std::make_unique<Scheduler>(&store_, &clock_, config);
-    service_ = std::make_unique<SchedulerService>(scheduler_.get(), &clock_,
-                                                  &executor_, limits);
+    scheduler_ = std::make_unique<Scheduler>(&faulty_, &clock_, config);
+    service_ = std::make_unique<SchedulerService>(
+        scheduler_.get(), &service_clock_, &executor_, limits);
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
@@ -140,7 +169,10 @@ class SchedulerServiceTest : public ::testing::Test {
   }
 
   SimulatedClock clock_{kStart};
+  ObservedClock service_clock_{&clock_};
   MemoryJobStore store_;
+  // What the scheduler uses: store_, with calls a test can hold.
+  FaultyJobStore faulty_{&store_};
   Executor executor_{2};
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<SchedulerService> service_;
@@ -454,6 +486,54 @@ TEST_F(SchedulerServiceTest, LeadershipThroughTheApi) {
   ASSERT_TRUE(SetLeadership(false, 9, 0, &l).ok());
   EXPECT_FALSE(l.leader());
   EXPECT_EQ(l.highest_term(), 9u);
+}
+
+// The TTL counts from the grant's arrival, not from when the executor and
+// the store let it through: the grant waits 2 s behind a burst of slow calls
+// in the executor's queue, then 2 s in ObserveTerm (another process has the
+// SQLite write lock).
+TEST_F(SchedulerServiceTest, LeadershipTtlCountsFromTheGrantsArrival) {
+  absl::Notification executor_free;
+  for (int i = 0; i < 2; ++i) {  // both executor threads busy
+    executor_.Schedule([&] { executor_free.WaitForNotification(); });
+  }
+  absl::Notification arrived;
+  service_clock_.on_monotonic = [&] {
+    if (!arrived.HasBeenNotified()) arrived.Notify();
+  };
+  absl::Notification store_entered;
+  absl::Notification store_free;
+  faulty_.on_observe_term = [&] {
+    store_entered.Notify();
+    store_free.WaitForNotification();
+  };
+  v1::Leadership l;
+  grpc::Status status;
+  std::thread call([&] { status = SetLeadership(true, 1, 10, &l); });
+  // Real-time bounds only so that a regression fails instead of hanging.
+  EXPECT_TRUE(arrived.WaitForNotificationWithTimeout(absl::Minutes(1)));
+  clock_.Advance(absl::Seconds(2));
+  executor_free.Notify();
+  EXPECT_TRUE(store_entered.WaitForNotificationWithTimeout(absl::Minutes(1)));
+  clock_.Advance(absl::Seconds(2));
+  store_free.Notify();
+  call.join();
+  service_clock_.on_monotonic = nullptr;
+  faulty_.on_observe_term = nullptr;
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(l.leader());
+  EXPECT_EQ(FromTs(l.expires_at()), kStart + absl::Seconds(10));
+
+  clock_.Advance(absl::Seconds(5));  // 9 s after the grant
+  ASSERT_TRUE(
+      stub_->GetLeadership(Context().get(), v1::GetLeadershipRequest(), &l)
+          .ok());
+  EXPECT_TRUE(l.leader());
+  clock_.Advance(absl::Seconds(1));  // 10 s: lapsed
+  ASSERT_TRUE(
+      stub_->GetLeadership(Context().get(), v1::GetLeadershipRequest(), &l)
+          .ok());
+  EXPECT_FALSE(l.leader());
 }
 
 TEST_F(SchedulerServiceTest, FiresOnlyAfterSetLeadership) {

@@ -1,0 +1,151 @@
+// A JobStore that forwards to another and lets a test break or hold the calls
+// the scheduler makes, like leveldb's SpecialEnv.
+#ifndef ADJUTANT_TESTS_FAKES_FAULTY_JOB_STORE_H_
+#define ADJUTANT_TESTS_FAKES_FAULTY_JOB_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "storage/job.h"
+#include "storage/job_store.h"
+
+namespace adjutant {
+
+// Every call goes to `base`, except that:
+//  * Faults: the next `remaining` calls of a kind fail with `status`,
+//    optionally after the real call took effect (an answer lost on the way
+//    back).
+//  * Hooks: when set, run on the calling thread at the start of the call,
+//    before any fault and before the call is forwarded. A hook may block (to
+//    hold the call, as a store waiting for another process's write lock
+//    would), move a SimulatedClock, or call into the code under test.
+//
+// Thread-safety: the calls are as thread-safe as `base`, but the fault and
+// hook fields are plain data: set them while no call that reads them can
+// run (before starting the thread that calls, or between calls made on the
+// test's own thread).
+class FaultyJobStore final : public JobStore {
+ public:
+  // `base` must outlive this store.
+  explicit FaultyJobStore(JobStore* base) : base_(base) {}
+
+  struct Fault {
+    int remaining = 0;
+    absl::Status status;
+    bool after_effect = false;  // apply the call, then report the failure
+  };
+  Fault put_cron;
+  Fault apply_transition;
+  Fault due_crons;
+
+  std::function<void()> on_observe_term;
+  std::function<void()> on_due_crons;
+  std::function<void()> on_apply_transition;
+
+  absl::Status Ping() override { return base_->Ping(); }
+  absl::StatusOr<std::vector<EnqueueResult>> Enqueue(
+      const std::vector<NewJob>& jobs, absl::Time now) override {
+    return base_->Enqueue(jobs, now);
+  }
+  absl::StatusOr<std::vector<Lease>> Dequeue(const DequeueOptions& options,
+                                             absl::Time now) override {
+    return base_->Dequeue(options, now);
+  }
+  absl::Status Ack(const std::string& id, const std::string& token,
+                   absl::Time now) override {
+    return base_->Ack(id, token, now);
+  }
+  absl::StatusOr<Job> Nack(const std::string& id, const std::string& token,
+                           const NackOptions& options,
+                           absl::Time now) override {
+    return base_->Nack(id, token, options, now);
+  }
+  absl::StatusOr<absl::Time> ExtendLease(const std::string& id,
+                                         const std::string& token,
+                                         absl::Duration d,
+                                         absl::Time now) override {
+    return base_->ExtendLease(id, token, d, now);
+  }
+  absl::StatusOr<Job> GetJob(const std::string& id) override {
+    return base_->GetJob(id);
+  }
+  absl::StatusOr<Job> CancelJob(const std::string& id,
+                                absl::Time now) override {
+    return base_->CancelJob(id, now);
+  }
+  absl::StatusOr<Job> RequeueJob(const std::string& id,
+                                 absl::Time now) override {
+    return base_->RequeueJob(id, now);
+  }
+  absl::StatusOr<JobPage> ListJobs(const std::string& queue, JobState state,
+                                   int page_size,
+                                   const std::string& token) override {
+    return base_->ListJobs(queue, state, page_size, token);
+  }
+  absl::StatusOr<std::vector<Job>> ExpireLeases(absl::Time now) override {
+    return base_->ExpireLeases(now);
+  }
+  absl::StatusOr<absl::Time> NextAvailableTime(const std::string& queue,
+                                               absl::Time now) override {
+    return base_->NextAvailableTime(queue, now);
+  }
+  absl::StatusOr<uint64_t> ObserveTerm(uint64_t term) override {
+    if (on_observe_term) on_observe_term();
+    return base_->ObserveTerm(term);
+  }
+  absl::StatusOr<uint64_t> HighestTerm() override {
+    return base_->HighestTerm();
+  }
+  absl::StatusOr<CronRecord> GetCron(const std::string& name) override {
+    return base_->GetCron(name);
+  }
+  absl::StatusOr<CronRecord> PutCron(const CronDefinition& definition,
+                                     const CronState& state,
+                                     int64_t expected_version,
+                                     absl::Time now) override {
+    return Inject(&put_cron, [&] {
+      return base_->PutCron(definition, state, expected_version, now);
+    });
+  }
+  absl::Status DeleteCron(const std::string& name) override {
+    return base_->DeleteCron(name);
+  }
+  absl::StatusOr<CronPage> ListCrons(int page_size,
+                                     const std::string& token) override {
+    return base_->ListCrons(page_size, token);
+  }
+  absl::StatusOr<std::vector<CronRecord>> DueCrons(absl::Time now,
+                                                   int limit) override {
+    if (on_due_crons) on_due_crons();
+    return Inject(&due_crons, [&] { return base_->DueCrons(now, limit); });
+  }
+  absl::StatusOr<absl::Time> NextCronFireTime() override {
+    return base_->NextCronFireTime();
+  }
+  absl::StatusOr<CronRecord> ApplyCronTransition(const CronTransition& t,
+                                                 absl::Time now) override {
+    if (on_apply_transition) on_apply_transition();
+    return Inject(&apply_transition,
+                  [&] { return base_->ApplyCronTransition(t, now); });
+  }
+
+ private:
+  template <typename F>
+  auto Inject(Fault* fault, F call) -> decltype(call()) {
+    if (fault->remaining == 0) return call();
+    --fault->remaining;
+    if (fault->after_effect) (void)call();
+    return fault->status;
+  }
+
+  JobStore* const base_;
+};
+
+}  // namespace adjutant
+
+#endif  // ADJUTANT_TESTS_FAKES_FAULTY_JOB_STORE_H_
