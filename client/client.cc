@@ -115,6 +115,10 @@ absl::StatusOr<v1::ListJobsResponse> Client::ListJobs(
     const v1::ListJobsRequest& r, const CallOptions& options) {
   return Call(queue_.get(), &v1::JobQueue::Stub::ListJobs, r, options);
 }
+absl::StatusOr<v1::GetStatsResponse> Client::GetStats(
+    const v1::GetStatsRequest& r, const CallOptions& options) {
+  return Call(queue_.get(), &v1::JobQueue::Stub::GetStats, r, options);
+}
 
 absl::StatusOr<v1::Cron> Client::RegisterCron(const v1::RegisterCronRequest& r,
                                               const CallOptions& options) {

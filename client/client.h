@@ -97,6 +97,8 @@ class Client {
                                      const CallOptions& options = {});
   absl::StatusOr<v1::ListJobsResponse> ListJobs(
       const v1::ListJobsRequest& r, const CallOptions& options = {});
+  absl::StatusOr<v1::GetStatsResponse> GetStats(
+      const v1::GetStatsRequest& r, const CallOptions& options = {});
 
   // Scheduler.
   absl::StatusOr<v1::Cron> RegisterCron(const v1::RegisterCronRequest& r,

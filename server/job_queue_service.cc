@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/convert.h"
+#include "server/scheduler_service.h"
 #include "spdlog/spdlog.h"
 
 namespace adjutant {
@@ -410,6 +411,49 @@ grpc::ServerUnaryReactor* JobQueueService::ListJobs(
         response->set_next_page_token(page->next_page_token);
         return absl::OkStatus();
       });
+}
+
+grpc::ServerUnaryReactor* JobQueueService::GetStats(
+    grpc::CallbackServerContext* context, const v1::GetStatsRequest* request,
+    v1::GetStatsResponse* response) {
+  return RunOnExecutor(context, "GetStats", [this, response]() -> absl::Status {
+    const absl::Time now = clock_->Now();
+    absl::StatusOr<std::vector<QueueStats>> queues =
+        store_->QueueStatistics(now);
+    if (!queues.ok()) return queues.status();
+    ToProto(now, response->mutable_as_of());
+    for (const QueueStats& stats : *queues) {
+      v1::QueueStats* out = response->add_queues();
+      out->set_queue(stats.queue);
+      out->set_pending(stats.pending);
+      out->set_runnable(stats.runnable);
+      out->set_leased(stats.leased);
+      out->set_succeeded(stats.succeeded);
+      out->set_dead(stats.dead);
+      out->set_cancelled(stats.cancelled);
+      if (stats.oldest_runnable_run_at != absl::InfiniteFuture()) {
+        ToProto(
+            std::max(absl::ZeroDuration(), now - stats.oldest_runnable_run_at),
+            out->mutable_oldest_runnable_age());
+      }
+    }
+    if (scheduler_ == nullptr) return absl::OkStatus();
+    // Schedules are few (one per recurring task): count them by pages.
+    constexpr int kCronPageSize = 1000;
+    int64_t schedules = 0;
+    std::string token;
+    do {
+      absl::StatusOr<CronPage> page = scheduler_->List(kCronPageSize, token);
+      if (!page.ok()) return page.status();
+      schedules += static_cast<int64_t>(page->crons.size());
+      token = page->next_page_token;
+    } while (!token.empty());
+    response->set_schedules(schedules);
+    absl::StatusOr<LeadershipState> leadership = scheduler_->GetLeadership();
+    if (!leadership.ok()) return leadership.status();
+    ToProto(*leadership, response->mutable_leadership());
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace adjutant

@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "adjutant/v1/job_queue.grpc.pb.h"
 #include "scheduler/clock.h"
+#include "scheduler/scheduler.h"
 #include "server/executor.h"
 #include "server/long_poll.h"
 #include "server/validation.h"
@@ -73,6 +74,17 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context,
                                      const v1::ListJobsRequest* request,
                                      v1::ListJobsResponse* response) override;
+  // Per-queue counts (JobStore::QueueStatistics), the number of schedules
+  // and the leadership, both from the scheduler (see SetScheduler; without
+  // one, schedules is 0 and leadership absent).
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
+                                     const v1::GetStatsRequest* request,
+                                     v1::GetStatsResponse* response) override;
+
+  // Gives GetStats the scheduler to report on. Not owned; must outlive the
+  // service. REQUIRES: called before the service serves any call (the
+  // server calls it while it assembles itself).
+  void SetScheduler(Scheduler* scheduler) { scheduler_ = scheduler; }
 
  private:
   class DequeueCall;
@@ -92,6 +104,8 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   Executor* const executor_;
   LongPollRegistry* const long_poll_;
   const JobFinishedHook on_cron_job_finished_;
+  // Set once before serving (SetScheduler), read-only after.
+  Scheduler* scheduler_ = nullptr;
 };
 
 }  // namespace adjutant

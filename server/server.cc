@@ -1,5 +1,8 @@
 #include "server/server.h"
 
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -64,11 +67,15 @@ AdjutantServer::AdjutantServer(AdjutantServerConfig config,
                                            std::move(scheduler_config));
   scheduler_service_ = std::make_unique<SchedulerService>(
       scheduler_.get(), clock_, executor_.get(), config_.limits);
+  job_queue_service_->SetScheduler(scheduler_.get());
 }
 
 AdjutantServer::~AdjutantServer() { Shutdown(); }
 
 absl::Status AdjutantServer::Start() {
+  // Both process-wide switches: they take effect for servers built after.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config_.listen_address,
                            grpc::InsecureServerCredentials(), &port_);
@@ -93,6 +100,13 @@ absl::Status AdjutantServer::Start() {
   }
   // A follower until told otherwise (SetLeadership); its thread sleeps.
   scheduler_->Start();
+  {
+    // The first answer before Start() returns: no client sees an adjutant
+    // service unknown to the health service.
+    absl::MutexLock lock(&health_mu_);
+    PublishHealthLocked(store_->Ping());
+  }
+  health_thread_ = std::thread([this] { HealthLoop(); });
   // Show the port actually bound (the address may have asked for port 0).
   const std::string host =
       config_.listen_address.substr(0, config_.listen_address.rfind(':'));
@@ -103,6 +117,14 @@ absl::Status AdjutantServer::Start() {
 void AdjutantServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  // First of all, so that load balancers stop sending calls here.
+  if (health_thread_.joinable()) {
+    {
+      absl::MutexLock lock(&health_mu_);
+      health_stopping_ = true;
+    }
+    health_thread_.join();
+  }
   // Before anything else: no tick fires once shutdown has begun.
   scheduler_->Stop();
   // First, so that no call waits out its `wait` and no new one parks.
@@ -113,6 +135,57 @@ void AdjutantServer::Shutdown() {
                            absl::ToChronoMilliseconds(config_.shutdown_grace));
     grpc_server_->Wait();
     spdlog::info("gRPC server stopped");
+  }
+}
+
+void AdjutantServer::HealthLoop() {
+  absl::MutexLock lock(&health_mu_);
+  for (;;) {
+    ++health_checks_;
+    clock_->AwaitWithDeadline(&health_mu_, absl::Condition(&health_stopping_),
+                              clock_->Now() + config_.health_check_interval);
+    if (health_stopping_) break;
+    // Ping may block on the store: not under the lock, so Shutdown() can
+    // always set the flag.
+    health_mu_.Unlock();
+    const absl::Status status = store_->Ping();
+    health_mu_.Lock();
+    if (health_stopping_) break;
+    PublishHealthLocked(status);
+  }
+  PublishHealthLocked(absl::UnavailableError("shutting down"));
+}
+
+void AdjutantServer::PublishHealthLocked(const absl::Status& status) {
+  const bool serving = status.ok();
+  if (serving_ == serving) return;
+  if (serving) {
+    spdlog::info("health: SERVING (the store answers)");
+  } else {
+    spdlog::warn("health: NOT_SERVING: {}", status.ToString());
+  }
+  serving_ = serving;
+  SetServing(serving);
+}
+
+void AdjutantServer::AwaitHealthChecksForTest(int64_t n) {
+  absl::MutexLock lock(&health_mu_);
+  const auto reached = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(health_mu_) {
+    return health_checks_ >= n;
+  };
+  health_mu_.Await(absl::Condition(&reached));
+}
+
+void AdjutantServer::SetServing(bool serving) {
+  grpc::HealthCheckServiceInterface* health =
+      grpc_server_ == nullptr ? nullptr : grpc_server_->GetHealthCheckService();
+  if (health == nullptr) return;
+  // "" is the whole server; the named entries let a client ask per service.
+  // (Not SetServingStatus(bool): it sets every name, and would tell each
+  // watcher twice.)
+  for (const char* service :
+       {"", "adjutant.v1.JobQueue", "adjutant.v1.Scheduler"}) {
+    health->SetServingStatus(service, serving);
   }
 }
 

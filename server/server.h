@@ -12,9 +12,12 @@
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "scheduler/clock.h"
 #include "scheduler/scheduler.h"
@@ -43,6 +46,9 @@ struct AdjutantServerConfig {
   // Optional: told when a job fired by a schedule becomes SUCCEEDED, DEAD
   // or CANCELLED (see JobFinishedHook). Default: none.
   JobFinishedHook on_cron_job_finished;
+  // How often the health service re-checks the store with Ping() (wall
+  // time, through the clock). Default 5 s.
+  absl::Duration health_check_interval = absl::Seconds(5);
   // The cron scheduler's settings (see SchedulerConfig for the defaults).
   // The server overrides default_max_attempts with limits' and sets
   // on_job_fired.
@@ -63,19 +69,30 @@ class AdjutantServer {
   AdjutantServer(const AdjutantServer&) = delete;
   AdjutantServer& operator=(const AdjutantServer&) = delete;
 
-  // Binds the listen address and starts serving. UNAVAILABLE if the
-  // address cannot be bound. REQUIRES: called at most once.
+  // Binds the listen address and starts serving: JobQueue, Scheduler,
+  // server reflection (grpc.reflection.v1alpha, for grpcurl and the like)
+  // and the standard health service grpc.health.v1.Health, which answers
+  // SERVING (for "" and for each adjutant service) while the store answers
+  // Ping(), checked at start and every health_check_interval, and
+  // NOT_SERVING when it does not or once Shutdown() began. UNAVAILABLE if
+  // the address cannot be bound. REQUIRES: called at most once.
   absl::Status Start();
 
   // The bound port (the chosen one when the address asked for port 0).
   // REQUIRES: Start() succeeded.
   int port() const { return port_; }
 
-  // Stops accepting calls, ends every waiting long-poll with an empty OK
+  // Reports NOT_SERVING to health checks, stops accepting calls, ends every
+  // waiting long-poll with an empty OK
   // response, lets in-flight calls finish (up to shutdown_grace), and stops
   // the background threads. The store stays open until destruction.
   // Idempotent.
   void Shutdown();
+
+  // Test hook: blocks (in real time) until the health thread has finished
+  // `n` checks of the store and is asleep until the next one, so that a
+  // test can move a simulated clock past it.
+  void AwaitHealthChecksForTest(int64_t n);
 
   JobStore* store() { return store_.get(); }
   LongPollRegistry* long_poll() { return long_poll_.get(); }
@@ -84,6 +101,15 @@ class AdjutantServer {
  private:
   // Fans a finished cron job out to whoever listens.
   void OnCronJobFinished(const Job& job);
+  // The health thread: sleeps health_check_interval (or until shutting
+  // down), pings the store, publishes the answer; NOT_SERVING at the end.
+  void HealthLoop();
+  // Publishes SERVING if `status` is OK, else NOT_SERVING, when that
+  // changes what was published.
+  void PublishHealthLocked(const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(health_mu_);
+  // Publishes `serving` for every service name the health service knows.
+  void SetServing(bool serving);
 
   const AdjutantServerConfig config_;
   std::unique_ptr<JobStore> store_;
@@ -98,6 +124,17 @@ class AdjutantServer {
   std::unique_ptr<grpc::Server> grpc_server_;
   int port_ = 0;
   bool shut_down_ = false;
+  std::thread health_thread_;
+
+  // State below is protected by health_mu_.
+  absl::Mutex health_mu_;
+  // Set by Shutdown(): the health thread stops and reports NOT_SERVING.
+  bool health_stopping_ ABSL_GUARDED_BY(health_mu_) = false;
+  // The last status published; nullopt before the first check.
+  std::optional<bool> serving_ ABSL_GUARDED_BY(health_mu_);
+  // Rounds of the health thread begun, each as it goes to sleep (the first
+  // after the check in Start()); for AwaitHealthChecksForTest.
+  int64_t health_checks_ ABSL_GUARDED_BY(health_mu_) = 0;
 };
 
 // A clock `offset` ahead of `base` in wall time (monotonic time unchanged).

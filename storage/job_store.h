@@ -35,6 +35,29 @@
 
 namespace adjutant {
 
+// One queue's numbers, for JobStore::QueueStatistics.
+struct QueueStats {
+  std::string queue;
+  // Jobs per state. `pending` counts every PENDING job, `runnable` those of
+  // them whose run_at <= now. A LEASED job counts as leased until the
+  // reaper ends its lease, even past lease_expires_at.
+  int64_t pending = 0;
+  int64_t runnable = 0;
+  int64_t leased = 0;
+  int64_t succeeded = 0;
+  int64_t dead = 0;
+  int64_t cancelled = 0;
+  // The smallest run_at among runnable jobs; InfiniteFuture when none.
+  absl::Time oldest_runnable_run_at = absl::InfiniteFuture();
+
+  bool operator==(const QueueStats& o) const {
+    return queue == o.queue && pending == o.pending && runnable == o.runnable &&
+           leased == o.leased && succeeded == o.succeeded && dead == o.dead &&
+           cancelled == o.cancelled &&
+           oldest_runnable_run_at == o.oldest_runnable_run_at;
+  }
+};
+
 class JobStore {
  public:
   virtual ~JobStore() = default;
@@ -124,6 +147,18 @@ class JobStore {
   // none. The server sleeps until then to wake long-polls.
   virtual absl::StatusOr<absl::Time> NextAvailableTime(const std::string& queue,
                                                        absl::Time now) = 0;
+
+  // Counts the jobs of every queue that holds at least one, by state, as of
+  // `now` (see QueueStats), one entry per queue in queue-name order. A
+  // read: one consistent snapshot, changes nothing. For GetStats, an
+  // operator's call: it may visit every job, so keep it off hot paths.
+  // The default answers UNIMPLEMENTED, so that test doubles need not
+  // implement it; every real backend overrides it.
+  virtual absl::StatusOr<std::vector<QueueStats>> QueueStatistics(
+      absl::Time now) {
+    return absl::UnimplementedError(
+        "QueueStatistics: not supported by this store");
+  }
 
   // ---- Leadership terms ----------------------------------------------------
 

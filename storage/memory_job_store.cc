@@ -536,6 +536,46 @@ absl::StatusOr<absl::Time> MemoryJobStore::NextAvailableTime(
   return next;
 }
 
+absl::StatusOr<std::vector<QueueStats>> MemoryJobStore::QueueStatistics(
+    absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  std::map<std::string, QueueStats> by_queue;
+  for (const auto& [seq, job] : jobs_) {
+    QueueStats& stats = by_queue[job.queue];
+    switch (job.state) {
+      case JobState::kPending:
+        ++stats.pending;
+        if (job.run_at <= now) {
+          ++stats.runnable;
+          stats.oldest_runnable_run_at =
+              std::min(stats.oldest_runnable_run_at, job.run_at);
+        }
+        break;
+      case JobState::kLeased:
+        ++stats.leased;
+        break;
+      case JobState::kSucceeded:
+        ++stats.succeeded;
+        break;
+      case JobState::kDead:
+        ++stats.dead;
+        break;
+      case JobState::kCancelled:
+        ++stats.cancelled;
+        break;
+      case JobState::kUnspecified:
+        break;
+    }
+  }
+  std::vector<QueueStats> result;
+  result.reserve(by_queue.size());
+  for (auto& [queue, stats] : by_queue) {
+    stats.queue = queue;
+    result.push_back(std::move(stats));
+  }
+  return result;
+}
+
 // ---- Leadership terms -------------------------------------------------------
 
 absl::StatusOr<uint64_t> MemoryJobStore::ObserveTerm(uint64_t term) {

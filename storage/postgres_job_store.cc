@@ -963,6 +963,57 @@ absl::StatusOr<std::vector<Job>> PostgresJobStore::ExpireLeases(
   return expired;
 }
 
+absl::StatusOr<std::vector<QueueStats>> PostgresJobStore::QueueStatistics(
+    absl::Time now) {
+  // One row per (queue, state), in byte order of the queue name (as the
+  // other backends sort it); the runnable columns only mean something on
+  // the PENDING row.
+  static constexpr char kSql[] =
+      "SELECT queue, state, count(*),"
+      " count(*) FILTER (WHERE state = 1 AND run_at <= $1::bigint),"
+      " min(run_at) FILTER (WHERE state = 1 AND run_at <= $1::bigint)"
+      " FROM jobs GROUP BY queue, state ORDER BY queue COLLATE \"C\", state";
+  std::vector<QueueStats> result;
+  RETURN_IF_ERROR(Read([&](PgConnection& c) -> absl::Status {
+    result.clear();
+    PgParams params;
+    params.Time(now);
+    ASSIGN_OR_RETURN(PgResult r, c.Exec(kSql, params));
+    for (int row = 0; row < r.rows(); ++row) {
+      std::string queue = r.Text(row, 0);
+      if (result.empty() || result.back().queue != queue) {
+        result.emplace_back();
+        result.back().queue = std::move(queue);
+      }
+      QueueStats& stats = result.back();
+      const int64_t count = r.Int(row, 2);
+      switch (static_cast<JobState>(r.Int(row, 1))) {
+        case JobState::kPending:
+          stats.pending = count;
+          stats.runnable = r.Int(row, 3);
+          if (!r.IsNull(row, 4)) stats.oldest_runnable_run_at = r.Time(row, 4);
+          break;
+        case JobState::kLeased:
+          stats.leased = count;
+          break;
+        case JobState::kSucceeded:
+          stats.succeeded = count;
+          break;
+        case JobState::kDead:
+          stats.dead = count;
+          break;
+        case JobState::kCancelled:
+          stats.cancelled = count;
+          break;
+        case JobState::kUnspecified:
+          break;
+      }
+    }
+    return absl::OkStatus();
+  }));
+  return result;
+}
+
 absl::StatusOr<absl::Time> PostgresJobStore::NextAvailableTime(
     const std::string& queue, absl::Time now) {
   absl::Time next = absl::InfiniteFuture();

@@ -122,6 +122,8 @@ class PostgresJobStore final : public JobStore {
   absl::StatusOr<std::vector<Job>> ExpireLeases(absl::Time now) override;
   absl::StatusOr<absl::Time> NextAvailableTime(const std::string& queue,
                                                absl::Time now) override;
+  absl::StatusOr<std::vector<QueueStats>> QueueStatistics(
+      absl::Time now) override;
   absl::StatusOr<uint64_t> ObserveTerm(uint64_t term) override;
   absl::StatusOr<uint64_t> HighestTerm() override;
   absl::StatusOr<CronRecord> GetCron(const std::string& name) override;

@@ -1039,6 +1039,59 @@ absl::StatusOr<std::vector<Job>> SqliteJobStore::ExpireLeases(absl::Time now) {
   return expired;
 }
 
+absl::StatusOr<std::vector<QueueStats>> SqliteJobStore::QueueStatistics(
+    absl::Time now) {
+  // One row per (queue, state); the runnable columns only mean something on
+  // the PENDING row.
+  static constexpr char kSql[] =
+      "SELECT queue, state, COUNT(*),"
+      " SUM(CASE WHEN state = 1 AND run_at <= ?1 THEN 1 ELSE 0 END),"
+      " MIN(CASE WHEN state = 1 AND run_at <= ?1 THEN run_at END)"
+      " FROM jobs GROUP BY queue, state ORDER BY queue, state";
+  absl::MutexLock lock(&mu_);
+  SqliteConnection& c = *connection_;
+  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginRead));
+  ASSIGN_OR_RETURN(SqliteStatement stmt, c.Prepare(kSql));
+  stmt.BindTime(1, now);
+  std::vector<QueueStats> result;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    std::string queue = stmt.ColumnString(0);
+    if (result.empty() || result.back().queue != queue) {
+      result.emplace_back();
+      result.back().queue = std::move(queue);
+    }
+    QueueStats& stats = result.back();
+    const int64_t count = stmt.ColumnInt(2);
+    switch (static_cast<JobState>(stmt.ColumnInt(1))) {
+      case JobState::kPending:
+        stats.pending = count;
+        stats.runnable = stmt.ColumnInt(3);
+        if (!stmt.ColumnIsNull(4)) {
+          stats.oldest_runnable_run_at = stmt.ColumnTime(4);
+        }
+        break;
+      case JobState::kLeased:
+        stats.leased = count;
+        break;
+      case JobState::kSucceeded:
+        stats.succeeded = count;
+        break;
+      case JobState::kDead:
+        stats.dead = count;
+        break;
+      case JobState::kCancelled:
+        stats.cancelled = count;
+        break;
+      case JobState::kUnspecified:
+        break;
+    }
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  return result;
+}
+
 absl::StatusOr<absl::Time> SqliteJobStore::NextAvailableTime(
     const std::string& queue, absl::Time now) {
   absl::MutexLock lock(&mu_);

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -1068,6 +1069,95 @@ TEST_P(JobStoreConformance, NextAvailableTime) {
             now_ + absl::Seconds(30));
   EXPECT_EQ(Value(store_->NextAvailableTime("", now_ + absl::Seconds(30))),
             absl::InfiniteFuture());
+}
+
+// ---- QueueStatistics --------------------------------------------------------
+
+// The statistics a store must report, computed from ListJobs (the model).
+std::vector<QueueStats> StatsFromListing(JobStore& store, absl::Time now) {
+  std::map<std::string, QueueStats> by_queue;
+  for (const Job& job : ListAll(store)) {
+    QueueStats& stats = by_queue[job.queue];
+    stats.queue = job.queue;
+    switch (job.state) {
+      case JobState::kPending:
+        ++stats.pending;
+        if (job.run_at <= now) {
+          ++stats.runnable;
+          stats.oldest_runnable_run_at =
+              std::min(stats.oldest_runnable_run_at, job.run_at);
+        }
+        break;
+      case JobState::kLeased:
+        ++stats.leased;
+        break;
+      case JobState::kSucceeded:
+        ++stats.succeeded;
+        break;
+      case JobState::kDead:
+        ++stats.dead;
+        break;
+      case JobState::kCancelled:
+        ++stats.cancelled;
+        break;
+      case JobState::kUnspecified:
+        break;
+    }
+  }
+  std::vector<QueueStats> result;
+  for (const auto& [queue, stats] : by_queue) result.push_back(stats);
+  return result;
+}
+
+TEST_P(JobStoreConformance, QueueStatisticsOnAnEmptyStore) {
+  EXPECT_THAT(Value(store_->QueueStatistics(now_)), IsEmpty());
+}
+
+TEST_P(JobStoreConformance, QueueStatisticsCountsEachStatePerQueue) {
+  // Queue "b": two runnable (one older), one delayed, one leased, one
+  // acked, one dead, one cancelled. Queue "a": only a delayed job.
+  EnqueueOne(*store_, MakeJob("b"), now_ - absl::Seconds(50));
+  EnqueueOne(*store_, MakeJob("b", "t", 0, now_ - absl::Seconds(70)), now_);
+  EnqueueOne(*store_, MakeJob("b", "t", 0, now_ + absl::Seconds(5)), now_);
+  EnqueueOne(*store_, MakeJob("a", "t", 0, now_ + absl::Seconds(9)), now_);
+  for (int i = 0; i < 4; ++i) {
+    EnqueueOne(*store_, MakeJob("b", "t", /*priority=*/10), now_);
+  }
+  std::vector<Lease> leases = Value(store_->Dequeue(Options("b", 4), now_));
+  ASSERT_THAT(leases, SizeIs(4)) << "the four of priority 10";
+  ASSERT_OK(store_->Ack(leases[0].job.id, leases[0].token, now_));
+  NackOptions dead;
+  dead.dead = true;
+  ASSERT_OK(
+      store_->Nack(leases[1].job.id, leases[1].token, dead, now_).status());
+  ASSERT_OK(store_->CancelJob(leases[2].job.id, now_).status());
+  // leases[3] stays LEASED.
+
+  const std::vector<QueueStats> stats = Value(store_->QueueStatistics(now_));
+  ASSERT_THAT(stats, SizeIs(2));
+  EXPECT_EQ(stats[0].queue, "a") << "queues come in name order";
+  EXPECT_EQ(stats[0].pending, 1);
+  EXPECT_EQ(stats[0].runnable, 0);
+  EXPECT_EQ(stats[0].oldest_runnable_run_at, absl::InfiniteFuture())
+      << "a delayed job is not runnable";
+  EXPECT_EQ(stats[1].queue, "b");
+  EXPECT_EQ(stats[1].pending, 3);
+  EXPECT_EQ(stats[1].runnable, 2);
+  EXPECT_EQ(stats[1].leased, 1);
+  EXPECT_EQ(stats[1].succeeded, 1);
+  EXPECT_EQ(stats[1].dead, 1);
+  EXPECT_EQ(stats[1].cancelled, 1);
+  EXPECT_EQ(stats[1].oldest_runnable_run_at, now_ - absl::Seconds(70));
+  EXPECT_EQ(stats, StatsFromListing(*store_, now_));
+
+  // Time passing makes the delayed jobs runnable; nothing else changes.
+  const absl::Time later = now_ + absl::Seconds(10);
+  const std::vector<QueueStats> after = Value(store_->QueueStatistics(later));
+  ASSERT_THAT(after, SizeIs(2));
+  EXPECT_EQ(after[0].runnable, 1);
+  EXPECT_EQ(after[0].oldest_runnable_run_at, now_ + absl::Seconds(9));
+  EXPECT_EQ(after[1].runnable, 3);
+  EXPECT_EQ(after, StatsFromListing(*store_, later));
 }
 
 // ---- Leadership terms -------------------------------------------------------
