@@ -313,6 +313,9 @@ absl::StatusOr<std::vector<Lease>> MemoryJobStore::Dequeue(
   for (int64_t seq : to_lease) {
     Job& job = jobs_.at(seq);
     Unindex(job);
+    // An expired lease leased again here ends as ExpireLeases would have
+    // ended it (job_store.h), so the stores agree on last_error.
+    if (job.state == JobState::kLeased) job.last_error = kLeaseExpired;
     job.state = JobState::kLeased;
     job.attempts += 1;
     job.lease_token = NewLeaseToken();

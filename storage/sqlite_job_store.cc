@@ -8,7 +8,9 @@
 #include <iterator>
 #include <limits>
 #include <optional>
+#include <set>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -135,6 +137,13 @@ CREATE TABLE cron_claims (
   PRIMARY KEY (name, tick)
 ) WITHOUT ROWID;
 )sql",
+    // 1 -> 2: an index that a job_types filter of Dequeue can seek, one
+    // (queue, type, priority) range at a time, instead of walking every
+    // pending job of the queue to test its type.
+    R"sql(
+CREATE INDEX jobs_dequeue_by_type ON jobs (queue, type, priority DESC, run_at,
+  seq) WHERE state = 1;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
                   SqliteJobStore::kSchemaVersion,
@@ -189,25 +198,39 @@ constexpr char kExpireQueueLeasesSql[] = EXPIRE_LEASES_SET
 constexpr char kExpireAllLeasesSql[] = EXPIRE_LEASES_SET
     "WHERE state = 2 AND lease_expires_at <= ?1 RETURNING " JOB_COLUMNS;
 
-// The dequeue order is the order of jobs_dequeue, so the scan stops after
-// LIMIT rows; no sort. Without statistics the planner would rather range-
-// scan jobs_pending_run_at on `run_at <= ?` and sort every ready job of the
-// queue; INDEXED BY rules that out (and fails to prepare, loudly, if the
-// index ever stops fitting the query).
-constexpr char kSelectDequeueSql[] =
-    "SELECT seq FROM jobs INDEXED BY jobs_dequeue "
-    "WHERE state = 1 AND queue = ?1 AND run_at <= ?2 "
-    "ORDER BY priority DESC, run_at, seq LIMIT ?3";
-constexpr char kSelectDequeueFilteredSql[] =
-    "SELECT seq FROM jobs INDEXED BY jobs_dequeue "
-    "WHERE state = 1 AND queue = ?1 AND run_at <= ?2 "
-    "AND type IN temp.dequeue_types "
-    "ORDER BY priority DESC, run_at, seq LIMIT ?3";
-constexpr char kCreateDequeueTypesSql[] =
-    "CREATE TEMP TABLE dequeue_types (type TEXT PRIMARY KEY) WITHOUT ROWID";
-constexpr char kClearDequeueTypesSql[] = "DELETE FROM temp.dequeue_types";
-constexpr char kAddDequeueTypeSql[] =
-    "INSERT OR IGNORE INTO temp.dequeue_types (type) VALUES (?1)";
+// Dequeue selection. One ordered walk of (queue, priority DESC, run_at,
+// seq) with `run_at <= now` tested row by row would step over every job not
+// yet due that sorts ahead of the first due one (delayed jobs of a higher
+// priority), and a job_types filter tested row by row over every job of
+// other types. So Dequeue seeks instead, one priority at a time: the next
+// lower priority present (one index seek), then the due jobs of that
+// priority, a range of the index ordered by (run_at, seq) that ends at the
+// first job not yet due. The cost is one seek per distinct priority ahead
+// of the jobs it leases, plus the rows it leases; never the queue's size.
+// A job_types filter does the same per type on jobs_dequeue_by_type, and
+// Dequeue merges the types in C++.
+//
+// INDEXED BY keeps the planner from preferring jobs_pending_run_at (it has
+// no statistics), and fails to prepare, loudly, if an index ever stops
+// fitting its query. ?2 is an exclusive upper bound on the priority (int32
+// priorities: INT64_MAX stands for "none yet").
+constexpr char kNextPrioritySql[] =
+    "SELECT priority FROM jobs INDEXED BY jobs_dequeue "
+    "WHERE state = 1 AND queue = ?1 AND priority < ?2 "
+    "ORDER BY priority DESC LIMIT 1";
+constexpr char kDueAtPrioritySql[] =
+    "SELECT seq, run_at FROM jobs INDEXED BY jobs_dequeue "
+    "WHERE state = 1 AND queue = ?1 AND priority = ?2 AND run_at <= ?3 "
+    "ORDER BY run_at, seq LIMIT ?4";
+// The same per type: ?5 is the type.
+constexpr char kNextPriorityOfTypeSql[] =
+    "SELECT priority FROM jobs INDEXED BY jobs_dequeue_by_type "
+    "WHERE state = 1 AND queue = ?1 AND type = ?5 AND priority < ?2 "
+    "ORDER BY priority DESC LIMIT 1";
+constexpr char kDueAtPriorityOfTypeSql[] =
+    "SELECT seq, run_at FROM jobs INDEXED BY jobs_dequeue_by_type "
+    "WHERE state = 1 AND queue = ?1 AND type = ?5 AND priority = ?2 "
+    "AND run_at <= ?3 ORDER BY run_at, seq LIMIT ?4";
 constexpr char kLeaseJobSql[] =
     "UPDATE jobs SET state = 2, attempts = attempts + 1, lease_token = ?2, "
     "lease_expires_at = ?3, worker_id = ?4, updated_at = ?5 WHERE seq = ?1 "
@@ -501,6 +524,58 @@ absl::StatusOr<EnqueueResult> InsertJob(SqliteConnection& c, const NewJob& job,
   return result;
 }
 
+// A PENDING job that Dequeue may lease; sorts in dequeue order.
+struct DueJob {
+  int64_t priority = 0;
+  int64_t run_at = 0;  // as stored
+  int64_t seq = 0;
+
+  bool operator<(const DueJob& o) const {
+    return std::make_tuple(-priority, run_at, seq) <
+           std::make_tuple(-o.priority, o.run_at, o.seq);
+  }
+};
+
+// Appends to `out`, in dequeue order, up to `limit` PENDING jobs of `queue`
+// (of `*type`, if not null) that are due at `now`: priority by priority,
+// each with two index seeks (see kNextPrioritySql).
+absl::Status FindDueJobs(SqliteConnection& c, const std::string& queue,
+                         const std::string* type, absl::Time now, size_t limit,
+                         std::vector<DueJob>& out) {
+  int64_t below = std::numeric_limits<int64_t>::max();
+  size_t found = 0;
+  while (found < limit) {
+    int64_t priority = 0;
+    {
+      ASSIGN_OR_RETURN(SqliteStatement next,
+                       c.Prepare(type == nullptr ? kNextPrioritySql
+                                                 : kNextPriorityOfTypeSql));
+      next.BindText(1, queue);
+      next.BindInt(2, below);
+      if (type != nullptr) next.BindText(5, *type);
+      ASSIGN_OR_RETURN(bool row, next.Step());
+      if (!row) break;  // no lower priority left
+      priority = next.ColumnInt(0);
+    }
+    ASSIGN_OR_RETURN(SqliteStatement due,
+                     c.Prepare(type == nullptr ? kDueAtPrioritySql
+                                               : kDueAtPriorityOfTypeSql));
+    due.BindText(1, queue);
+    due.BindInt(2, priority);
+    due.BindTime(3, now);
+    due.BindInt(4, static_cast<int64_t>(limit - found));
+    if (type != nullptr) due.BindText(5, *type);
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, due.Step());
+      if (!row) break;
+      out.push_back({priority, due.ColumnInt(1), due.ColumnInt(0)});
+      ++found;
+    }
+    below = priority;
+  }
+  return absl::OkStatus();
+}
+
 struct LeaseCheck {
   bool already_acked = false;  // SUCCEEDED under this very token
   int32_t attempts = 0;
@@ -760,8 +835,6 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
     }
     RETURN_IF_ERROR(txn.Commit());
   }
-  RETURN_IF_ERROR(c.Exec(kCreateDequeueTypesSql));
-
   return std::unique_ptr<SqliteJobStore>(
       new SqliteJobStore(std::move(connection), options));
 }
@@ -804,41 +877,30 @@ absl::StatusOr<std::vector<Lease>> SqliteJobStore::Dequeue(
   ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
   RETURN_IF_ERROR(ExpireLeasesIn(c, options.queue, now, nullptr));
 
-  bool filtered = !options.job_types.empty();
-  if (filtered) {
-    {
-      ASSIGN_OR_RETURN(SqliteStatement clear, c.Prepare(kClearDequeueTypesSql));
-      RETURN_IF_ERROR(clear.Run());
+  // Pick first, then update: the seeks must not see their own changes.
+  const size_t limit = static_cast<size_t>(std::max(options.max_jobs, 1));
+  std::vector<DueJob> picked;
+  if (options.job_types.empty()) {
+    RETURN_IF_ERROR(FindDueJobs(c, options.queue, nullptr, now, limit, picked));
+  } else {
+    // Each type's first `limit` jobs in dequeue order hold the first
+    // `limit` of them all.
+    std::set<std::string> types(options.job_types.begin(),
+                                options.job_types.end());
+    for (const std::string& type : types) {
+      RETURN_IF_ERROR(FindDueJobs(c, options.queue, &type, now, limit, picked));
     }
-    for (const std::string& type : options.job_types) {
-      ASSIGN_OR_RETURN(SqliteStatement add, c.Prepare(kAddDequeueTypeSql));
-      add.BindText(1, type);
-      RETURN_IF_ERROR(add.Run());
-    }
-  }
-  // Pick first, then update: the scan must not see its own changes.
-  std::vector<int64_t> picked;
-  {
-    ASSIGN_OR_RETURN(
-        SqliteStatement select,
-        c.Prepare(filtered ? kSelectDequeueFilteredSql : kSelectDequeueSql));
-    select.BindText(1, options.queue);
-    select.BindTime(2, now);
-    select.BindInt(3, std::max(options.max_jobs, 1));
-    while (true) {
-      ASSIGN_OR_RETURN(bool row, select.Step());
-      if (!row) break;
-      picked.push_back(select.ColumnInt(0));
-    }
+    std::sort(picked.begin(), picked.end());
+    if (picked.size() > limit) picked.resize(limit);
   }
 
   std::vector<Lease> leases;
   leases.reserve(picked.size());
   absl::Time expires_at = now + options.lease_duration;
-  for (int64_t seq : picked) {
+  for (const DueJob& due : picked) {
     std::string token = NewLeaseToken();
     ASSIGN_OR_RETURN(SqliteStatement lease, c.Prepare(kLeaseJobSql));
-    lease.BindInt(1, seq);
+    lease.BindInt(1, due.seq);
     lease.BindText(2, token);
     lease.BindTime(3, expires_at);
     lease.BindText(4, options.worker_id);
@@ -1352,7 +1414,8 @@ absl::StatusOr<std::vector<std::string>> SqliteJobStore::DequeuePlanForTest(
   std::vector<std::string> plan;
   for (const char* sql :
        {kExpireQueueLeasesSql,
-        filter_job_types ? kSelectDequeueFilteredSql : kSelectDequeueSql,
+        filter_job_types ? kNextPriorityOfTypeSql : kNextPrioritySql,
+        filter_job_types ? kDueAtPriorityOfTypeSql : kDueAtPrioritySql,
         kLeaseJobSql}) {
     ASSIGN_OR_RETURN(
         SqliteStatement stmt,

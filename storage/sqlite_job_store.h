@@ -50,7 +50,7 @@ class SqliteJobStore final : public JobStore {
   // The PRAGMA application_id of an Adjutant database ("ADJT").
   static constexpr int32_t kApplicationId = 0x41444A54;
   // The schema version this build writes and reads (PRAGMA user_version).
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   // Opens (creating or migrating) the database. Fails without touching the
   // file if it is not an Adjutant database, is corrupt, or has a schema

@@ -504,6 +504,45 @@ TEST_P(JobStoreConformance, ExpiredLeaseMakesTheJobAvailableAgain) {
   EXPECT_NE(second.token, first.token);
   EXPECT_EQ(second.expires_at, t + absl::Seconds(30));
   EXPECT_EQ(second.job.worker_id, "w2");
+  EXPECT_EQ(second.job.last_error, "lease expired");
+  EXPECT_EQ(GetOrFail(*store_, id).last_error, "lease expired");
+}
+
+TEST_P(JobStoreConformance, ExpiredLeaseLeasedAgainReplacesTheOldLastError) {
+  // Whether Dequeue ends an expired lease before leasing the job again, or
+  // leases it straight away, the job shows why its last attempt ended.
+  std::string id =
+      EnqueueOne(*store_, MakeJob("q", "t", 0, absl::InfinitePast(), 10), now_);
+  Lease first = LeaseOne(*store_, now_);
+  ASSERT_OK(store_
+                ->Nack(id, first.token,
+                       NackOptions{"upstream 503", absl::ZeroDuration(), false},
+                       now_)
+                .status());
+  ASSERT_EQ(GetOrFail(*store_, id).last_error, "upstream 503");
+  Lease second = LeaseOne(*store_, now_, Options("q", 1, absl::Seconds(30)));
+  EXPECT_EQ(second.job.last_error, "upstream 503") << "a lease keeps it";
+
+  absl::Time t = now_ + absl::Seconds(30);
+  for (bool filtered : {false, true}) {
+    SCOPED_TRACE(filtered ? "with job_types" : "without job_types");
+    DequeueOptions options = Options("q", 1, absl::Seconds(30));
+    if (filtered) options.job_types = {"t"};
+    Lease again = LeaseOne(*store_, t, options);
+    EXPECT_EQ(again.job.id, id);
+    EXPECT_EQ(again.job.last_error, "lease expired");
+    EXPECT_EQ(GetOrFail(*store_, id).last_error, "lease expired");
+    // The same again for the next round, from a fresh Nack error.
+    ASSERT_OK(store_
+                  ->Nack(id, again.token,
+                         NackOptions{"timeout", absl::ZeroDuration(), false}, t)
+                  .status());
+    if (!filtered) {
+      Lease next = LeaseOne(*store_, t, Options("q", 1, absl::Seconds(30)));
+      EXPECT_EQ(next.job.last_error, "timeout");
+      t += absl::Seconds(30);
+    }
+  }
 }
 
 TEST_P(JobStoreConformance, ExpiredLeaseWithAttemptsUsedUpGoesDead) {
