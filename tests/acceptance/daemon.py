@@ -4,7 +4,9 @@ stubs generated from proto/ by protoc (a client the project did not write).
 Only Debian's python3-grpcio, python3-protobuf and grpc_python_plugin are
 needed. Import this module after putting its folder on sys.path.
 """
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +17,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def load_stubs():
-    """Generates the Python stubs into a temp dir and imports them."""
+    """Generates the Python stubs into a temp dir (removed at exit) and puts
+    it first on sys.path."""
     out = tempfile.mkdtemp(prefix="adjutant-stubs-")
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     protos = [os.path.join("adjutant", "v1", p)
               for p in ("job_queue.proto", "scheduler.proto")]
     subprocess.run(

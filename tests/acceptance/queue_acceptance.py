@@ -30,19 +30,10 @@ ADJUTANTD = sys.argv[1] if len(sys.argv) > 1 else ""
 WORK = tempfile.mkdtemp(prefix="adjutant-queue-acc-")
 
 
-def generate_stubs():
-    out = os.path.join(WORK, "stubs")
-    os.mkdir(out)
-    subprocess.run(
-        ["/usr/bin/protoc", "--proto_path=" + os.path.join(ROOT, "proto"),
-         "--python_out=" + out, "--grpc_python_out=" + out,
-         "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin",
-         os.path.join("adjutant", "v1", "job_queue.proto")],
-        check=True)
-    sys.path.insert(0, out)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import daemon as testlib  # noqa: E402
 
-
-generate_stubs()
+testlib.load_stubs()
 import grpc  # noqa: E402
 from google.protobuf import duration_pb2  # noqa: E402
 from adjutant.v1 import job_queue_pb2 as pb  # noqa: E402
