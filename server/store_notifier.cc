@@ -380,6 +380,11 @@ absl::StatusOr<uint64_t> NotifyingJobStore::ObserveTerm(uint64_t term) {
   return inner_->ObserveTerm(term);
 }
 
+absl::StatusOr<std::vector<QueueStats>> NotifyingJobStore::QueueStatistics(
+    absl::Time now) {
+  return inner_->QueueStatistics(now);
+}
+
 absl::StatusOr<uint64_t> NotifyingJobStore::HighestTerm() {
   return inner_->HighestTerm();
 }

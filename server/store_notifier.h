@@ -141,6 +141,8 @@ class NotifyingJobStore final : public JobStore {
   NotifyingJobStore(std::unique_ptr<JobStore> inner, PgNotifier* notifier);
 
   absl::Status Ping() override;
+  absl::StatusOr<std::vector<QueueStats>> QueueStatistics(
+      absl::Time now) override;
   absl::StatusOr<std::vector<EnqueueResult>> Enqueue(
       const std::vector<NewJob>& jobs, absl::Time now) override;
   absl::StatusOr<std::vector<Lease>> Dequeue(const DequeueOptions& options,

@@ -152,13 +152,8 @@ class JobStore {
   // `now` (see QueueStats), one entry per queue in queue-name order. A
   // read: one consistent snapshot, changes nothing. For GetStats, an
   // operator's call: it may visit every job, so keep it off hot paths.
-  // The default answers UNIMPLEMENTED, so that test doubles need not
-  // implement it; every real backend overrides it.
   virtual absl::StatusOr<std::vector<QueueStats>> QueueStatistics(
-      absl::Time now) {
-    return absl::UnimplementedError(
-        "QueueStatistics: not supported by this store");
-  }
+      absl::Time now) = 0;
 
   // ---- Leadership terms ----------------------------------------------------
 

@@ -175,6 +175,10 @@ class PingSwitchStore final : public JobStore {
     return ping_ok ? absl::OkStatus()
                    : absl::UnavailableError("disk went away");
   }
+  absl::StatusOr<std::vector<QueueStats>> QueueStatistics(
+      absl::Time now) override {
+    return base_.QueueStatistics(now);
+  }
   absl::StatusOr<std::vector<EnqueueResult>> Enqueue(
       const std::vector<NewJob>& jobs, absl::Time now) override {
     return base_.Enqueue(jobs, now);

@@ -48,6 +48,10 @@ class FaultyJobStore final : public JobStore {
   std::function<void()> on_apply_transition;
 
   absl::Status Ping() override { return base_->Ping(); }
+  absl::StatusOr<std::vector<QueueStats>> QueueStatistics(
+      absl::Time now) override {
+    return base_->QueueStatistics(now);
+  }
   absl::StatusOr<std::vector<EnqueueResult>> Enqueue(
       const std::vector<NewJob>& jobs, absl::Time now) override {
     return base_->Enqueue(jobs, now);
