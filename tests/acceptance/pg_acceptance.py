@@ -8,9 +8,8 @@ Starts a throwaway PostgreSQL 15 (initdb into a temp dir, a Unix socket only,
 no TCP port; as root the server runs as the `postgres` user through runuser),
 and removes it at the end. Each case uses its own database.
 
-Time: the per-second leadership case runs ~10 s of real time (the issue asks
-for 30 s; 10 s keeps CI inside its budget and already covers both the same-
-term and the different-term phase). The kill -9 case takes the killed
+Time: the per-second leadership case runs 30 s of real time, as the issue
+asks (15 s at the same term, 15 s at different terms). The kill -9 case takes the killed
 daemon's leases back by restarting it with --clock-offset-for-test, not by
 waiting for them to expire.
 """
@@ -35,6 +34,22 @@ from adjutant.v1 import scheduler_pb2_grpc as srpc  # noqa: E402
 
 BINARY = sys.argv[1]
 WORK = tempfile.mkdtemp(prefix="adjutant-pg-acc-")
+
+# grpc.health.v1 stubs from the test suite's copy of health.proto.
+subprocess.run(
+    ["protoc", "--proto_path=" + os.path.join(testlib.ROOT, "tests", "cli"),
+     "--python_out=" + WORK, "--grpc_python_out=" + WORK,
+     "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin",
+     "health.proto"], check=True)
+sys.path.insert(0, WORK)
+import health_pb2  # noqa: E402
+import health_pb2_grpc  # noqa: E402
+
+
+def health_status(d):
+    """The daemon's overall health (service "")."""
+    return health_pb2_grpc.HealthStub(d.channel).Check(
+        health_pb2.HealthCheckRequest(service=""), timeout=5).status
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_PORT = 5432  # names the socket file only
 
@@ -269,7 +284,7 @@ def tick_times(jobs):
 
 def two_leaders():
     """Two daemons both told they are leader, same term then different terms,
-    a per-second schedule: every tick enqueued exactly once (~10 s)."""
+    a per-second schedule: every tick enqueued exactly once (30 s)."""
     uri = new_db("leaders")
     a = testlib.Daemon(BINARY, uri, WORK).start()
     b = testlib.Daemon(BINARY, uri, WORK).start()
@@ -280,11 +295,12 @@ def two_leaders():
         job=spb.JobTemplate(queue="ticks", job_type="tick")))
     lead(sa, 3)
     lead(sb, 3)
-    testlib.wait_for(lambda: len(all_jobs(qa, "ticks")) >= 5, what="5 ticks, same term")
+    testlib.wait_for(lambda: len(all_jobs(qa, "ticks")) >= 15, timeout=30,
+                     what="15 ticks, same term")
     lead(sb, 4)  # b's term is the highest now: a is deposed
     before = len(all_jobs(qa, "ticks"))
-    testlib.wait_for(lambda: len(all_jobs(qb, "ticks")) >= before + 5,
-                     what="5 ticks after the term change")
+    testlib.wait_for(lambda: len(all_jobs(qb, "ticks")) >= before + 15, timeout=30,
+                     what="15 ticks after the term change")
     ticks = sorted(tick_times(all_jobs(qb, "ticks")))
     assert len(ticks) == len(set(ticks)), ticks
     cron = sb.GetCron(spb.GetCronRequest(name="every-second"))
@@ -348,11 +364,15 @@ def postgres_restart_under_load():
     testlib.wait_for(lambda: len(enqueued) >= 50, what="load before the stop")
     PG.stop("fast")
     testlib.wait_for(lambda: "UNAVAILABLE" in codes, what="UNAVAILABLE while stopped")
+    testlib.wait_for(lambda: health_status(d) == health_pb2.HealthCheckResponse.NOT_SERVING,
+                     what="health NOT_SERVING while PostgreSQL is down")
     with lock:
         failed_at = len(codes)
     PG.start()
     testlib.wait_for(lambda: "OK" in codes[failed_at:] and len(enqueued) >= 100,
                      timeout=30, what="success after the restart")
+    testlib.wait_for(lambda: health_status(d) == health_pb2.HealthCheckResponse.SERVING,
+                     what="health SERVING again after the restart")
     done.set()
     for t in threads:
         t.join()
