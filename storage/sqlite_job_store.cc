@@ -24,22 +24,7 @@
 #include "storage/ids.h"
 #include "storage/sqlite_connection.h"
 
-// Early returns on error, as in abseil's internal status macros.
-#define SQLITE_STORE_CONCAT_INNER(a, b) a##b
-#define SQLITE_STORE_CONCAT(a, b) SQLITE_STORE_CONCAT_INNER(a, b)
-#define RETURN_IF_ERROR(expr)               \
-  do {                                      \
-    absl::Status status_or_error_ = (expr); \
-    if (!status_or_error_.ok()) {           \
-      return status_or_error_;              \
-    }                                       \
-  } while (false)
-#define ASSIGN_OR_RETURN(lhs, expr) \
-  ASSIGN_OR_RETURN_IMPL(SQLITE_STORE_CONCAT(statusor_, __LINE__), lhs, expr)
-#define ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
-  auto tmp = (expr);                          \
-  if (!tmp.ok()) return tmp.status();         \
-  lhs = std::move(*tmp)
+#include "storage/status_macros.h"
 
 namespace adjutant {
 namespace {
