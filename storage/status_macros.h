@@ -19,9 +19,9 @@
 
 // Evaluates `expr` (an absl::StatusOr<T>); returns its status unless OK,
 // else moves its value into `lhs` (a declaration or an lvalue).
-#define ASSIGN_OR_RETURN(lhs, expr) \
-  ADJUTANT_ASSIGN_OR_RETURN_IMPL(   \
-      ADJUTANT_STATUS_CONCAT(statusor_, __LINE__), lhs, expr)
+#define ASSIGN_OR_RETURN(lhs, expr)                                           \
+  ADJUTANT_ASSIGN_OR_RETURN_IMPL(ADJUTANT_STATUS_CONCAT(statusor_, __LINE__), \
+                                 lhs, expr)
 #define ADJUTANT_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                                   \
   if (!tmp.ok()) return tmp.status();                  \
