@@ -18,7 +18,6 @@
 #include "storage/ids.h"
 #include "storage/postgres_connection.h"
 #include "storage/sqlite_connection.h"  // the shared time encoding
-
 #include "storage/status_macros.h"
 
 namespace adjutant {

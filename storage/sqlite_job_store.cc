@@ -23,7 +23,6 @@
 #include "absl/time/time.h"
 #include "storage/ids.h"
 #include "storage/sqlite_connection.h"
-
 #include "storage/status_macros.h"
 
 namespace adjutant {
