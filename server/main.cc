@@ -12,12 +12,13 @@
 #include <string>
 #include <utility>
 
-#include "CLI/CLI.hpp"
 #include "absl/time/time.h"
 #include "scheduler/clock.h"
+#include "server/daemon_config.h"
 #include "server/server.h"
 #include "server/store_notifier.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/sinks/stdout_sinks.h"
 #include "spdlog/spdlog.h"
 #include "storage/memory_job_store.h"
 #include "storage/postgres_job_store.h"
@@ -37,77 +38,35 @@ bool WritePortFile(const std::string& path, int port) {
   return std::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
-// Whether --db names a PostgreSQL database (a libpq URI) rather than a file.
-bool IsPostgresUri(const std::string& db) {
-  return db.rfind("postgresql://", 0) == 0 || db.rfind("postgres://", 0) == 0;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
+  adjutant::DaemonConfig flags;
+  if (int exit_code = adjutant::ParseDaemonConfig(argc, argv, &flags);
+      exit_code >= 0) {
+    return exit_code;
+  }
+  if (absl::Status valid = adjutant::ValidateDaemonConfig(flags); !valid.ok()) {
+    std::fprintf(stderr, "adjutantd: %s\n",
+                 std::string(valid.message()).c_str());
+    return 2;
+  }
+  if (flags.check_config) {
+    std::printf("configuration OK\n");
+    return 0;
+  }
   adjutant::AdjutantServerConfig config;
-  std::string db = "./adjutant.db";
-  std::string synchronous = "full";
-  std::string log_level = "info";
-  std::string port_file;
-  std::string clock_offset;
+  config.listen_address = flags.listen;
+  config.executor_threads = flags.executor_threads;
+  config.limits.max_payload_bytes = flags.max_payload_bytes;
+  config.limits.default_max_attempts = flags.default_max_attempts;
+  const std::string& db = flags.db;
+  const std::string& synchronous = flags.sqlite_synchronous;
+  const std::string& port_file = flags.port_file;
+  const std::string& clock_offset = flags.clock_offset_for_test;
   adjutant::PostgresOptions postgres;
-
-  CLI::App app{
-      "adjutantd: the Adjutant durable job queue and cron scheduler, "
-      "serving adjutant.v1.JobQueue over gRPC."};
-  app.add_option("--listen", config.listen_address,
-                 "HOST:PORT to serve gRPC on; port 0 picks a free port (see "
-                 "--port-file)")
-      ->capture_default_str();
-  app.add_option("--db", db,
-                 "SQLite database file, created if missing; \":memory:\" "
-                 "keeps jobs in memory only (lost on exit); a "
-                 "postgresql://... or postgres://... URI selects PostgreSQL "
-                 "(several daemons may share it; see docs/POSTGRES.md)")
-      ->capture_default_str();
-  app.add_option("--sqlite-synchronous", synchronous,
-                 "full: an answered write is on disk; normal: faster, but a "
-                 "power loss may undo the last writes (a crash does not)")
-      ->check(CLI::IsMember({"full", "normal"}))
-      ->capture_default_str();
-  app.add_option("--pg-pool-size", postgres.pool_size,
-                 "PostgreSQL only: connections in the store's pool, i.e. "
-                 "store calls that run at once (plus one for LISTEN/NOTIFY)")
-      ->check(CLI::Range(1, 1000))
-      ->capture_default_str();
-  app.add_option("--pg-schema", postgres.schema,
-                 "PostgreSQL only: the schema holding Adjutant's tables "
-                 "(created if missing); daemons sharing a queue use the same")
-      ->capture_default_str();
-  app.add_option("--log-level", log_level,
-                 "trace, debug, info, warn, error, critical or off; logs go "
-                 "to stderr")
-      ->check(CLI::IsMember(
-          {"trace", "debug", "info", "warn", "error", "critical", "off"}))
-      ->capture_default_str();
-  app.add_option("--max-payload-bytes", config.limits.max_payload_bytes,
-                 "largest job payload accepted; larger ones get "
-                 "INVALID_ARGUMENT")
-      ->check(CLI::Range(int64_t{0}, int64_t{256} << 20))
-      ->capture_default_str();
-  app.add_option("--default-max-attempts", config.limits.default_max_attempts,
-                 "max_attempts of a job enqueued without one: leases allowed "
-                 "before it goes DEAD")
-      ->check(CLI::Range(1, adjutant::kMaxAttemptsLimit))
-      ->capture_default_str();
-  app.add_option("--executor-threads", config.executor_threads,
-                 "threads that run store calls off the gRPC threads")
-      ->check(CLI::Range(1, 256))
-      ->capture_default_str();
-  app.add_option("--port-file", port_file,
-                 "once listening, write the bound port to this file (for "
-                 "--listen HOST:0)");
-  // Hidden (empty group): test-only.
-  app.add_option("--clock-offset-for-test", clock_offset,
-                 "shift the wall clock by this duration (e.g. 120s)")
-      ->group("");
-  CLI11_PARSE(app, argc, argv);
+  postgres.pool_size = flags.pg_pool_size;
+  postgres.schema = flags.pg_schema;
 
   // Block the stop signals before any thread exists, so that every thread
   // inherits the mask and only sigwait() below receives them.
@@ -117,8 +76,14 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  spdlog::set_default_logger(spdlog::stderr_color_mt("adjutantd"));
-  spdlog::set_level(spdlog::level::from_str(log_level));
+  if (flags.log_format == "json") {
+    // No colors: one JSON object per line, for journald and log shippers.
+    spdlog::set_default_logger(spdlog::stderr_logger_mt("adjutantd"));
+    spdlog::set_formatter(adjutant::NewJsonLogFormatter());
+  } else {
+    spdlog::set_default_logger(spdlog::stderr_color_mt("adjutantd"));
+  }
+  spdlog::set_level(spdlog::level::from_str(flags.log_level));
 
   adjutant::Clock* clock = adjutant::RealClock();
   std::unique_ptr<adjutant::Clock> offset_clock;
@@ -140,7 +105,7 @@ int main(int argc, char** argv) {
   // PostgreSQL only: tells the other daemons on the database about our
   // writes and wakes our long-polls for theirs. Outlives `store`.
   std::unique_ptr<adjutant::PgNotifier> notifier;
-  if (IsPostgresUri(db)) {
+  if (adjutant::IsPostgresUri(db)) {
     postgres.conninfo = db;
     auto opened = adjutant::PostgresJobStore::Open(postgres);
     if (!opened.ok()) {

@@ -17,9 +17,12 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "adjutant/v1/job_queue.grpc.pb.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 
 #ifndef ADJUTANTD_PATH
@@ -317,7 +320,8 @@ TEST_F(DaemonTest, HelpExplainsEveryFlag) {
   for (const char* flag :
        {"--listen", "--db", "--sqlite-synchronous", "--log-level",
         "--max-payload-bytes", "--default-max-attempts", "--executor-threads",
-        "--port-file"}) {
+        "--port-file", "--config", "--check-config", "--log-format",
+        "ADJUTANT_LISTEN"}) {
     EXPECT_THAT(help, HasSubstr(flag));
   }
   EXPECT_THAT(help, ::testing::Not(HasSubstr("--clock-offset-for-test")));
@@ -334,6 +338,60 @@ TEST_F(DaemonTest, BadFlagValuesAreRefused) {
     EXPECT_NE(daemon.Wait(), 0) << args[0];
     EXPECT_THAT(daemon.Log(), HasSubstr(args[0].substr(2)));
   }
+}
+
+TEST_F(DaemonTest, CheckConfigAcceptsAGoodConfigurationWithoutOpening) {
+  const std::string file = dir_ + "/adjutantd.toml";
+  std::ofstream(file) << "db = \"" << db_ << "\"\nlog-format = \"json\"\n";
+  Daemon daemon(dir_, {"--config", file, "--check-config"});
+  ASSERT_NO_FATAL_FAILURE(daemon.Spawn());
+  EXPECT_EQ(daemon.Wait(), 0) << daemon.Log();
+  EXPECT_THAT(daemon.Log(), HasSubstr("configuration OK"));
+  EXPECT_FALSE(std::filesystem::exists(db_));  // the store was not opened
+}
+
+TEST_F(DaemonTest, CheckConfigRefusesABadConfiguration) {
+  const std::string bad_key = dir_ + "/typo.toml";
+  std::ofstream(bad_key) << "lissen = \"127.0.0.1:0\"\n";
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"--db", dir_ + "/missing/dir/a.db"},
+        std::vector<std::string>{"--log-format", "xml"},
+        std::vector<std::string>{"--config", dir_ + "/missing.toml"},
+        std::vector<std::string>{"--config", bad_key}}) {
+    args.push_back("--check-config");
+    Daemon daemon(dir_, args);
+    ASSERT_NO_FATAL_FAILURE(daemon.Spawn());
+    EXPECT_NE(daemon.Wait(), 0) << args[0] << " " << args[1];
+    const std::string log = daemon.Log();
+    EXPECT_THAT(log, ::testing::Not(HasSubstr("configuration OK")));
+    EXPECT_THAT(log, HasSubstr(args[0])) << log;
+  }
+}
+
+TEST_F(DaemonTest, JsonLogLinesParseAsJson) {
+  Daemon daemon(dir_, Args({"--log-format", "json"}));
+  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  EXPECT_EQ(daemon.Stop(SIGTERM), 0);
+  std::istringstream log(daemon.Log());
+  int lines = 0;
+  bool saw_stopping = false;
+  for (std::string line; std::getline(log, line);) {
+    ++lines;
+    google::protobuf::Struct parsed;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(line, &parsed).ok())
+        << line;
+    for (const char* field : {"time", "level", "logger", "message"}) {
+      ASSERT_TRUE(parsed.fields().contains(field)) << field << " in " << line;
+      EXPECT_FALSE(parsed.fields().at(field).string_value().empty()) << line;
+    }
+    EXPECT_EQ(parsed.fields().at("logger").string_value(), "adjutantd");
+    if (absl::StrContains(parsed.fields().at("message").string_value(),
+                          "stopping")) {
+      saw_stopping = true;
+    }
+  }
+  EXPECT_GE(lines, 2);
+  EXPECT_TRUE(saw_stopping) << daemon.Log();
 }
 
 }  // namespace

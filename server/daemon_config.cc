@@ -1,0 +1,283 @@
+#include "server/daemon_config.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/time/clock.h"
+#include "server/validation.h"
+#include "spdlog/details/log_msg.h"
+
+namespace adjutant {
+namespace {
+
+// "--pg-pool-size" -> "ADJUTANT_PG_POOL_SIZE".
+std::string EnvName(const std::string& long_name) {
+  return absl::StrCat("ADJUTANT_", absl::AsciiStrToUpper(absl::StrReplaceAll(
+                                       long_name, {{"-", "_"}})));
+}
+
+// Whether --`name` appears among the command-line arguments, as "--name" or
+// "--name=value".
+bool OnCommandLine(const std::vector<std::string>& args,
+                   const std::string& name) {
+  const std::string flag = "--" + name;
+  for (const std::string& arg : args) {
+    if (arg == "--") break;
+    if (arg == flag || absl::StartsWith(arg, flag + "=")) return true;
+  }
+  return false;
+}
+
+void AddOptions(CLI::App& app, DaemonConfig* c) {
+  app.add_option("--listen", c->listen,
+                 "HOST:PORT to serve gRPC on; port 0 picks a free port (see "
+                 "--port-file)")
+      ->capture_default_str();
+  app.add_option("--db", c->db,
+                 "SQLite database file, created if missing; \":memory:\" "
+                 "keeps jobs in memory only (lost on exit); a "
+                 "postgresql://... or postgres://... URI selects PostgreSQL "
+                 "(several daemons may share it; see docs/POSTGRES.md)")
+      ->capture_default_str();
+  app.add_option("--sqlite-synchronous", c->sqlite_synchronous,
+                 "full: an answered write is on disk; normal: faster, but a "
+                 "power loss may undo the last writes (a crash does not)")
+      ->check(CLI::IsMember({"full", "normal"}))
+      ->capture_default_str();
+  app.add_option("--pg-pool-size", c->pg_pool_size,
+                 "PostgreSQL only: connections in the store's pool, i.e. "
+                 "store calls that run at once (plus one for LISTEN/NOTIFY)")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--pg-schema", c->pg_schema,
+                 "PostgreSQL only: the schema holding Adjutant's tables "
+                 "(created if missing); daemons sharing a queue use the same")
+      ->capture_default_str();
+  app.add_option("--log-level", c->log_level,
+                 "trace, debug, info, warn, error, critical or off; logs go "
+                 "to stderr")
+      ->check(CLI::IsMember(
+          {"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+  app.add_option("--log-format", c->log_format,
+                 "text: readable lines; json: one JSON object per line "
+                 "(time, level, logger, message) for journald and log "
+                 "shippers")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  app.add_option("--max-payload-bytes", c->max_payload_bytes,
+                 "largest job payload accepted; larger ones get "
+                 "INVALID_ARGUMENT")
+      ->check(CLI::Range(int64_t{0}, int64_t{256} << 20))
+      ->capture_default_str();
+  app.add_option("--default-max-attempts", c->default_max_attempts,
+                 "max_attempts of a job enqueued without one: leases allowed "
+                 "before it goes DEAD")
+      ->check(CLI::Range(1, kMaxAttemptsLimit))
+      ->capture_default_str();
+  app.add_option("--executor-threads", c->executor_threads,
+                 "threads that run store calls off the gRPC threads")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  app.add_option("--port-file", c->port_file,
+                 "once listening, write the bound port to this file (for "
+                 "--listen HOST:0)");
+  app.add_flag("--check-config", c->check_config,
+               "validate the configuration, print \"configuration OK\" and "
+               "exit, without opening the store or binding the port");
+  // Hidden (empty group): test-only.
+  app.add_option("--clock-offset-for-test", c->clock_offset_for_test,
+                 "shift the wall clock by this duration (e.g. 120s)")
+      ->group("");
+}
+
+}  // namespace
+
+bool IsPostgresUri(const std::string& db) {
+  return absl::StartsWith(db, "postgresql://") ||
+         absl::StartsWith(db, "postgres://");
+}
+
+int ParseDaemonConfig(int argc, const char* const* argv, DaemonConfig* config) {
+  *config = DaemonConfig();
+  CLI::App app{
+      "adjutantd: the Adjutant durable job queue and cron scheduler, "
+      "serving adjutant.v1.JobQueue over gRPC.\n"
+      "Every flag may also come from the environment (ADJUTANT_<FLAG>, e.g. "
+      "ADJUTANT_LISTEN) or from the --config TOML file (flag names without "
+      "dashes); a flag beats the environment, which beats the file."};
+  app.set_config("--config", "",
+                 "read options from this TOML file (`db = \"/var/lib/x.db\"`)")
+      ->envname("ADJUTANT_CONFIG");
+  // A misspelled key in the file is an error, not silently ignored.
+  app.allow_config_extras(CLI::config_extras_mode::error);
+  AddOptions(app, config);
+
+  std::vector<std::string> user_args;
+  for (int i = 1; i < argc; ++i) user_args.emplace_back(argv[i]);
+  // CLI11 lets the file win over the environment; we want the reverse, so a
+  // set ADJUTANT_<FLAG> becomes a command-line argument unless the flag is
+  // given there already. The file then fills only what is still unset.
+  std::vector<std::string> env_args;
+  for (const CLI::Option* opt : app.get_options()) {
+    const std::string name = opt->get_single_name();
+    if (name.empty() || name == "help") continue;
+    const char* value = std::getenv(EnvName(name).c_str());
+    if (value == nullptr || *value == '\0') continue;
+    if (OnCommandLine(user_args, name)) continue;
+    env_args.push_back(absl::StrCat("--", name, "=", value));
+  }
+  std::vector<std::string> args = env_args;
+  args.insert(args.end(), user_args.begin(), user_args.end());
+  // CLI11's vector overload wants the arguments in reverse order.
+  std::vector<std::string> reversed(args.rbegin(), args.rend());
+  try {
+    app.parse(std::move(reversed));
+  } catch (const CLI::FileError& e) {
+    // CLI11's text names the file but not the option it came from.
+    std::fprintf(stderr, "--config: %s\n", e.what());
+    return e.get_exit_code();
+  } catch (const CLI::ConfigError& e) {
+    // E.g. a misspelled key: "INI was not able to parse lissen".
+    std::fprintf(stderr, "--config %s: unknown key or bad entry (%s)\n",
+                 app.get_config_ptr()->as<std::string>().c_str(), e.what());
+    return e.get_exit_code();
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  config->config_file = app.get_config_ptr()->as<std::string>();
+  return -1;
+}
+
+absl::Status ValidateDaemonConfig(const DaemonConfig& config) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (config.listen.empty() || config.listen.rfind(':') == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--listen: '", config.listen, "' is not of the form HOST:PORT"));
+  }
+  if (IsPostgresUri(config.db)) {
+    const std::string rest = config.db.substr(config.db.find("://") + 3);
+    if (rest.empty()) {
+      return absl::InvalidArgumentError(
+          "--db: a PostgreSQL URI needs a host or database after '://'");
+    }
+  } else if (config.db != ":memory:") {
+    if (config.db.empty()) {
+      return absl::InvalidArgumentError(
+          "--db: empty; give a SQLite file, \":memory:\" or a "
+          "postgresql:// URI");
+    }
+    if (absl::StrContains(config.db, "://")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--db: '", config.db,
+                       "' is a URI but only postgresql:// and postgres:// "
+                       "are supported"));
+    }
+    const fs::path path(config.db);
+    if (fs::is_directory(path, ec)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--db: '", config.db, "' is a directory, not a database file"));
+    }
+    fs::path dir = path.parent_path();
+    if (dir.empty()) dir = ".";
+    if (!fs::is_directory(dir, ec)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--db: the directory '", dir.string(), "' does not exist"));
+    }
+  }
+  if (!config.port_file.empty()) {
+    fs::path dir = fs::path(config.port_file).parent_path();
+    if (dir.empty()) dir = ".";
+    if (!fs::is_directory(dir, ec)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--port-file: the directory '", dir.string(), "' does not exist"));
+    }
+  }
+  if (!config.clock_offset_for_test.empty()) {
+    absl::Duration offset;
+    if (!absl::ParseDuration(config.clock_offset_for_test, &offset)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--clock-offset-for-test: '", config.clock_offset_for_test,
+          "' is not a duration (e.g. 120s)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Appends `s` as a JSON string literal (quotes included).
+void AppendJsonString(spdlog::string_view_t s, spdlog::memory_buf_t& out) {
+  out.push_back('"');
+  for (const char ch : s) {
+    const unsigned char c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"':
+        out.append(std::string_view("\\\""));
+        break;
+      case '\\':
+        out.append(std::string_view("\\\\"));
+        break;
+      case '\n':
+        out.append(std::string_view("\\n"));
+        break;
+      case '\r':
+        out.append(std::string_view("\\r"));
+        break;
+      case '\t':
+        out.append(std::string_view("\\t"));
+        break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+          out.append(std::string_view(buf));
+        } else {
+          out.push_back(ch);
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+class JsonFormatter : public spdlog::formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg,
+              spdlog::memory_buf_t& dest) override {
+    const absl::Time time = absl::FromChrono(msg.time);
+    const std::string when =
+        absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", time, absl::UTCTimeZone());
+    const auto level = spdlog::level::to_string_view(msg.level);
+    dest.append(std::string_view("{\"time\":"));
+    AppendJsonString(when, dest);
+    dest.append(std::string_view(",\"level\":"));
+    AppendJsonString(level, dest);
+    dest.append(std::string_view(",\"logger\":"));
+    AppendJsonString(msg.logger_name, dest);
+    dest.append(std::string_view(",\"message\":"));
+    AppendJsonString(msg.payload, dest);
+    dest.append(std::string_view("}\n"));
+  }
+  std::unique_ptr<spdlog::formatter> clone() const override {
+    return std::make_unique<JsonFormatter>();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<spdlog::formatter> NewJsonLogFormatter() {
+  return std::make_unique<JsonFormatter>();
+}
+
+}  // namespace adjutant

@@ -1,0 +1,87 @@
+// The daemon's configuration: flags, ADJUTANT_<FLAG> environment variables
+// and a TOML file (--config), parsed into a DaemonConfig without starting
+// anything, so that it can be tested and checked (--check-config) on its own.
+//
+// Precedence, highest first: a flag on the command line, then its
+// environment variable (e.g. ADJUTANT_LISTEN for --listen), then the
+// --config file, then the default written next to each field below.
+#ifndef ADJUTANT_SERVER_DAEMON_CONFIG_H_
+#define ADJUTANT_SERVER_DAEMON_CONFIG_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "spdlog/formatter.h"
+
+namespace adjutant {
+
+// Everything adjutantd can be told. A plain value: no invariants beyond what
+// ValidateDaemonConfig() checks.
+struct DaemonConfig {
+  // --config: a TOML file of `flag-name = value` lines (flag names without
+  // the leading dashes). Default "": no file.
+  std::string config_file;
+  // --listen: HOST:PORT to serve gRPC on; port 0 picks a free port.
+  // Default "127.0.0.1:50051".
+  std::string listen = "127.0.0.1:50051";
+  // --db: a SQLite file (created if missing), ":memory:", or a
+  // postgresql://... / postgres://... URI. Default "./adjutant.db".
+  std::string db = "./adjutant.db";
+  // --sqlite-synchronous: "full" or "normal". Default "full".
+  std::string sqlite_synchronous = "full";
+  // --pg-pool-size: PostgreSQL connections in the pool, 1..1000. Default 4.
+  int pg_pool_size = 4;
+  // --pg-schema: PostgreSQL schema holding the tables. Default "adjutant".
+  std::string pg_schema = "adjutant";
+  // --log-level: trace, debug, info, warn, error, critical or off.
+  // Default "info".
+  std::string log_level = "info";
+  // --log-format: "text" (readable lines) or "json" (one JSON object per
+  // line: time, level, logger, message). Logs go to stderr. Default "text".
+  std::string log_format = "text";
+  // --max-payload-bytes: largest job payload accepted, 0..256 MiB.
+  // Default 1 MiB (1048576).
+  int64_t max_payload_bytes = int64_t{1} << 20;
+  // --default-max-attempts: max_attempts of a job enqueued without one,
+  // 1..kMaxAttemptsLimit. Default 25.
+  int default_max_attempts = 25;
+  // --executor-threads: threads running store calls, 1..256. Default 4.
+  int executor_threads = 4;
+  // --port-file: once listening, write the bound port here. Default "".
+  std::string port_file;
+  // --check-config: validate, print "configuration OK" and exit without
+  // opening the store or binding the port. Default false.
+  bool check_config = false;
+  // --clock-offset-for-test (hidden): shift the wall clock, e.g. "120s".
+  // Default "": no shift.
+  std::string clock_offset_for_test;
+};
+
+// Parses argv (argv[0] is the program name), the ADJUTANT_* environment and
+// the --config file into *config. Returns -1 when the daemon should go on;
+// otherwise CLI11 has printed help or an error naming the option and the
+// reason, and the return value is the exit code (0 for --help).
+int ParseDaemonConfig(int argc, const char* const* argv, DaemonConfig* config);
+
+// Checks what parsing alone cannot: that --db is a valid target (a
+// PostgreSQL URI with something after the scheme, ":memory:", or a file
+// path whose directory exists and which is not itself a directory), that
+// --port-file's directory exists and that --clock-offset-for-test is a
+// duration. Opens nothing and binds nothing. INVALID_ARGUMENT names the flag
+// and the reason.
+absl::Status ValidateDaemonConfig(const DaemonConfig& config);
+
+// Whether `db` names a PostgreSQL database (a libpq URI) rather than a file.
+bool IsPostgresUri(const std::string& db);
+
+// A spdlog formatter writing each record as one JSON object on one line:
+// {"time":"2026-11-27T05:00:00.123456Z","level":"info","logger":"adjutantd",
+//  "message":"..."} with the message escaped per RFC 8259.
+std::unique_ptr<spdlog::formatter> NewJsonLogFormatter();
+
+}  // namespace adjutant
+
+#endif  // ADJUTANT_SERVER_DAEMON_CONFIG_H_
