@@ -45,8 +45,23 @@ def wait_for(predicate, timeout=15.0, what="condition"):
         time.sleep(0.02)
 
 
+_STARTED = []  # every process a Daemon started; killed at exit if still up
+
+
+def _kill_leftovers():
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+atexit.register(_kill_leftovers)
+
+
 class Daemon:
-    """One adjutantd process on 127.0.0.1:0 with its port read from a file."""
+    """One adjutantd process on 127.0.0.1:0 with its port read from a file.
+    A test that fails midway leaves no daemon behind: they are killed at
+    exit."""
 
     def __init__(self, binary, db, workdir, clock_offset_seconds=0, extra=()):
         self.binary = binary
@@ -66,6 +81,7 @@ class Daemon:
             args += ["--clock-offset-for-test", "%ds" % self.clock_offset_seconds]
         self.log = open(os.path.join(self.workdir, "adjutantd-%d.log" % time.monotonic_ns()), "w")
         self.proc = subprocess.Popen(args + self.extra, stdout=self.log, stderr=self.log)
+        _STARTED.append(self.proc)
 
         def ready():
             if self.proc.poll() is not None:
