@@ -12,10 +12,12 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "scheduler/clock.h"
 #include "server/daemon_config.h"
 #include "server/server.h"
+#include "server/service_notifier.h"
 #include "server/store_notifier.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/sinks/stdout_sinks.h"
@@ -101,6 +103,30 @@ int main(int argc, char** argv) {
                  absl::FormatDuration(offset));
   }
 
+  // systemd (Type=notify, deploy/adjutantd.service): READY=1 once serving,
+  // WATCHDOG=1 after each store check that passed, STOPPING=1 on the way
+  // out. Without $NOTIFY_SOCKET nothing is sent. Outlives `server`.
+  std::unique_ptr<adjutant::ServiceNotifier> service_notifier =
+      adjutant::NewSystemdNotifier();
+  auto watchdog = adjutant::SystemdWatchdogInterval();
+  if (!watchdog.ok()) {
+    spdlog::critical("{}", std::string(watchdog.status().message()));
+    return 2;
+  }
+  adjutant::StoreWatchdog store_watchdog(service_notifier.get(),
+                                         watchdog->has_value());
+  config.health_check_interval =
+      adjutant::HealthCheckIntervalFor(config.health_check_interval, *watchdog);
+  config.on_health_check = [&store_watchdog](const absl::Status& status) {
+    store_watchdog.OnHealthCheck(status);
+  };
+  if (watchdog->has_value()) {
+    spdlog::info("watchdog: {}; the store is checked every {}",
+                 absl::FormatDuration(**watchdog),
+                 absl::FormatDuration(config.health_check_interval));
+  }
+  service_notifier->Status("opening the store");
+
   std::unique_ptr<adjutant::JobStore> store;
   // PostgreSQL only: tells the other daemons on the database about our
   // writes and wakes our long-polls for theirs. Outlives `store`.
@@ -170,10 +196,18 @@ int main(int argc, char** argv) {
                      std::strerror(errno));
     return 1;
   }
+  {
+    const std::string host = flags.listen.substr(0, flags.listen.rfind(':'));
+    const std::string serving =
+        absl::StrCat("serving on ", host, ":", server->port());
+    store_watchdog.SetServingStatus(serving);
+    service_notifier->Ready(serving);
+  }
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   spdlog::info("received {}: stopping", strsignal(signal_number));
+  service_notifier->Stopping("stopping");
   server->Shutdown();
   if (notifier != nullptr) notifier->Stop();
   server.reset();  // closes the store

@@ -100,12 +100,14 @@ absl::Status AdjutantServer::Start() {
   }
   // A follower until told otherwise (SetLeadership); its thread sleeps.
   scheduler_->Start();
+  const absl::Status first_check = store_->Ping();
   {
     // The first answer before Start() returns: no client sees an adjutant
     // service unknown to the health service.
     absl::MutexLock lock(&health_mu_);
-    PublishHealthLocked(store_->Ping());
+    PublishHealthLocked(first_check);
   }
+  if (config_.on_health_check) config_.on_health_check(first_check);
   health_thread_ = std::thread([this] { HealthLoop(); });
   // Show the port actually bound (the address may have asked for port 0).
   const std::string host =
@@ -152,6 +154,12 @@ void AdjutantServer::HealthLoop() {
     health_mu_.Lock();
     if (health_stopping_) break;
     PublishHealthLocked(status);
+    if (config_.on_health_check) {
+      health_mu_.Unlock();
+      config_.on_health_check(status);
+      health_mu_.Lock();
+      if (health_stopping_) break;
+    }
   }
   PublishHealthLocked(absl::UnavailableError("shutting down"));
 }

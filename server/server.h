@@ -11,6 +11,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -49,6 +50,12 @@ struct AdjutantServerConfig {
   // How often the health service re-checks the store with Ping() (wall
   // time, through the clock). Default 5 s.
   absl::Duration health_check_interval = absl::Seconds(5);
+  // Optional: told the store's answer to each health check (the one in
+  // Start() and every one after), on the thread that checked, holding no
+  // lock of the server's; never once Shutdown() began. adjutantd feeds the
+  // service manager's watchdog with it (server/service_notifier.h).
+  // Default: none.
+  std::function<void(const absl::Status&)> on_health_check;
   // The cron scheduler's settings (see SchedulerConfig for the defaults).
   // The server overrides default_max_attempts with limits' and sets
   // on_job_fired.
@@ -102,7 +109,8 @@ class AdjutantServer {
   // Fans a finished cron job out to whoever listens.
   void OnCronJobFinished(const Job& job);
   // The health thread: sleeps health_check_interval (or until shutting
-  // down), pings the store, publishes the answer; NOT_SERVING at the end.
+  // down), pings the store, publishes the answer and tells on_health_check;
+  // NOT_SERVING at the end.
   void HealthLoop();
   // Publishes SERVING if `status` is OK, else NOT_SERVING, when that
   // changes what was published.

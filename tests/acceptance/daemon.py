@@ -63,25 +63,40 @@ class Daemon:
     A test that fails midway leaves no daemon behind: they are killed at
     exit."""
 
-    def __init__(self, binary, db, workdir, clock_offset_seconds=0, extra=()):
+    def __init__(self, binary, db, workdir, clock_offset_seconds=0, extra=(),
+                 env=None):
         self.binary = binary
         self.db = db
         self.workdir = workdir
         self.clock_offset_seconds = clock_offset_seconds
         self.extra = list(extra)
+        self.env = env  # the process's environment; None: ours
         self.proc = None
         self.port = None
+        self.port_file = None
 
     def start(self):
-        import grpc
+        self.spawn()
+        return self.await_listening()
+
+    def spawn(self):
+        """Starts the process without waiting for it to listen (then call
+        await_listening)."""
         port_file = tempfile.mktemp(prefix="port-", dir=self.workdir)
+        self.port_file = port_file
         args = [self.binary, "--listen", "127.0.0.1:0", "--db", self.db,
                 "--port-file", port_file, "--log-level", "warn"]
         if self.clock_offset_seconds:
             args += ["--clock-offset-for-test", "%ds" % self.clock_offset_seconds]
         self.log = open(os.path.join(self.workdir, "adjutantd-%d.log" % time.monotonic_ns()), "w")
-        self.proc = subprocess.Popen(args + self.extra, stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(args + self.extra, stdout=self.log, stderr=self.log,
+                                     env=self.env)
         _STARTED.append(self.proc)
+        return self
+
+    def await_listening(self):
+        import grpc
+        port_file = self.port_file
 
         def ready():
             if self.proc.poll() is not None:

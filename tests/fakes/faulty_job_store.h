@@ -3,6 +3,7 @@
 #ifndef ADJUTANT_TESTS_FAKES_FAULTY_JOB_STORE_H_
 #define ADJUTANT_TESTS_FAKES_FAULTY_JOB_STORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -47,7 +48,17 @@ class FaultyJobStore final : public JobStore {
   std::function<void()> on_due_crons;
   std::function<void()> on_apply_transition;
 
-  absl::Status Ping() override { return base_->Ping(); }
+  // While set, Ping() fails with UNAVAILABLE (a store that stopped
+  // answering). Atomic, unlike the fields above: the server's health thread
+  // pings while the test flips it.
+  std::atomic<bool> ping_unavailable{false};
+
+  absl::Status Ping() override {
+    if (ping_unavailable) {
+      return absl::UnavailableError("store not answering (injected)");
+    }
+    return base_->Ping();
+  }
   absl::StatusOr<std::vector<QueueStats>> QueueStatistics(
       absl::Time now) override {
     return base_->QueueStatistics(now);
