@@ -17,6 +17,9 @@ packages=(
   nodejs npm
   # time zones for cron schedules
   tzdata
+  # systemd's notify protocol (sd_notify), the .deb (dpkg-shlibdeps needs
+  # dpkg-dev and file) and the PostgreSQL leader-election sidecar
+  libsystemd-dev dpkg-dev file python3-psycopg2
 )
 
 missing=()
