@@ -17,6 +17,9 @@ packages=(
   nodejs npm
   # time zones for cron schedules
   tzdata
+  # TLS and token digests (libcrypto), and the throwaway certificates the
+  # TLS tests make
+  libssl-dev openssl
 )
 
 missing=()
