@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
+#include "client/worker.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/auth.h"
@@ -179,6 +180,49 @@ TEST_F(TlsTest, TokensOverTls) {
   ack.set_job_id(leased->jobs(0).job().job_id());
   ack.set_lease_token(leased->jobs(0).lease_token());
   EXPECT_TRUE((*w)->Ack(ack).ok());
+}
+
+// A Worker uses its client's TLS options and token.
+TEST_F(TlsTest, AWorkerInheritsItsClientsTlsAndToken) {
+  ASSERT_NO_FATAL_FAILURE(StartServer(/*mutual=*/true,
+                                      "web producer producer-token-0123456789\n"
+                                      "jobs worker worker-token-0123456789\n"));
+  ClientOptions options = Options();
+  options.tls_ca_file = File("ca.crt");
+  options.tls_cert_file = File("client.crt");
+  options.tls_key_file = File("client.key");
+  options.token = "producer-token-0123456789";
+  absl::StatusOr<std::unique_ptr<Client>> producer = Client::Create(options);
+  options.token = "worker-token-0123456789";
+  absl::StatusOr<std::unique_ptr<Client>> worker_client =
+      Client::Create(options);
+  ASSERT_TRUE(producer.ok() && worker_client.ok());
+
+  v1::EnqueueRequest enqueue;
+  enqueue.set_queue("tls-worker");
+  enqueue.set_job_type("echo");
+  absl::StatusOr<v1::EnqueueResponse> enqueued = (*producer)->Enqueue(enqueue);
+  ASSERT_TRUE(enqueued.ok()) << enqueued.status();
+
+  WorkerOptions worker_options;
+  worker_options.queue = "tls-worker";
+  worker_options.poll_wait = absl::Seconds(1);
+  Worker worker(worker_client->get(), worker_options);
+  ASSERT_TRUE(
+      worker
+          .Register("echo", [](const JobContext&) { return absl::OkStatus(); })
+          .ok());
+  ASSERT_TRUE(worker.Start().ok());
+  // Real time: a guard while the worker's threads make progress.
+  ASSERT_TRUE(worker.AwaitStatsForTest(
+      [](const WorkerStats& s) { return s.acked == 1; }, absl::Seconds(30)));
+  worker.Stop();
+
+  v1::GetJobRequest get;
+  get.set_job_id(enqueued->job_id());
+  absl::StatusOr<v1::Job> job = (*producer)->GetJob(get);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state(), v1::JOB_STATE_SUCCEEDED);
 }
 
 TEST_F(TlsTest, BadClientOptionsNameTheOption) {
