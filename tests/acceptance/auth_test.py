@@ -11,6 +11,7 @@ options against real adjutantd processes.
 - Over TLS, a client without the CA cannot connect (UNAVAILABLE); health
   and reflection answer without a token.
 - With --tls-client-ca, the command line needs --tls-cert/--tls-key.
+- The Python examples (examples/python) send $ADJUTANT_TOKEN.
 - adjutantd refuses --listen 0.0.0.0:0 without --auth-tokens (or
   --tls-client-ca) unless --insecure, also under --check-config; a bad
   token file is named with its line.
@@ -43,9 +44,12 @@ def check(condition, message):
 
 
 def run(args, env=None, expect=0):
+    # Hermetic: only the ADJUTANT_* variables a case sets.
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith("ADJUTANT_")}
+    full_env.update(env or {})
     proc = subprocess.run(args, capture_output=True, text=True,
-                          timeout=TIMEOUT_SECONDS,
-                          env=dict(os.environ, **(env or {})))
+                          timeout=TIMEOUT_SECONDS, env=full_env)
     if expect is not None and proc.returncode != expect:
         raise AssertionError("%s exited %d, expected %d\nstdout:\n%s\n"
                              "stderr:\n%s" % (" ".join(args), proc.returncode,
@@ -90,6 +94,9 @@ def main():
                cert("server.key"), "--tls-client-ca", cert("ca.crt")],
         channel_credentials=grpc.ssl_channel_credentials(
             read("ca.crt"), read("client.key"), read("client.crt")))
+    # Tokens over plaintext on loopback, for the Python examples.
+    plain = daemon.Daemon(adjutantd, os.path.join(workdir, "plain.db"),
+                          workdir, extra=["--auth-tokens", tokens_file])
     started = []
 
     def cli(d, *args, env=None, expect=0):
@@ -221,6 +228,21 @@ def main():
         check("--tls-cert" in half.stderr and "--tls-key" in half.stderr,
               half.stderr)
 
+    def python_examples_send_adjutant_token():
+        examples = os.path.join(daemon.ROOT, "examples", "python")
+        server = ["--server", "127.0.0.1:%d" % plain.port, "--queue", "py"]
+        refused = run(["/usr/bin/python3", os.path.join(examples, "producer.py")]
+                      + server + ["--count", "2"], expect=1)
+        check("UNAUTHENTICATED" in refused.stderr, refused.stderr)
+        run(["/usr/bin/python3", os.path.join(examples, "producer.py")]
+            + server + ["--count", "2"], env={"ADJUTANT_TOKEN": token("web")})
+        worker = ["/usr/bin/python3", os.path.join(examples, "worker.py")]
+        worker += server + ["--max-jobs", "2", "--idle-exit", "20"]
+        denied = run(worker, env={"ADJUTANT_TOKEN": token("web")}, expect=1)
+        check("PERMISSION_DENIED" in denied.stderr, denied.stderr)
+        done = run(worker, env={"ADJUTANT_TOKEN": token("jobs")})
+        check("2 acked" in done.stdout, done.stdout)
+
     def no_token_in_the_log():
         with open(tls.log.name) as f:
             log = f.read()
@@ -234,6 +256,8 @@ def main():
         started.append(tls)
         mtls.start()
         started.append(mtls)
+        plain.start()
+        started.append(plain)
         code = daemon.run_cases([
             ("tokens: none, a producer claiming leadership, the leader",
              tokens_and_roles),
@@ -243,6 +267,8 @@ def main():
             ("mutual TLS needs a client certificate", mutual_tls),
             ("a public address needs authentication or --insecure",
              public_address_needs_auth),
+            ("the Python examples send $ADJUTANT_TOKEN",
+             python_examples_send_adjutant_token),
             ("no token in the daemon's log", no_token_in_the_log),
         ])
     finally:
