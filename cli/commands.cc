@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -21,6 +22,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/time.h"
 #include "client/client.h"
 
@@ -263,6 +265,13 @@ struct GlobalOptions {
   std::string server;
   bool json = false;
   std::string timeout = "10s";
+  // Access control; empty: from the environment, else none.
+  std::string token;
+  bool tls = false;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_server_name;
 };
 
 class CommandLine {
@@ -270,8 +279,7 @@ class CommandLine {
   CommandLine(std::istream& in, std::ostream& out, std::ostream& err)
       : in_(in), out_(out), err_(err) {}
 
-  int Run(const std::vector<std::string>& args,
-          const std::optional<std::string>& env_server);
+  int Run(const std::vector<std::string>& args, const CliEnvironment& env);
 
  private:
   using Action = std::function<absl::Status()>;
@@ -877,7 +885,7 @@ void CommandLine::AddStats(CLI::App& app) {
 }
 
 int CommandLine::Run(const std::vector<std::string>& args,
-                     const std::optional<std::string>& env_server) {
+                     const CliEnvironment& env) {
   CLI::App app{
       "adjutant: the command line for adjutantd, the durable job queue and "
       "cron scheduler.",
@@ -893,6 +901,24 @@ int CommandLine::Run(const std::vector<std::string>& args,
                "Print one JSON document instead of a table");
   app.add_option("--timeout", global_.timeout,
                  "Deadline of each call (default 10s; dequeue adds --wait)");
+  // Access control. The token's value is never printed, not even here.
+  app.add_option("--token", global_.token,
+                 "Bearer token sent with every call (default: "
+                 "$ADJUTANT_TOKEN, which keeps it out of the process list)");
+  app.add_flag("--tls", global_.tls,
+               "Use TLS, checking the server against gRPC's default roots "
+               "(implied by the --tls-* options)");
+  app.add_option("--tls-ca", global_.tls_ca,
+                 "PEM CA certificate the server's certificate must chain to; "
+                 "turns TLS on (default: $ADJUTANT_TLS_CA)");
+  app.add_option("--tls-cert", global_.tls_cert,
+                 "PEM client certificate, for a server that requires one "
+                 "(default: $ADJUTANT_TLS_CERT)");
+  app.add_option("--tls-key", global_.tls_key,
+                 "PEM private key of --tls-cert (default: $ADJUTANT_TLS_KEY)");
+  app.add_option("--tls-server-name", global_.tls_server_name,
+                 "Name the server's certificate must carry, if not the "
+                 "--server host (default: $ADJUTANT_TLS_SERVER_NAME)");
   AddEnqueue(app);
   AddDequeue(app);
   AddAckNackExtend(app);
@@ -951,14 +977,47 @@ int CommandLine::Run(const std::vector<std::string>& args,
     return kExitUsage;
   }
   std::string server = global_.server;
-  if (server.empty()) server = env_server.value_or("");
+  if (server.empty()) server = env.server.value_or("");
   if (server.empty()) server = kDefaultServer;
   ClientOptions options;
   options.target = server;
   options.deadline = *timeout;
+  // An option beats its environment variable.
+  const auto either = [](const std::string& option,
+                         const std::optional<std::string>& variable) {
+    return option.empty() ? variable.value_or("") : option;
+  };
+  options.token = either(global_.token, env.token);
+  options.tls = global_.tls;
+  options.tls_ca_file = either(global_.tls_ca, env.tls_ca);
+  options.tls_cert_file = either(global_.tls_cert, env.tls_cert);
+  options.tls_key_file = either(global_.tls_key, env.tls_key);
+  options.tls_server_name =
+      either(global_.tls_server_name, env.tls_server_name);
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
   if (!client.ok()) {
-    err_ << "adjutant: --server: " << client.status().message() << "\n";
+    // The client's messages name its option (target, token, tls_ca_file...):
+    // name ours instead.
+    const std::string message(client.status().message());
+    static const std::pair<const char*, const char*> kOptionNames[] = {
+        {"target", "--server"},        {"token", "--token"},
+        {"tls_ca_file", "--tls-ca"},   {"tls_cert_file", "--tls-cert"},
+        {"tls_key_file", "--tls-key"}, {"tls_server_name", "--tls-server-name"},
+    };
+    std::string option = "--server";
+    std::string rest = message;
+    for (const auto& [field, flag] : kOptionNames) {
+      const std::string prefix = absl::StrCat(field, ": ");
+      if (message.rfind(prefix, 0) == 0) {
+        option = flag;
+        rest = message.substr(prefix.size());
+        break;
+      }
+    }
+    // The client's "given without tls_key_file" names the other field.
+    rest = absl::StrReplaceAll(
+        rest, {{"tls_cert_file", "--tls-cert"}, {"tls_key_file", "--tls-key"}});
+    err_ << "adjutant: " << option << ": " << rest << "\n";
     return kExitUsage;
   }
   client_ = *std::move(client);
@@ -979,8 +1038,31 @@ int CommandLine::Run(const std::vector<std::string>& args,
 int RunCli(const std::vector<std::string>& args,
            const std::optional<std::string>& env_server, std::istream& in,
            std::ostream& out, std::ostream& err) {
+  CliEnvironment env;
+  env.server = env_server;
+  return RunCli(args, env, in, out, err);
+}
+
+int RunCli(const std::vector<std::string>& args, const CliEnvironment& env,
+           std::istream& in, std::ostream& out, std::ostream& err) {
   CommandLine command_line(in, out, err);
-  return command_line.Run(args, env_server);
+  return command_line.Run(args, env);
+}
+
+CliEnvironment CliEnvironmentFromProcess() {
+  const auto get = [](const char* name) -> std::optional<std::string> {
+    const char* value = std::getenv(name);
+    if (value == nullptr) return std::nullopt;
+    return std::string(value);
+  };
+  CliEnvironment env;
+  env.server = get("ADJUTANT_SERVER");
+  env.token = get("ADJUTANT_TOKEN");
+  env.tls_ca = get("ADJUTANT_TLS_CA");
+  env.tls_cert = get("ADJUTANT_TLS_CERT");
+  env.tls_key = get("ADJUTANT_TLS_KEY");
+  env.tls_server_name = get("ADJUTANT_TLS_SERVER_NAME");
+  return env;
 }
 
 }  // namespace cli

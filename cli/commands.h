@@ -1,7 +1,9 @@
 // The `adjutant` command line: every RPC of adjutant.v1.JobQueue and
 // adjutant.v1.Scheduler from a shell, through adjutant::Client.
 //
-//   adjutant [--server HOST:PORT] [--json] [--timeout D] COMMAND ...
+//   adjutant [--server HOST:PORT] [--json] [--timeout D] [--token T]
+//            [--tls] [--tls-ca F] [--tls-cert F --tls-key F]
+//            [--tls-server-name N] COMMAND ...
 //
 // Commands: enqueue, dequeue, ack, nack, extend, jobs list|get|cancel|
 // requeue, cron register|list|get|rm|pause|resume|preview, leader set|get,
@@ -41,6 +43,25 @@ inline constexpr char kDefaultServer[] = "127.0.0.1:50051";
 int RunCli(const std::vector<std::string>& args,
            const std::optional<std::string>& env_server, std::istream& in,
            std::ostream& out, std::ostream& err);
+
+// The environment variables the command line reads; each is the default of
+// the option named beside it, which wins over it. nullopt: unset.
+struct CliEnvironment {
+  std::optional<std::string> server;           // ADJUTANT_SERVER, --server
+  std::optional<std::string> token;            // ADJUTANT_TOKEN, --token
+  std::optional<std::string> tls_ca;           // ADJUTANT_TLS_CA, --tls-ca
+  std::optional<std::string> tls_cert;         // ADJUTANT_TLS_CERT
+  std::optional<std::string> tls_key;          // ADJUTANT_TLS_KEY
+  std::optional<std::string> tls_server_name;  // ADJUTANT_TLS_SERVER_NAME
+};
+
+// Reads CliEnvironment's variables from the process environment.
+CliEnvironment CliEnvironmentFromProcess();
+
+// As above, with every variable of `env`. The token is never printed, not
+// even in an error.
+int RunCli(const std::vector<std::string>& args, const CliEnvironment& env,
+           std::istream& in, std::ostream& out, std::ostream& err);
 
 }  // namespace cli
 }  // namespace adjutant

@@ -1,19 +1,93 @@
 #include "client/client.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+
 namespace adjutant {
+
+namespace {
+
+absl::StatusOr<std::string> ReadFile(absl::string_view option,
+                                     const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        option, ": cannot read '", path, "': ", std::strerror(errno)));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
   if (options.target.empty()) {
     return absl::InvalidArgumentError("target: required (HOST:PORT)");
   }
-  auto credentials = options.credentials ? options.credentials
-                                         : grpc::InsecureChannelCredentials();
+  for (char c : options.token) {
+    if (c <= ' ' || c >= 0x7f) {
+      // Never echo the token.
+      return absl::InvalidArgumentError(
+          "token: has a character outside printable ASCII or a space");
+    }
+  }
+  const bool tls = options.tls || !options.tls_ca_file.empty() ||
+                   !options.tls_cert_file.empty() ||
+                   !options.tls_key_file.empty() ||
+                   !options.tls_server_name.empty();
+  std::shared_ptr<grpc::ChannelCredentials> credentials = options.credentials;
+  grpc::ChannelArguments arguments;
+  if (tls) {
+    if (credentials != nullptr) {
+      return absl::InvalidArgumentError(
+          "credentials: set together with TLS options; give one or the "
+          "other");
+    }
+    if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+      return absl::InvalidArgumentError(
+          options.tls_cert_file.empty()
+              ? "tls_key_file: given without tls_cert_file (both or neither)"
+              : "tls_cert_file: given without tls_key_file (both or "
+                "neither)");
+    }
+    grpc::SslCredentialsOptions ssl;
+    if (!options.tls_ca_file.empty()) {
+      absl::StatusOr<std::string> ca =
+          ReadFile("tls_ca_file", options.tls_ca_file);
+      if (!ca.ok()) return ca.status();
+      ssl.pem_root_certs = *std::move(ca);
+    }
+    if (!options.tls_cert_file.empty()) {
+      absl::StatusOr<std::string> cert =
+          ReadFile("tls_cert_file", options.tls_cert_file);
+      if (!cert.ok()) return cert.status();
+      absl::StatusOr<std::string> key =
+          ReadFile("tls_key_file", options.tls_key_file);
+      if (!key.ok()) return key.status();
+      ssl.pem_cert_chain = *std::move(cert);
+      ssl.pem_private_key = *std::move(key);
+    }
+    if (!options.tls_server_name.empty()) {
+      arguments.SetSslTargetNameOverride(options.tls_server_name);
+    }
+    credentials = grpc::SslCredentials(ssl);
+  } else if (credentials == nullptr) {
+    credentials = grpc::InsecureChannelCredentials();
+  }
+  std::string authorization =
+      options.token.empty() ? "" : absl::StrCat("Bearer ", options.token);
   return std::unique_ptr<Client>(new Client(
-      grpc::CreateChannel(options.target, credentials), options.deadline));
+      grpc::CreateCustomChannel(options.target, credentials, arguments),
+      options.deadline, std::move(authorization)));
 }
 
 void CallCanceller::Cancel() {
@@ -44,8 +118,10 @@ void CallCanceller::Detach() {
   context_ = nullptr;
 }
 
-Client::Client(std::shared_ptr<grpc::Channel> channel, absl::Duration deadline)
+Client::Client(std::shared_ptr<grpc::Channel> channel, absl::Duration deadline,
+               std::string authorization)
     : deadline_(deadline),
+      authorization_(std::move(authorization)),
       channel_(std::move(channel)),
       queue_(v1::JobQueue::NewStub(channel_)),
       scheduler_(v1::Scheduler::NewStub(channel_)) {}
@@ -59,6 +135,9 @@ absl::StatusOr<Response> Client::Call(
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(
       absl::Now() + options.deadline.value_or(deadline_) + extra));
+  if (!authorization_.empty()) {
+    context.AddMetadata("authorization", authorization_);
+  }
   if (options.canceller != nullptr && !options.canceller->Attach(&context)) {
     return absl::CancelledError("call cancelled before it started");
   }

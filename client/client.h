@@ -29,8 +29,27 @@ struct ClientOptions {
   std::string target;
   // Deadline of each call. Default: 10 s.
   absl::Duration deadline = absl::Seconds(10);
-  // Channel credentials. Default (null): insecure.
+  // Channel credentials. Default (null): insecure, unless a tls_* option
+  // below is set. Set both this and a tls_* option: INVALID_ARGUMENT.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
+
+  // Access control (adjutantd --auth-tokens, --tls-*).
+  // Sent as "authorization: Bearer TOKEN" metadata on every call. Printable
+  // ASCII without spaces; never logged. Default "": no token.
+  std::string token;
+  // Use TLS. Implied by any tls_*_file below; alone, the server's
+  // certificate is checked against gRPC's default roots. Default false.
+  bool tls = false;
+  // PEM CA certificate(s) the server's certificate must chain to. Default
+  // "": gRPC's default roots.
+  std::string tls_ca_file;
+  // PEM client certificate and its private key, for a server that requires
+  // one (--tls-client-ca). Both or neither. Default "": none.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // The name the server's certificate must carry, when it differs from the
+  // target's host. Default "": the target's host.
+  std::string tls_server_name;
 };
 
 // Ends a call in progress from another thread (a long-polling Dequeue that
@@ -73,7 +92,9 @@ struct CallOptions {
 class Client {
  public:
   // Makes the channel (it connects lazily, on the first call).
-  // INVALID_ARGUMENT if options.target is empty.
+  // INVALID_ARGUMENT naming the option if options.target is empty, a tls_*
+  // file cannot be read, only one of tls_cert_file and tls_key_file is
+  // set, or the token has a character it cannot carry.
   static absl::StatusOr<std::unique_ptr<Client>> Create(ClientOptions options);
 
   // JobQueue.
@@ -117,7 +138,8 @@ class Client {
       const v1::GetLeadershipRequest& r, const CallOptions& options = {});
 
  private:
-  Client(std::shared_ptr<grpc::Channel> channel, absl::Duration deadline);
+  Client(std::shared_ptr<grpc::Channel> channel, absl::Duration deadline,
+         std::string authorization);
 
   // Runs one unary call with its deadline (options', else deadline_) plus
   // `extra`, and converts its status.
@@ -130,6 +152,8 @@ class Client {
       absl::Duration extra = absl::ZeroDuration());
 
   const absl::Duration deadline_;
+  // "Bearer TOKEN", sent with every call; "" for none.
+  const std::string authorization_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::JobQueue::Stub> queue_;
   std::unique_ptr<v1::Scheduler::Stub> scheduler_;

@@ -20,6 +20,9 @@ packages=(
   # systemd's notify protocol (sd_notify), the .deb (dpkg-shlibdeps needs
   # dpkg-dev and file) and the PostgreSQL leader-election sidecar
   libsystemd-dev dpkg-dev file python3-psycopg2
+  # TLS and token digests (libcrypto), and the throwaway certificates the
+  # TLS tests make
+  libssl-dev openssl
 )
 
 missing=()

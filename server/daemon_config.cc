@@ -1,5 +1,8 @@
 #include "server/daemon_config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -14,6 +17,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
+#include "server/auth.h"
+#include "server/tls.h"
 #include "server/validation.h"
 #include "spdlog/details/log_msg.h"
 
@@ -95,6 +100,23 @@ void AddOptions(CLI::App& app, DaemonConfig* c) {
   app.add_flag("--check-config", c->check_config,
                "validate the configuration, print \"configuration OK\" and "
                "exit, without opening the store or binding the port");
+  // Access control.
+  app.add_option("--tls-cert", c->tls_cert,
+                 "PEM certificate (chain) to serve TLS with; with --tls-key. "
+                 "Default: plaintext");
+  app.add_option("--tls-key", c->tls_key,
+                 "PEM private key of --tls-cert (unencrypted)");
+  app.add_option("--tls-client-ca", c->tls_client_ca,
+                 "PEM CA certificate(s): clients must present a certificate "
+                 "it signed (mutual TLS); needs --tls-cert");
+  app.add_option("--auth-tokens", c->auth_tokens,
+                 "file of 'NAME ROLE[,ROLE...] TOKEN' lines (roles: "
+                 "producer, worker, leader, admin); every call must then "
+                 "carry 'authorization: Bearer TOKEN' (health and reflection "
+                 "stay open). Read at start. Default: no tokens checked");
+  app.add_flag("--insecure", c->insecure,
+               "allow a non-loopback --listen without --auth-tokens or "
+               "--tls-client-ca (refused otherwise)");
   // Hidden (empty group): test-only.
   app.add_option("--clock-offset-for-test", c->clock_offset_for_test,
                  "shift the wall clock by this duration (e.g. 120s)")
@@ -212,7 +234,53 @@ absl::Status ValidateDaemonConfig(const DaemonConfig& config) {
           "' is not a duration (e.g. 120s)"));
     }
   }
+  if (absl::Status tls = CheckTlsFiles(
+          {config.tls_cert, config.tls_key, config.tls_client_ca});
+      !tls.ok()) {
+    return tls;
+  }
+  if (!config.auth_tokens.empty()) {
+    absl::StatusOr<std::unique_ptr<Authorizer>> tokens =
+        Authorizer::FromFile(config.auth_tokens);
+    if (!tokens.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--auth-tokens: ", tokens.status().message()));
+    }
+  }
+  if (!config.insecure && config.auth_tokens.empty() &&
+      config.tls_client_ca.empty() && !IsLoopbackListenAddress(config.listen)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--listen: '", config.listen,
+        "' accepts connections from other machines, but no authentication is "
+        "configured; give --auth-tokens (and --tls-cert/--tls-key), or "
+        "--tls-client-ca, or --insecure to serve anyone who connects"));
+  }
   return absl::OkStatus();
+}
+
+bool IsLoopbackListenAddress(const std::string& listen) {
+  if (absl::StartsWith(listen, "unix:") ||
+      absl::StartsWith(listen, "unix-abstract:")) {
+    return true;
+  }
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) return false;
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (absl::EqualsIgnoreCase(host, "localhost")) return true;
+  in_addr v4;
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) {
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  }
+  in6_addr v6;
+  if (inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+    // ::ffff:127.x.y.z
+    return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
+  }
+  return false;
 }
 
 namespace {

@@ -58,6 +58,26 @@ struct DaemonConfig {
   // --clock-offset-for-test (hidden): shift the wall clock, e.g. "120s".
   // Default "": no shift.
   std::string clock_offset_for_test;
+
+  // ---- Access control (server/auth.h, server/tls.h).
+  // --tls-cert: PEM certificate chain to serve TLS with. Default "":
+  // plaintext.
+  std::string tls_cert;
+  // --tls-key: PEM private key of --tls-cert. Default "".
+  std::string tls_key;
+  // --tls-client-ca: PEM CA certificate(s); clients must present a
+  // certificate it signed (mutual TLS). Requires --tls-cert. Default "":
+  // no client certificate asked.
+  std::string tls_client_ca;
+  // --auth-tokens: token file (NAME ROLE[,ROLE...] TOKEN lines, see
+  // server/auth.h); every adjutant.v1 call must then carry
+  // "authorization: Bearer TOKEN" with a role allowed to call it. Read once
+  // at start. Default "": tokens not checked.
+  std::string auth_tokens;
+  // --insecure: allow listening on a non-loopback address without
+  // authentication (neither --auth-tokens nor --tls-client-ca). Default
+  // false: such a configuration is refused.
+  bool insecure = false;
 };
 
 // Parses argv (argv[0] is the program name), the ADJUTANT_* environment and
@@ -72,7 +92,16 @@ int ParseDaemonConfig(int argc, const char* const* argv, DaemonConfig* config);
 // --port-file's directory exists and that --clock-offset-for-test is a
 // duration. Opens nothing and binds nothing. INVALID_ARGUMENT names the flag
 // and the reason.
+// Access control: the TLS files (CheckTlsFiles in server/tls.h), the token
+// file (parsed: a bad line is named with its number), and that a
+// non-loopback --listen has authentication (--auth-tokens or
+// --tls-client-ca) unless --insecure.
 absl::Status ValidateDaemonConfig(const DaemonConfig& config);
+
+// Whether `listen` (HOST:PORT) only accepts local connections: a host in
+// 127.0.0.0/8, ::1 (also [::1]), "localhost", or a unix: socket. An empty
+// host, 0.0.0.0, [::] and any other name are not.
+bool IsLoopbackListenAddress(const std::string& listen);
 
 // Whether `db` names a PostgreSQL database (a libpq URI) rather than a file.
 bool IsPostgresUri(const std::string& db);

@@ -222,6 +222,9 @@ grpc::ServerUnaryReactor* JobQueueService::RunOnExecutor(
 grpc::ServerUnaryReactor* JobQueueService::Enqueue(
     grpc::CallbackServerContext* context, const v1::EnqueueRequest* request,
     v1::EnqueueResponse* response) {
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.Enqueue");
+  if (!caller.ok()) return Reject(context, caller.status());
   absl::StatusOr<NewJob> job = ValidateEnqueue(*request, limits_);
   if (!job.ok()) return Reject(context, job.status());
   return RunOnExecutor(
@@ -243,6 +246,9 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
     grpc::CallbackServerContext* context,
     const v1::EnqueueBatchRequest* request,
     v1::EnqueueBatchResponse* response) {
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.EnqueueBatch");
+  if (!caller.ok()) return Reject(context, caller.status());
   absl::StatusOr<std::vector<NewJob>> jobs =
       ValidateEnqueueBatch(*request, limits_);
   if (!jobs.ok()) return Reject(context, jobs.status());
@@ -280,6 +286,9 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
 grpc::ServerUnaryReactor* JobQueueService::Dequeue(
     grpc::CallbackServerContext* context, const v1::DequeueRequest* request,
     v1::DequeueResponse* response) {
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.Dequeue");
+  if (!caller.ok()) return Reject(context, caller.status());
   absl::StatusOr<DequeueArgs> args = ValidateDequeue(*request, limits_);
   if (!args.ok()) return Reject(context, args.status());
   const absl::Duration deadline = clock_->Monotonic() + args->wait;
@@ -291,6 +300,9 @@ grpc::ServerUnaryReactor* JobQueueService::Dequeue(
 grpc::ServerUnaryReactor* JobQueueService::Ack(
     grpc::CallbackServerContext* context, const v1::AckRequest* request,
     v1::AckResponse* response) {
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.Ack");
+  if (!caller.ok()) return Reject(context, caller.status());
   if (absl::Status s = ValidateAck(*request); !s.ok()) {
     return Reject(context, s);
   }
@@ -309,6 +321,9 @@ grpc::ServerUnaryReactor* JobQueueService::Ack(
 grpc::ServerUnaryReactor* JobQueueService::Nack(
     grpc::CallbackServerContext* context, const v1::NackRequest* request,
     v1::NackResponse* response) {
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.Nack");
+  if (!caller.ok()) return Reject(context, caller.status());
   absl::StatusOr<NackOptions> options = ValidateNack(*request);
   if (!options.ok()) return Reject(context, options.status());
   return RunOnExecutor(
@@ -330,6 +345,9 @@ grpc::ServerUnaryReactor* JobQueueService::Nack(
 grpc::ServerUnaryReactor* JobQueueService::ExtendLease(
     grpc::CallbackServerContext* context, const v1::ExtendLeaseRequest* request,
     v1::ExtendLeaseResponse* response) {
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.ExtendLease");
+  if (!caller.ok()) return Reject(context, caller.status());
   absl::StatusOr<absl::Duration> lease_duration = ValidateExtendLease(*request);
   if (!lease_duration.ok()) return Reject(context, lease_duration.status());
   return RunOnExecutor(
@@ -350,6 +368,9 @@ grpc::ServerUnaryReactor* JobQueueService::ExtendLease(
 grpc::ServerUnaryReactor* JobQueueService::GetJob(
     grpc::CallbackServerContext* context, const v1::GetJobRequest* request,
     v1::Job* response) {
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.GetJob");
+  if (!caller.ok()) return Reject(context, caller.status());
   if (absl::Status s = ValidateJobId(request->job_id()); !s.ok()) {
     return Reject(context, s);
   }
@@ -365,6 +386,9 @@ grpc::ServerUnaryReactor* JobQueueService::GetJob(
 grpc::ServerUnaryReactor* JobQueueService::CancelJob(
     grpc::CallbackServerContext* context, const v1::CancelJobRequest* request,
     v1::Job* response) {
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.CancelJob");
+  if (!caller.ok()) return Reject(context, caller.status());
   if (absl::Status s = ValidateJobId(request->job_id()); !s.ok()) {
     return Reject(context, s);
   }
@@ -382,6 +406,9 @@ grpc::ServerUnaryReactor* JobQueueService::CancelJob(
 grpc::ServerUnaryReactor* JobQueueService::RequeueJob(
     grpc::CallbackServerContext* context, const v1::RequeueJobRequest* request,
     v1::Job* response) {
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.RequeueJob");
+  if (!caller.ok()) return Reject(context, caller.status());
   if (absl::Status s = ValidateJobId(request->job_id()); !s.ok()) {
     return Reject(context, s);
   }
@@ -399,6 +426,9 @@ grpc::ServerUnaryReactor* JobQueueService::RequeueJob(
 grpc::ServerUnaryReactor* JobQueueService::ListJobs(
     grpc::CallbackServerContext* context, const v1::ListJobsRequest* request,
     v1::ListJobsResponse* response) {
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.ListJobs");
+  if (!caller.ok()) return Reject(context, caller.status());
   absl::StatusOr<ListJobsArgs> args = ValidateListJobs(*request);
   if (!args.ok()) return Reject(context, args.status());
   return RunOnExecutor(
@@ -416,6 +446,9 @@ grpc::ServerUnaryReactor* JobQueueService::ListJobs(
 grpc::ServerUnaryReactor* JobQueueService::GetStats(
     grpc::CallbackServerContext* context, const v1::GetStatsRequest* request,
     v1::GetStatsResponse* response) {
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.GetStats");
+  if (!caller.ok()) return Reject(context, caller.status());
   return RunOnExecutor(context, "GetStats", [this, response]() -> absl::Status {
     const absl::Time now = clock_->Now();
     absl::StatusOr<std::vector<QueueStats>> queues =

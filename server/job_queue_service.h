@@ -1,10 +1,13 @@
 // The adjutant.v1.JobQueue gRPC service (callback API).
 //
-// Each handler validates its request on the reaction thread (cheap, no I/O;
-// server/validation.h) and rejects bad input at once with INVALID_ARGUMENT,
-// before anything is touched. Everything else — every store call — runs on
-// the Executor, which finishes the RPC. No handler ever blocks a gRPC
-// thread: a long-polling Dequeue parks in the LongPollRegistry.
+// Each handler first checks the caller's token and role when the server
+// checks tokens (SetAuthorizer, server/auth.h): UNAUTHENTICATED or
+// PERMISSION_DENIED before anything else. Then it validates its request on
+// the reaction thread (cheap, no I/O; server/validation.h) and rejects bad
+// input at once with INVALID_ARGUMENT, before anything is touched. Everything
+// else — every store call — runs on the Executor, which finishes the RPC. No
+// handler ever blocks a gRPC thread: a long-polling Dequeue parks in the
+// LongPollRegistry.
 //
 // After each store write the service tells the registry what became
 // available (waking long-polls), and calls the JobFinishedHook for cron jobs
@@ -20,6 +23,7 @@
 #include "adjutant/v1/job_queue.grpc.pb.h"
 #include "scheduler/clock.h"
 #include "scheduler/scheduler.h"
+#include "server/auth.h"
 #include "server/executor.h"
 #include "server/long_poll.h"
 #include "server/validation.h"
@@ -85,6 +89,11 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   // service. REQUIRES: called before the service serves any call (the
   // server calls it while it assembles itself).
   void SetScheduler(Scheduler* scheduler) { scheduler_ = scheduler; }
+  // Makes every call carry a token allowed to call its RPC (server/auth.h),
+  // checked before anything else. Not owned; must outlive the service; null
+  // (the default) allows every call. REQUIRES: called before the service
+  // serves any call.
+  void SetAuthorizer(const Authorizer* authorizer) { authorizer_ = authorizer; }
 
  private:
   class DequeueCall;
@@ -106,6 +115,8 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   const JobFinishedHook on_cron_job_finished_;
   // Set once before serving (SetScheduler), read-only after.
   Scheduler* scheduler_ = nullptr;
+  // Set once before serving (SetAuthorizer), read-only after.
+  const Authorizer* authorizer_ = nullptr;
 };
 
 }  // namespace adjutant

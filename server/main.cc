@@ -13,12 +13,15 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "scheduler/clock.h"
+#include "server/auth.h"
 #include "server/daemon_config.h"
 #include "server/server.h"
 #include "server/service_notifier.h"
 #include "server/store_notifier.h"
+#include "server/tls.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/sinks/stdout_sinks.h"
 #include "spdlog/spdlog.h"
@@ -54,6 +57,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (flags.check_config) {
+    if (!flags.auth_tokens.empty()) {
+      if (auto warning =
+              adjutant::TokenFilePermissionWarning(flags.auth_tokens)) {
+        std::fprintf(stderr, "adjutantd: warning: %s\n", warning->c_str());
+      }
+    }
     std::printf("configuration OK\n");
     return 0;
   }
@@ -86,6 +95,50 @@ int main(int argc, char** argv) {
     spdlog::set_default_logger(spdlog::stderr_color_mt("adjutantd"));
   }
   spdlog::set_level(spdlog::level::from_str(flags.log_level));
+
+  // Access control: TLS credentials and the token file (both checked by
+  // ValidateDaemonConfig; checked again here, as they are read).
+  {
+    auto credentials = adjutant::MakeServerCredentials(
+        {flags.tls_cert, flags.tls_key, flags.tls_client_ca});
+    if (!credentials.ok()) {
+      spdlog::critical("{}", std::string(credentials.status().message()));
+      return 2;
+    }
+    config.credentials = *std::move(credentials);
+    if (!flags.tls_cert.empty()) {
+      spdlog::info("TLS with {}{}", flags.tls_cert,
+                   flags.tls_client_ca.empty()
+                       ? ""
+                       : "; client certificates required (--tls-client-ca)");
+    }
+    if (!flags.auth_tokens.empty()) {
+      auto authorizer = adjutant::Authorizer::FromFile(flags.auth_tokens);
+      if (!authorizer.ok()) {
+        spdlog::critical("--auth-tokens: {}",
+                         std::string(authorizer.status().message()));
+        return 2;
+      }
+      if (auto warning =
+              adjutant::TokenFilePermissionWarning(flags.auth_tokens)) {
+        spdlog::warn("{}", *warning);
+      }
+      spdlog::info("tokens checked: {}",
+                   absl::StrJoin((*authorizer)->names(), ", "));
+      if (flags.tls_cert.empty() &&
+          !adjutant::IsLoopbackListenAddress(flags.listen)) {
+        spdlog::warn(
+            "bearer tokens cross the network in clear text: serve TLS with "
+            "--tls-cert and --tls-key");
+      }
+      config.authorizer = *std::move(authorizer);
+    } else if (flags.insecure &&
+               !adjutant::IsLoopbackListenAddress(flags.listen) &&
+               flags.tls_client_ca.empty()) {
+      spdlog::warn("--insecure: serving {} to anyone who connects",
+                   flags.listen);
+    }
+  }
 
   adjutant::Clock* clock = adjutant::RealClock();
   std::unique_ptr<adjutant::Clock> offset_clock;

@@ -271,6 +271,9 @@ grpc::ServerUnaryReactor* SchedulerService::RunOnExecutor(
 grpc::ServerUnaryReactor* SchedulerService::RegisterCron(
     grpc::CallbackServerContext* context,
     const v1::RegisterCronRequest* request, v1::Cron* response) {
+  absl::StatusOr<Caller> caller = AuthorizeCall(
+      authorizer_, *context, "adjutant.v1.Scheduler.RegisterCron");
+  if (!caller.ok()) return Reject(context, caller.status());
   absl::StatusOr<CronDefinition> definition =
       ValidateRegisterCron(*request, limits_);
   if (!definition.ok()) return Reject(context, definition.status());
@@ -289,6 +292,9 @@ grpc::ServerUnaryReactor* SchedulerService::UnregisterCron(
     grpc::CallbackServerContext* context,
     const v1::UnregisterCronRequest* request,
     v1::UnregisterCronResponse* response) {
+  absl::StatusOr<Caller> caller = AuthorizeCall(
+      authorizer_, *context, "adjutant.v1.Scheduler.UnregisterCron");
+  if (!caller.ok()) return Reject(context, caller.status());
   if (absl::Status s = ValidateCronName(request->name()); !s.ok()) {
     return Reject(context, s);
   }
@@ -300,6 +306,9 @@ grpc::ServerUnaryReactor* SchedulerService::UnregisterCron(
 grpc::ServerUnaryReactor* SchedulerService::GetCron(
     grpc::CallbackServerContext* context, const v1::GetCronRequest* request,
     v1::Cron* response) {
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(authorizer_, *context, "adjutant.v1.Scheduler.GetCron");
+  if (!caller.ok()) return Reject(context, caller.status());
   if (absl::Status s = ValidateCronName(request->name()); !s.ok()) {
     return Reject(context, s);
   }
@@ -315,6 +324,9 @@ grpc::ServerUnaryReactor* SchedulerService::GetCron(
 grpc::ServerUnaryReactor* SchedulerService::ListCrons(
     grpc::CallbackServerContext* context, const v1::ListCronsRequest* request,
     v1::ListCronsResponse* response) {
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(authorizer_, *context, "adjutant.v1.Scheduler.ListCrons");
+  if (!caller.ok()) return Reject(context, caller.status());
   absl::StatusOr<int> page_size = ValidateListCrons(*request);
   if (!page_size.ok()) return Reject(context, page_size.status());
   return RunOnExecutor(
@@ -334,6 +346,9 @@ grpc::ServerUnaryReactor* SchedulerService::ListCrons(
 grpc::ServerUnaryReactor* SchedulerService::PreviewCron(
     grpc::CallbackServerContext* context, const v1::PreviewCronRequest* request,
     v1::PreviewCronResponse* response) {
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(authorizer_, *context, "adjutant.v1.Scheduler.PreviewCron");
+  if (!caller.ok()) return Reject(context, caller.status());
   absl::StatusOr<PreviewArgs> args = ValidatePreviewCron(*request);
   if (!args.ok()) return Reject(context, args.status());
   return RunOnExecutor(
@@ -356,6 +371,9 @@ grpc::ServerUnaryReactor* SchedulerService::PreviewCron(
 grpc::ServerUnaryReactor* SchedulerService::SetLeadership(
     grpc::CallbackServerContext* context,
     const v1::SetLeadershipRequest* request, v1::Leadership* response) {
+  absl::StatusOr<Caller> caller = AuthorizeCall(
+      authorizer_, *context, "adjutant.v1.Scheduler.SetLeadership");
+  if (!caller.ok()) return Reject(context, caller.status());
   absl::StatusOr<absl::Duration> ttl = ValidateSetLeadership(*request);
   if (!ttl.ok()) return Reject(context, ttl.status());
   // The TTL counts from now, the grant's arrival: the executor's queue, the
@@ -364,10 +382,15 @@ grpc::ServerUnaryReactor* SchedulerService::SetLeadership(
   return RunOnExecutor(
       context, "SetLeadership",
       [this, leader = request->leader(), term = request->term(), ttl = *ttl,
-       granted_at, response]() -> absl::Status {
+       granted_at, response, by = caller->name]() -> absl::Status {
         absl::StatusOr<LeadershipState> state =
             scheduler_->SetLeadership(leader, term, ttl, granted_at);
         if (!state.ok()) return state.status();
+        // With tokens checked, say who: the scheduler's own line says what.
+        if (!by.empty()) {
+          spdlog::info("leadership set by {}: leader={} term={}", by, leader,
+                       term);
+        }
         ToProto(*state, response);
         return absl::OkStatus();
       });
@@ -376,6 +399,9 @@ grpc::ServerUnaryReactor* SchedulerService::SetLeadership(
 grpc::ServerUnaryReactor* SchedulerService::GetLeadership(
     grpc::CallbackServerContext* context,
     const v1::GetLeadershipRequest* request, v1::Leadership* response) {
+  absl::StatusOr<Caller> caller = AuthorizeCall(
+      authorizer_, *context, "adjutant.v1.Scheduler.GetLeadership");
+  if (!caller.ok()) return Reject(context, caller.status());
   return RunOnExecutor(
       context, "GetLeadership", [this, response]() -> absl::Status {
         absl::StatusOr<LeadershipState> state = scheduler_->GetLeadership();

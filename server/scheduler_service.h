@@ -1,11 +1,14 @@
 // The adjutant.v1.Scheduler gRPC service (callback API): cron schedules and
 // this instance's leadership, over the Scheduler (scheduler/scheduler.h).
 //
-// Each handler validates its request on the reaction thread (cheap, no I/O)
-// and rejects bad input at once with INVALID_ARGUMENT naming the field, so a
-// rejected request changes nothing. Everything that touches the store (and
-// PreviewCron's arithmetic, which may be long for count = 1000) runs on the
-// Executor, which finishes the call: no handler blocks a gRPC thread.
+// Each handler first checks the caller's token and role when the server
+// checks tokens (SetAuthorizer, server/auth.h): UNAUTHENTICATED or
+// PERMISSION_DENIED before anything else. Then it validates its request on
+// the reaction thread (cheap, no I/O) and rejects bad input at once with
+// INVALID_ARGUMENT naming the field, so a rejected request changes nothing.
+// Everything that touches the store (and PreviewCron's arithmetic, which may be
+// long for count = 1000) runs on the Executor, which finishes the call: no
+// handler blocks a gRPC thread.
 #ifndef ADJUTANT_SERVER_SCHEDULER_SERVICE_H_
 #define ADJUTANT_SERVER_SCHEDULER_SERVICE_H_
 
@@ -22,6 +25,7 @@
 #include "adjutant/v1/scheduler.grpc.pb.h"
 #include "scheduler/clock.h"
 #include "scheduler/scheduler.h"
+#include "server/auth.h"
 #include "server/executor.h"
 #include "server/validation.h"
 #include "storage/job.h"
@@ -116,6 +120,12 @@ class SchedulerService final : public v1::Scheduler::CallbackService {
       const v1::GetLeadershipRequest* request,
       v1::Leadership* response) override;
 
+  // Makes every call carry a token allowed to call its RPC (server/auth.h),
+  // checked before anything else. Not owned; must outlive the service; null
+  // (the default) allows every call. REQUIRES: called before the service
+  // serves any call.
+  void SetAuthorizer(const Authorizer* authorizer) { authorizer_ = authorizer; }
+
  private:
   // Finishes the call at once with `status` (a validation failure).
   grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* context,
@@ -130,6 +140,8 @@ class SchedulerService final : public v1::Scheduler::CallbackService {
   Clock* const clock_;
   Executor* const executor_;
   const RequestLimits limits_;
+  // Set once before serving (SetAuthorizer), read-only after.
+  const Authorizer* authorizer_ = nullptr;
 };
 
 }  // namespace adjutant

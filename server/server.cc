@@ -68,6 +68,8 @@ AdjutantServer::AdjutantServer(AdjutantServerConfig config,
   scheduler_service_ = std::make_unique<SchedulerService>(
       scheduler_.get(), clock_, executor_.get(), config_.limits);
   job_queue_service_->SetScheduler(scheduler_.get());
+  job_queue_service_->SetAuthorizer(config_.authorizer.get());
+  scheduler_service_->SetAuthorizer(config_.authorizer.get());
 }
 
 AdjutantServer::~AdjutantServer() { Shutdown(); }
@@ -78,7 +80,10 @@ absl::Status AdjutantServer::Start() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config_.listen_address,
-                           grpc::InsecureServerCredentials(), &port_);
+                           config_.credentials != nullptr
+                               ? config_.credentials
+                               : grpc::InsecureServerCredentials(),
+                           &port_);
   // Without this, Linux lets a second daemon bind the same port and steal
   // half the connections; we want a clear failure instead.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);

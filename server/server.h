@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "scheduler/clock.h"
 #include "scheduler/scheduler.h"
+#include "server/auth.h"
 #include "server/executor.h"
 #include "server/job_queue_service.h"
 #include "server/long_poll.h"
@@ -60,6 +61,15 @@ struct AdjutantServerConfig {
   // The server overrides default_max_attempts with limits' and sets
   // on_job_fired.
   SchedulerConfig scheduler;
+
+  // Access control. The credentials the port is served with
+  // (MakeServerCredentials in server/tls.h: --tls-cert, --tls-key,
+  // --tls-client-ca). Default (null): plaintext.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  // The bearer tokens every adjutant.v1 call must carry (server/auth.h;
+  // --auth-tokens). Health and reflection stay open. Default (null): tokens
+  // are not checked and every call is allowed.
+  std::shared_ptr<const Authorizer> authorizer;
 };
 
 // Thread-safe, except that Start() and Shutdown() are called by one owner

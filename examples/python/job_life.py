@@ -26,6 +26,14 @@ def load_stubs():
     sys.path.insert(0, out)
 
 
+def call_metadata():
+    """The metadata to send with every call: "authorization: Bearer TOKEN"
+    when $ADJUTANT_TOKEN is set (for an adjutantd started with
+    --auth-tokens), else nothing."""
+    token = os.environ.get("ADJUTANT_TOKEN")
+    return (("authorization", "Bearer " + token),) if token else ()
+
+
 def main():
     target = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:50051"
     load_stubs()

@@ -11,7 +11,9 @@ with a job it cannot process.
 
 Prints one line "enqueued <job_id> <payload>" per job, then
 "enqueued <N> jobs to queue <queue>". A bad flag exits 2, an RPC error
-exits 1, both with a message on stderr naming the cause.
+exits 1, both with a message on stderr naming the cause. With
+$ADJUTANT_TOKEN set, every call carries it as "authorization: Bearer" (for
+an adjutantd started with --auth-tokens; the token needs the producer role).
 
 The stubs are generated from proto/ by protoc with Debian's
 grpc_python_plugin (see job_life.py); only Debian's python3-grpcio and
@@ -23,7 +25,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from job_life import load_stubs  # noqa: E402
+from job_life import call_metadata, load_stubs  # noqa: E402
 
 RPC_TIMEOUT_SECONDS = 30  # a guard against a hung daemon, not a pace
 
@@ -61,6 +63,7 @@ def main(argv):
     from adjutant.v1 import job_queue_pb2 as pb
     from adjutant.v1 import job_queue_pb2_grpc as rpc
 
+    metadata = call_metadata()  # $ADJUTANT_TOKEN, if set
     with grpc.insecure_channel(args.server) as channel:
         queue = rpc.JobQueueStub(channel)
         for i in range(args.count):
@@ -71,7 +74,7 @@ def main(argv):
                     pb.EnqueueRequest(queue=args.queue, job_type=args.job_type,
                                       payload=payload.encode("utf-8"),
                                       max_attempts=args.max_attempts),
-                    timeout=RPC_TIMEOUT_SECONDS)
+                    timeout=RPC_TIMEOUT_SECONDS, metadata=metadata)
             except grpc.RpcError as e:
                 print("producer: Enqueue of job %d failed: %s: %s"
                       % (i, e.code().name, e.details()), file=sys.stderr)

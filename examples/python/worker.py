@@ -19,6 +19,9 @@ prints one line per job ("acked <job_id> attempt <k> n=<n> result=<n*n>" or
 "nacked <job_id> attempt <k> dead|retry: <error>") and a closing line
 "worker: <N> jobs, <A> acked, <K> nacked". A bad flag exits 2; an RPC error
 other than a lost lease exits 1 with the gRPC code and message on stderr.
+With $ADJUTANT_TOKEN set, every call carries it as "authorization: Bearer"
+(for an adjutantd started with --auth-tokens; the token needs the worker
+role).
 """
 import argparse
 import json
@@ -28,7 +31,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from job_life import load_stubs  # noqa: E402
+from job_life import call_metadata, load_stubs  # noqa: E402
 
 RPC_TIMEOUT_SECONDS = 30  # a guard against a hung daemon, not a pace
 
@@ -110,6 +113,7 @@ def main(argv):
         return 1
 
     handled = acked = nacked = 0
+    metadata = call_metadata()  # $ADJUTANT_TOKEN, if set
     with grpc.insecure_channel(args.server) as channel:
         queue = rpc.JobQueueStub(channel)
         idle_since = time.monotonic()
@@ -131,7 +135,8 @@ def main(argv):
                         lease_duration=duration_pb2.Duration(seconds=args.lease),
                         wait=duration_pb2.Duration(
                             seconds=int(wait), nanos=int(wait % 1 * 1e9))),
-                    timeout=wait + RPC_TIMEOUT_SECONDS).jobs
+                    timeout=wait + RPC_TIMEOUT_SECONDS,
+                    metadata=metadata).jobs
             except grpc.RpcError as e:
                 return fail("Dequeue", e)
             if leased:
@@ -145,7 +150,7 @@ def main(argv):
                             job_id=job.job_id, lease_token=lj.lease_token,
                             error="worker stopping",
                             retry_after=duration_pb2.Duration(seconds=0)),
-                            timeout=RPC_TIMEOUT_SECONDS)
+                            timeout=RPC_TIMEOUT_SECONDS, metadata=metadata)
                     except grpc.RpcError:
                         pass  # the lease expires on its own
                     continue
@@ -162,7 +167,7 @@ def main(argv):
                         queue.Nack(pb.NackRequest(job_id=job.job_id,
                                                   lease_token=lj.lease_token,
                                                   error=str(e), dead=dead),
-                                   timeout=RPC_TIMEOUT_SECONDS)
+                                   timeout=RPC_TIMEOUT_SECONDS, metadata=metadata)
                     except grpc.RpcError as nack_error:
                         if nack_error.code() != grpc.StatusCode.FAILED_PRECONDITION:
                             return fail("Nack", nack_error)
@@ -176,7 +181,7 @@ def main(argv):
                 try:
                     queue.Ack(pb.AckRequest(job_id=job.job_id,
                                             lease_token=lj.lease_token),
-                              timeout=RPC_TIMEOUT_SECONDS)
+                              timeout=RPC_TIMEOUT_SECONDS, metadata=metadata)
                 except grpc.RpcError as e:
                     # FAILED_PRECONDITION: the job was cancelled or the lease
                     # expired and another worker may hold it now.

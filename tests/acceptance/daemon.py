@@ -64,8 +64,12 @@ class Daemon:
     exit."""
 
     def __init__(self, binary, db, workdir, clock_offset_seconds=0, extra=(),
-                 env=None):
+                 channel_credentials=None, log_level="warn", env=None):
+        """`channel_credentials`: grpc.ssl_channel_credentials(...) for a
+        daemon serving TLS; None for plaintext."""
         self.binary = binary
+        self.log_level = log_level
+        self.channel_credentials = channel_credentials
         self.db = db
         self.workdir = workdir
         self.clock_offset_seconds = clock_offset_seconds
@@ -85,7 +89,7 @@ class Daemon:
         port_file = tempfile.mktemp(prefix="port-", dir=self.workdir)
         self.port_file = port_file
         args = [self.binary, "--listen", "127.0.0.1:0", "--db", self.db,
-                "--port-file", port_file, "--log-level", "warn"]
+                "--port-file", port_file, "--log-level", self.log_level]
         if self.clock_offset_seconds:
             args += ["--clock-offset-for-test", "%ds" % self.clock_offset_seconds]
         self.log = open(os.path.join(self.workdir, "adjutantd-%d.log" % time.monotonic_ns()), "w")
@@ -109,7 +113,11 @@ class Daemon:
                 return None
 
         self.port = int(wait_for(ready, what="adjutantd to listen"))
-        self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.port)
+        target = "127.0.0.1:%d" % self.port
+        if self.channel_credentials is not None:
+            self.channel = grpc.secure_channel(target, self.channel_credentials)
+        else:
+            self.channel = grpc.insecure_channel(target)
         grpc.channel_ready_future(self.channel).result(timeout=10)
         return self
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/server.h"
@@ -18,6 +19,7 @@
 namespace adjutant {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 class DaemonConfigTest : public ::testing::Test {
@@ -165,6 +167,96 @@ TEST_F(DaemonConfigTest, ValidateOtherFields) {
   config.clock_offset_for_test = "";
   config.port_file = dir_ + "/missing/port";
   EXPECT_THAT(ValidateDaemonConfig(config).message(), HasSubstr("--port-file"));
+}
+
+TEST_F(DaemonConfigTest, AccessControlFlags) {
+  const std::string tokens =
+      WriteFile("tokens", "ops admin admin-token-0123456789\n");
+  SetEnv("ADJUTANT_AUTH_TOKENS", tokens);
+  DaemonConfig config;
+  ASSERT_EQ(Parse({"--tls-cert", "c.pem", "--tls-key", "k.pem",
+                   "--tls-client-ca", "ca.pem", "--insecure"},
+                  &config),
+            -1);
+  EXPECT_EQ(config.tls_cert, "c.pem");
+  EXPECT_EQ(config.tls_key, "k.pem");
+  EXPECT_EQ(config.tls_client_ca, "ca.pem");
+  EXPECT_EQ(config.auth_tokens, tokens);
+  EXPECT_TRUE(config.insecure);
+  const DaemonConfig defaults;
+  EXPECT_EQ(defaults.tls_cert, "");
+  EXPECT_EQ(defaults.auth_tokens, "");
+  EXPECT_FALSE(defaults.insecure);
+}
+
+TEST_F(DaemonConfigTest, LoopbackAddresses) {
+  for (const char* listen :
+       {"127.0.0.1:50051", "127.1.2.3:0", "localhost:50051", "LOCALHOST:1",
+        "[::1]:50051", "::1:50051", "[::ffff:127.0.0.1]:1", "unix:/run/a.sock",
+        "unix-abstract:adjutant"}) {
+    EXPECT_TRUE(IsLoopbackListenAddress(listen)) << listen;
+  }
+  for (const char* listen :
+       {"0.0.0.0:50051", "[::]:50051", ":50051", "10.0.0.1:50051",
+        "128.0.0.1:1", "example.com:50051", "[::2]:1", "[::ffff:10.0.0.1]:1",
+        "localhost.example.com:1", "nocolon"}) {
+    EXPECT_FALSE(IsLoopbackListenAddress(listen)) << listen;
+  }
+}
+
+TEST_F(DaemonConfigTest, APublicAddressNeedsAuthenticationOrInsecure) {
+  DaemonConfig config;
+  config.db = ":memory:";
+  config.listen = "0.0.0.0:0";
+  absl::Status status = ValidateDaemonConfig(config);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(),
+              AllOf(HasSubstr("--listen: '0.0.0.0:0'"),
+                    HasSubstr("--auth-tokens"), HasSubstr("--insecure")));
+  config.listen = "[::]:50051";
+  EXPECT_THAT(ValidateDaemonConfig(config).message(), HasSubstr("--listen"));
+
+  config.insecure = true;
+  EXPECT_TRUE(ValidateDaemonConfig(config).ok());
+  config.insecure = false;
+  config.auth_tokens =
+      WriteFile("tokens", "ops admin admin-token-0123456789\n");
+  EXPECT_TRUE(ValidateDaemonConfig(config).ok());
+  config.listen = "127.0.0.1:0";
+  config.auth_tokens = "";
+  EXPECT_TRUE(ValidateDaemonConfig(config).ok());
+}
+
+TEST_F(DaemonConfigTest, ABadTokenFileIsNamedWithItsLine) {
+  DaemonConfig config;
+  config.db = ":memory:";
+  config.auth_tokens =
+      WriteFile("tokens",
+                "ops admin admin-token-0123456789\nweb janitor "
+                "web-token-0123456789\n");
+  absl::Status status = ValidateDaemonConfig(config);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(),
+              HasSubstr(absl::StrCat("--auth-tokens: ", config.auth_tokens,
+                                     ":2: unknown role 'janitor'")));
+  config.auth_tokens = dir_ + "/missing";
+  EXPECT_THAT(ValidateDaemonConfig(config).message(),
+              HasSubstr("--auth-tokens: " + dir_ + "/missing"));
+}
+
+TEST_F(DaemonConfigTest, TlsFlagsAreChecked) {
+  DaemonConfig config;
+  config.db = ":memory:";
+  config.tls_cert = dir_ + "/server.crt";
+  EXPECT_THAT(ValidateDaemonConfig(config).message(),
+              HasSubstr("--tls-cert: given without --tls-key"));
+  config.tls_key = dir_ + "/server.key";
+  EXPECT_THAT(ValidateDaemonConfig(config).message(),
+              HasSubstr("--tls-cert: cannot read"));
+  config.tls_cert = config.tls_key = "";
+  config.tls_client_ca = dir_ + "/ca.crt";
+  EXPECT_THAT(ValidateDaemonConfig(config).message(),
+              HasSubstr("--tls-client-ca: requires --tls-cert"));
 }
 
 TEST(JsonLogFormatterTest, EscapesTheMessage) {
