@@ -155,7 +155,7 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
           Finish(grpc::Status::CANCELLED);
           return;
         case LongPollRegistry::ParkResult::kShuttingDown:
-          Finish(grpc::Status::OK);
+          ShutDown();
           return;
       }
     }
@@ -167,6 +167,7 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
     service_->executor_->Schedule([this] { Attempt(); });
   }
   void Expire() override { Finish(grpc::Status::OK); }
+  void ShutDown() override { Finish(ToGrpcStatus(ShuttingDownError())); }
 
   // grpc::ServerUnaryReactor.
   void OnCancel() override {
@@ -222,6 +223,7 @@ grpc::ServerUnaryReactor* JobQueueService::RunOnExecutor(
 grpc::ServerUnaryReactor* JobQueueService::Enqueue(
     grpc::CallbackServerContext* context, const v1::EnqueueRequest* request,
     v1::EnqueueResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<NewJob> job = ValidateEnqueue(*request, limits_);
   if (!job.ok()) return Reject(context, job.status());
   return RunOnExecutor(
@@ -243,6 +245,7 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
     grpc::CallbackServerContext* context,
     const v1::EnqueueBatchRequest* request,
     v1::EnqueueBatchResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<std::vector<NewJob>> jobs =
       ValidateEnqueueBatch(*request, limits_);
   if (!jobs.ok()) return Reject(context, jobs.status());
@@ -280,6 +283,7 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
 grpc::ServerUnaryReactor* JobQueueService::Dequeue(
     grpc::CallbackServerContext* context, const v1::DequeueRequest* request,
     v1::DequeueResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<DequeueArgs> args = ValidateDequeue(*request, limits_);
   if (!args.ok()) return Reject(context, args.status());
   const absl::Duration deadline = clock_->Monotonic() + args->wait;
@@ -291,6 +295,7 @@ grpc::ServerUnaryReactor* JobQueueService::Dequeue(
 grpc::ServerUnaryReactor* JobQueueService::Ack(
     grpc::CallbackServerContext* context, const v1::AckRequest* request,
     v1::AckResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   if (absl::Status s = ValidateAck(*request); !s.ok()) {
     return Reject(context, s);
   }
@@ -309,6 +314,7 @@ grpc::ServerUnaryReactor* JobQueueService::Ack(
 grpc::ServerUnaryReactor* JobQueueService::Nack(
     grpc::CallbackServerContext* context, const v1::NackRequest* request,
     v1::NackResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<NackOptions> options = ValidateNack(*request);
   if (!options.ok()) return Reject(context, options.status());
   return RunOnExecutor(
@@ -330,6 +336,7 @@ grpc::ServerUnaryReactor* JobQueueService::Nack(
 grpc::ServerUnaryReactor* JobQueueService::ExtendLease(
     grpc::CallbackServerContext* context, const v1::ExtendLeaseRequest* request,
     v1::ExtendLeaseResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<absl::Duration> lease_duration = ValidateExtendLease(*request);
   if (!lease_duration.ok()) return Reject(context, lease_duration.status());
   return RunOnExecutor(
@@ -350,6 +357,7 @@ grpc::ServerUnaryReactor* JobQueueService::ExtendLease(
 grpc::ServerUnaryReactor* JobQueueService::GetJob(
     grpc::CallbackServerContext* context, const v1::GetJobRequest* request,
     v1::Job* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   if (absl::Status s = ValidateJobId(request->job_id()); !s.ok()) {
     return Reject(context, s);
   }
@@ -365,6 +373,7 @@ grpc::ServerUnaryReactor* JobQueueService::GetJob(
 grpc::ServerUnaryReactor* JobQueueService::CancelJob(
     grpc::CallbackServerContext* context, const v1::CancelJobRequest* request,
     v1::Job* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   if (absl::Status s = ValidateJobId(request->job_id()); !s.ok()) {
     return Reject(context, s);
   }
@@ -382,6 +391,7 @@ grpc::ServerUnaryReactor* JobQueueService::CancelJob(
 grpc::ServerUnaryReactor* JobQueueService::RequeueJob(
     grpc::CallbackServerContext* context, const v1::RequeueJobRequest* request,
     v1::Job* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   if (absl::Status s = ValidateJobId(request->job_id()); !s.ok()) {
     return Reject(context, s);
   }
@@ -399,6 +409,7 @@ grpc::ServerUnaryReactor* JobQueueService::RequeueJob(
 grpc::ServerUnaryReactor* JobQueueService::ListJobs(
     grpc::CallbackServerContext* context, const v1::ListJobsRequest* request,
     v1::ListJobsResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<ListJobsArgs> args = ValidateListJobs(*request);
   if (!args.ok()) return Reject(context, args.status());
   return RunOnExecutor(
@@ -416,6 +427,7 @@ grpc::ServerUnaryReactor* JobQueueService::ListJobs(
 grpc::ServerUnaryReactor* JobQueueService::GetStats(
     grpc::CallbackServerContext* context, const v1::GetStatsRequest* request,
     v1::GetStatsResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   return RunOnExecutor(context, "GetStats", [this, response]() -> absl::Status {
     const absl::Time now = clock_->Now();
     absl::StatusOr<std::vector<QueueStats>> queues =

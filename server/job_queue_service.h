@@ -14,6 +14,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <functional>
 
 #include "absl/status/status.h"
@@ -86,6 +87,12 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   // server calls it while it assembles itself).
   void SetScheduler(Scheduler* scheduler) { scheduler_ = scheduler; }
 
+  // From now on every new call is answered UNAVAILABLE (ShuttingDownError)
+  // at once, without touching the store; calls already running finish.
+  // AdjutantServer::Shutdown() calls it before gRPC's own shutdown, which
+  // then refuses calls at the transport. Thread-safe; cannot be undone.
+  void RefuseNewCalls() { refusing_new_calls_.store(true); }
+
  private:
   class DequeueCall;
 
@@ -106,6 +113,8 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   const JobFinishedHook on_cron_job_finished_;
   // Set once before serving (SetScheduler), read-only after.
   Scheduler* scheduler_ = nullptr;
+  // Set by RefuseNewCalls().
+  std::atomic<bool> refusing_new_calls_{false};
 };
 
 }  // namespace adjutant

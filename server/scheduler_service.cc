@@ -271,6 +271,7 @@ grpc::ServerUnaryReactor* SchedulerService::RunOnExecutor(
 grpc::ServerUnaryReactor* SchedulerService::RegisterCron(
     grpc::CallbackServerContext* context,
     const v1::RegisterCronRequest* request, v1::Cron* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<CronDefinition> definition =
       ValidateRegisterCron(*request, limits_);
   if (!definition.ok()) return Reject(context, definition.status());
@@ -289,6 +290,7 @@ grpc::ServerUnaryReactor* SchedulerService::UnregisterCron(
     grpc::CallbackServerContext* context,
     const v1::UnregisterCronRequest* request,
     v1::UnregisterCronResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   if (absl::Status s = ValidateCronName(request->name()); !s.ok()) {
     return Reject(context, s);
   }
@@ -300,6 +302,7 @@ grpc::ServerUnaryReactor* SchedulerService::UnregisterCron(
 grpc::ServerUnaryReactor* SchedulerService::GetCron(
     grpc::CallbackServerContext* context, const v1::GetCronRequest* request,
     v1::Cron* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   if (absl::Status s = ValidateCronName(request->name()); !s.ok()) {
     return Reject(context, s);
   }
@@ -315,6 +318,7 @@ grpc::ServerUnaryReactor* SchedulerService::GetCron(
 grpc::ServerUnaryReactor* SchedulerService::ListCrons(
     grpc::CallbackServerContext* context, const v1::ListCronsRequest* request,
     v1::ListCronsResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<int> page_size = ValidateListCrons(*request);
   if (!page_size.ok()) return Reject(context, page_size.status());
   return RunOnExecutor(
@@ -334,6 +338,7 @@ grpc::ServerUnaryReactor* SchedulerService::ListCrons(
 grpc::ServerUnaryReactor* SchedulerService::PreviewCron(
     grpc::CallbackServerContext* context, const v1::PreviewCronRequest* request,
     v1::PreviewCronResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<PreviewArgs> args = ValidatePreviewCron(*request);
   if (!args.ok()) return Reject(context, args.status());
   return RunOnExecutor(
@@ -356,6 +361,7 @@ grpc::ServerUnaryReactor* SchedulerService::PreviewCron(
 grpc::ServerUnaryReactor* SchedulerService::SetLeadership(
     grpc::CallbackServerContext* context,
     const v1::SetLeadershipRequest* request, v1::Leadership* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<absl::Duration> ttl = ValidateSetLeadership(*request);
   if (!ttl.ok()) return Reject(context, ttl.status());
   // The TTL counts from now, the grant's arrival: the executor's queue, the
@@ -376,6 +382,7 @@ grpc::ServerUnaryReactor* SchedulerService::SetLeadership(
 grpc::ServerUnaryReactor* SchedulerService::GetLeadership(
     grpc::CallbackServerContext* context,
     const v1::GetLeadershipRequest* request, v1::Leadership* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   return RunOnExecutor(
       context, "GetLeadership", [this, response]() -> absl::Status {
         absl::StatusOr<LeadershipState> state = scheduler_->GetLeadership();

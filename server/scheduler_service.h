@@ -11,6 +11,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <functional>
 #include <optional>
 #include <string>
@@ -116,6 +117,12 @@ class SchedulerService final : public v1::Scheduler::CallbackService {
       const v1::GetLeadershipRequest* request,
       v1::Leadership* response) override;
 
+  // From now on every new call is answered UNAVAILABLE (ShuttingDownError)
+  // at once, without touching the store; calls already running finish.
+  // AdjutantServer::Shutdown() calls it before gRPC's own shutdown, which
+  // then refuses calls at the transport. Thread-safe; cannot be undone.
+  void RefuseNewCalls() { refusing_new_calls_.store(true); }
+
  private:
   // Finishes the call at once with `status` (a validation failure).
   grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* context,
@@ -130,6 +137,8 @@ class SchedulerService final : public v1::Scheduler::CallbackService {
   Clock* const clock_;
   Executor* const executor_;
   const RequestLimits limits_;
+  // Set by RefuseNewCalls().
+  std::atomic<bool> refusing_new_calls_{false};
 };
 
 }  // namespace adjutant

@@ -48,6 +48,7 @@ class FaultyJobStore final : public JobStore {
   std::function<void()> on_due_crons;
   std::function<void()> on_apply_transition;
   std::function<void()> on_prune_finished_jobs;
+  std::function<void()> on_enqueue;
 
   absl::Status Ping() override { return base_->Ping(); }
   absl::StatusOr<std::vector<QueueStats>> QueueStatistics(
@@ -64,6 +65,7 @@ class FaultyJobStore final : public JobStore {
   }
   absl::StatusOr<std::vector<EnqueueResult>> Enqueue(
       const std::vector<NewJob>& jobs, absl::Time now) override {
+    if (on_enqueue) on_enqueue();
     return base_->Enqueue(jobs, now);
   }
   absl::StatusOr<std::vector<Lease>> Dequeue(const DequeueOptions& options,
