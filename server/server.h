@@ -6,6 +6,9 @@
 // The cron Scheduler (issue 3) lives here too: its jobs wake the long-polls
 // of their queue, the end of a job it fired wakes it (a WAIT schedule may be
 // holding a tick), it starts after the gRPC server and stops first.
+//
+// So does the RetentionPruner (server/retention.h), which deletes finished
+// jobs past their retention; it starts with the scheduler and stops with it.
 #ifndef ADJUTANT_SERVER_SERVER_H_
 #define ADJUTANT_SERVER_SERVER_H_
 

@@ -132,7 +132,8 @@ TEST_F(RetentionPrunerTest, RoundsRunAtStartThenEveryIntervalOnTheClock) {
       Finished("a", JobState::kSucceeded, t0 - absl::Minutes(20));
   const std::string old_dead =
       Finished("b", JobState::kDead, t0 - absl::Minutes(20));
-  const std::string dying = Finished("c", JobState::kDead, t0 - absl::Minutes(8));
+  const std::string dying =
+      Finished("c", JobState::kDead, t0 - absl::Minutes(8));
   const std::string fresh = Finished("d", JobState::kCancelled,
                                      t0 - absl::Minutes(4) - absl::Seconds(40));
   const std::string pending = Pending("e", t0 - absl::Hours(100));
