@@ -547,7 +547,10 @@ TEST_F(WorkerTest, AServerShuttingDownMidPollIsRetriedUntilOneAnswers) {
     errors.push_back(status);
   };
   Journal journal;
-  Worker worker(client_.get(), options);
+  // The worker's own client (it outlives the worker); client_ serves as the
+  // producer below.
+  const std::unique_ptr<Client> worker_client = std::move(client_);
+  Worker worker(worker_client.get(), options);
   ASSERT_TRUE(worker
                   .Register("t",
                             [&journal](const JobContext& job) {
@@ -568,7 +571,17 @@ TEST_F(WorkerTest, AServerShuttingDownMidPollIsRetriedUntilOneAnswers) {
   }
   server_.reset();
   ASSERT_NO_FATAL_FAILURE(StartServer(absl::StrCat("127.0.0.1:", port_)));
-  const std::string id = EnqueueJobs("t", 1)[0];
+  // The producer on a connection of its own: the worker's channel waits
+  // out gRPC's reconnect backoff after the drop.
+  ClientOptions producer_options;
+  producer_options.target = absl::StrCat("127.0.0.1:", port_);
+  absl::StatusOr<std::unique_ptr<Client>> producer =
+      Client::Create(producer_options);
+  ASSERT_TRUE(producer.ok()) << producer.status();
+  client_ = *std::move(producer);
+  const std::vector<std::string> ids = EnqueueJobs("t", 1);
+  ASSERT_EQ(ids.size(), 1u);
+  const std::string id = ids[0];
   ASSERT_TRUE(journal.AwaitStarted(1));
   EXPECT_EQ(journal.Runs(id), 1);
   worker.Stop();
