@@ -13,6 +13,12 @@ constexpr int64_t kMaxTimestampSeconds = 253402300799;
 
 }  // namespace
 
+absl::Status ShuttingDownError() {
+  return absl::UnavailableError(
+      "server shutting down; retry (on another server, or on this one once "
+      "it is back)");
+}
+
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),

@@ -17,6 +17,11 @@ namespace adjutant {
 // The codes are the same numbers; the message is kept.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
+// UNAVAILABLE "server shutting down; ...": what a call refused, or a
+// long-poll ended, by a server that is stopping gets, so that the client
+// retries (on another server, or on this one once it is back).
+absl::Status ShuttingDownError();
+
 // Sets `out` to `t`; InfinitePast / InfiniteFuture clear it (unset).
 void ToProto(absl::Time t, google::protobuf::Timestamp* out);
 void ToProto(absl::Duration d, google::protobuf::Duration* out);

@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "server/auth.h"
 #include "server/tls.h"
+#include "server/retention.h"
 #include "server/validation.h"
 #include "spdlog/details/log_msg.h"
 
@@ -117,6 +118,24 @@ void AddOptions(CLI::App& app, DaemonConfig* c) {
   app.add_flag("--insecure", c->insecure,
                "allow a non-loopback --listen without --auth-tokens or "
                "--tls-client-ca (refused otherwise)");
+  app.add_option("--retention", c->retention,
+                 "how long SUCCEEDED and CANCELLED jobs are kept after they "
+                 "finished (e.g. 24h, 90m); 0 keeps them forever")
+      ->capture_default_str();
+  app.add_option("--dead-retention", c->dead_retention,
+                 "how long DEAD jobs are kept after they died (e.g. 168h); 0 "
+                 "keeps them forever")
+      ->capture_default_str();
+  app.add_option("--retention-batch-size", c->retention_batch_size,
+                 "finished jobs deleted per store transaction (small batches "
+                 "never hold the queue up)")
+      ->check(CLI::Range(1, kMaxRetentionBatchSize))
+      ->capture_default_str();
+  app.add_option("--shutdown-timeout", c->shutdown_timeout,
+                 "on SIGTERM, how long in-flight calls may take to finish "
+                 "before they are cancelled (e.g. 20s); waiting long-polls "
+                 "end at once with UNAVAILABLE")
+      ->capture_default_str();
   // Hidden (empty group): test-only.
   app.add_option("--clock-offset-for-test", c->clock_offset_for_test,
                  "shift the wall clock by this duration (e.g. 120s)")
@@ -128,6 +147,24 @@ void AddOptions(CLI::App& app, DaemonConfig* c) {
 bool IsPostgresUri(const std::string& db) {
   return absl::StartsWith(db, "postgresql://") ||
          absl::StartsWith(db, "postgres://");
+}
+
+absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& flag,
+                                                 const std::string& value) {
+  absl::Duration d;
+  if (!absl::ParseDuration(value, &d)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        flag, ": '", value, "' is not a duration (e.g. 24h, 90m, 30s, or 0)"));
+  }
+  if (d < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": '", value, "' is negative"));
+  }
+  if (d == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        flag, ": '", value, "' is infinite; give a finite duration"));
+  }
+  return d;
 }
 
 int ParseDaemonConfig(int argc, const char* const* argv, DaemonConfig* config) {
@@ -225,6 +262,21 @@ absl::Status ValidateDaemonConfig(const DaemonConfig& config) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--port-file: the directory '", dir.string(), "' does not exist"));
     }
+  }
+  for (const auto& [flag, value] :
+       {std::pair<std::string, std::string>{"--retention", config.retention},
+        {"--dead-retention", config.dead_retention},
+        {"--shutdown-timeout", config.shutdown_timeout}}) {
+    if (absl::StatusOr<absl::Duration> d = ParseDurationFlag(flag, value);
+        !d.ok()) {
+      return d.status();
+    }
+  }
+  if (config.retention_batch_size < 1 ||
+      config.retention_batch_size > kMaxRetentionBatchSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--retention-batch-size: ", config.retention_batch_size,
+                     " is outside 1..", kMaxRetentionBatchSize));
   }
   if (!config.clock_offset_for_test.empty()) {
     absl::Duration offset;

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "spdlog/formatter.h"
 
@@ -78,6 +79,22 @@ struct DaemonConfig {
   // authentication (neither --auth-tokens nor --tls-client-ca). Default
   // false: such a configuration is refused.
   bool insecure = false;
+
+  // Retention and shutdown. Durations are absl::ParseDuration strings
+  // ("24h", "90m", "1.5h", "30s").
+  // --retention: how long SUCCEEDED and CANCELLED jobs are kept after they
+  // finished; "0" keeps them forever. Default "24h".
+  std::string retention = "24h";
+  // --dead-retention: how long DEAD jobs are kept after they died; "0"
+  // keeps them forever. Default "168h" (7 days).
+  std::string dead_retention = "168h";
+  // --retention-batch-size: finished jobs deleted per store transaction,
+  // 1..100000. Default 500.
+  int retention_batch_size = 500;
+  // --shutdown-timeout: on SIGTERM, how long in-flight calls may take to
+  // finish before they are cancelled; "0" cancels them at once. Default
+  // "20s".
+  std::string shutdown_timeout = "20s";
 };
 
 // Parses argv (argv[0] is the program name), the ADJUTANT_* environment and
@@ -89,9 +106,10 @@ int ParseDaemonConfig(int argc, const char* const* argv, DaemonConfig* config);
 // Checks what parsing alone cannot: that --db is a valid target (a
 // PostgreSQL URI with something after the scheme, ":memory:", or a file
 // path whose directory exists and which is not itself a directory), that
-// --port-file's directory exists and that --clock-offset-for-test is a
-// duration. Opens nothing and binds nothing. INVALID_ARGUMENT names the flag
-// and the reason.
+// --port-file's directory exists, that --clock-offset-for-test is a
+// duration, and that --retention, --dead-retention and --shutdown-timeout
+// are non-negative durations. Opens nothing and binds nothing.
+// INVALID_ARGUMENT names the flag and the reason.
 // Access control: the TLS files (CheckTlsFiles in server/tls.h), the token
 // file (parsed: a bad line is named with its number), and that a
 // non-loopback --listen has authentication (--auth-tokens or
@@ -105,6 +123,12 @@ bool IsLoopbackListenAddress(const std::string& listen);
 
 // Whether `db` names a PostgreSQL database (a libpq URI) rather than a file.
 bool IsPostgresUri(const std::string& db);
+
+// `value` of the duration flag `flag` (e.g. "--retention"), or
+// INVALID_ARGUMENT naming the flag and the reason: not a duration, negative,
+// or infinite.
+absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& flag,
+                                                 const std::string& value);
 
 // A spdlog formatter writing each record as one JSON object on one line:
 // {"time":"2026-11-27T05:00:00.123456Z","level":"info","logger":"adjutantd",

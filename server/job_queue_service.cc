@@ -155,7 +155,7 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
           Finish(grpc::Status::CANCELLED);
           return;
         case LongPollRegistry::ParkResult::kShuttingDown:
-          Finish(grpc::Status::OK);
+          ShutDown();
           return;
       }
     }
@@ -167,6 +167,7 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
     service_->executor_->Schedule([this] { Attempt(); });
   }
   void Expire() override { Finish(grpc::Status::OK); }
+  void ShutDown() override { Finish(ToGrpcStatus(ShuttingDownError())); }
 
   // grpc::ServerUnaryReactor.
   void OnCancel() override {
@@ -222,6 +223,7 @@ grpc::ServerUnaryReactor* JobQueueService::RunOnExecutor(
 grpc::ServerUnaryReactor* JobQueueService::Enqueue(
     grpc::CallbackServerContext* context, const v1::EnqueueRequest* request,
     v1::EnqueueResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller =
       AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.Enqueue");
   if (!caller.ok()) return Reject(context, caller.status());
@@ -246,6 +248,7 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
     grpc::CallbackServerContext* context,
     const v1::EnqueueBatchRequest* request,
     v1::EnqueueBatchResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller =
       AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.EnqueueBatch");
   if (!caller.ok()) return Reject(context, caller.status());
@@ -286,6 +289,7 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
 grpc::ServerUnaryReactor* JobQueueService::Dequeue(
     grpc::CallbackServerContext* context, const v1::DequeueRequest* request,
     v1::DequeueResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller =
       AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.Dequeue");
   if (!caller.ok()) return Reject(context, caller.status());
@@ -300,6 +304,7 @@ grpc::ServerUnaryReactor* JobQueueService::Dequeue(
 grpc::ServerUnaryReactor* JobQueueService::Ack(
     grpc::CallbackServerContext* context, const v1::AckRequest* request,
     v1::AckResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller =
       AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.Ack");
   if (!caller.ok()) return Reject(context, caller.status());
@@ -321,6 +326,7 @@ grpc::ServerUnaryReactor* JobQueueService::Ack(
 grpc::ServerUnaryReactor* JobQueueService::Nack(
     grpc::CallbackServerContext* context, const v1::NackRequest* request,
     v1::NackResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller =
       AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.Nack");
   if (!caller.ok()) return Reject(context, caller.status());
@@ -345,6 +351,7 @@ grpc::ServerUnaryReactor* JobQueueService::Nack(
 grpc::ServerUnaryReactor* JobQueueService::ExtendLease(
     grpc::CallbackServerContext* context, const v1::ExtendLeaseRequest* request,
     v1::ExtendLeaseResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller =
       AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.ExtendLease");
   if (!caller.ok()) return Reject(context, caller.status());
@@ -368,6 +375,7 @@ grpc::ServerUnaryReactor* JobQueueService::ExtendLease(
 grpc::ServerUnaryReactor* JobQueueService::GetJob(
     grpc::CallbackServerContext* context, const v1::GetJobRequest* request,
     v1::Job* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller =
       AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.GetJob");
   if (!caller.ok()) return Reject(context, caller.status());
@@ -386,6 +394,7 @@ grpc::ServerUnaryReactor* JobQueueService::GetJob(
 grpc::ServerUnaryReactor* JobQueueService::CancelJob(
     grpc::CallbackServerContext* context, const v1::CancelJobRequest* request,
     v1::Job* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller =
       AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.CancelJob");
   if (!caller.ok()) return Reject(context, caller.status());
@@ -406,6 +415,7 @@ grpc::ServerUnaryReactor* JobQueueService::CancelJob(
 grpc::ServerUnaryReactor* JobQueueService::RequeueJob(
     grpc::CallbackServerContext* context, const v1::RequeueJobRequest* request,
     v1::Job* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller =
       AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.RequeueJob");
   if (!caller.ok()) return Reject(context, caller.status());
@@ -426,6 +436,7 @@ grpc::ServerUnaryReactor* JobQueueService::RequeueJob(
 grpc::ServerUnaryReactor* JobQueueService::ListJobs(
     grpc::CallbackServerContext* context, const v1::ListJobsRequest* request,
     v1::ListJobsResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller =
       AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.ListJobs");
   if (!caller.ok()) return Reject(context, caller.status());
@@ -446,6 +457,7 @@ grpc::ServerUnaryReactor* JobQueueService::ListJobs(
 grpc::ServerUnaryReactor* JobQueueService::GetStats(
     grpc::CallbackServerContext* context, const v1::GetStatsRequest* request,
     v1::GetStatsResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller =
       AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.GetStats");
   if (!caller.ok()) return Reject(context, caller.status());

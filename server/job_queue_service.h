@@ -17,6 +17,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <functional>
 
 #include "absl/status/status.h"
@@ -95,6 +96,12 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   // serves any call.
   void SetAuthorizer(const Authorizer* authorizer) { authorizer_ = authorizer; }
 
+  // From now on every new call is answered UNAVAILABLE (ShuttingDownError)
+  // at once, without touching the store; calls already running finish.
+  // AdjutantServer::Shutdown() calls it before gRPC's own shutdown, which
+  // then refuses calls at the transport. Thread-safe; cannot be undone.
+  void RefuseNewCalls() { refusing_new_calls_.store(true); }
+
  private:
   class DequeueCall;
 
@@ -117,6 +124,8 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   Scheduler* scheduler_ = nullptr;
   // Set once before serving (SetAuthorizer), read-only after.
   const Authorizer* authorizer_ = nullptr;
+  // Set by RefuseNewCalls().
+  std::atomic<bool> refusing_new_calls_{false};
 };
 
 }  // namespace adjutant

@@ -45,7 +45,7 @@ void LongPollRegistry::Shutdown() {
     by_queue_.clear();
     by_deadline_.clear();
   }
-  for (LongPollWaiter* waiter : waiters) waiter->Expire();
+  for (LongPollWaiter* waiter : waiters) waiter->ShutDown();
   if (timer_.joinable()) timer_.join();
 }
 
@@ -94,6 +94,8 @@ LongPollRegistry::ParkResult LongPollRegistry::Park(
   parked_.emplace(waiter, Parked{queue, &job_types, attempted_at, by_deadline});
   by_queue_[queue].insert(waiter);
   if (by_deadline == by_deadline_.begin()) timer_kicked_ = true;
+  spdlog::debug("long-poll: a Dequeue waits on queue '{}' ({} waiting)", queue,
+                parked_.size());
   return ParkResult::kParked;
 }
 

@@ -11,8 +11,9 @@
 //      makes a wake-up impossible to miss.
 //   3. A parked call holds no thread. Exactly one of these ends the park:
 //      Wake(queue[, job_type]) -> waiter->Wake() (try again), its deadline
-//      or Shutdown() -> waiter->Expire() (finish empty), or Remove() (the
-//      client left).
+//      -> waiter->Expire() (finish empty), Shutdown() ->
+//      waiter->ShutDown() (finish UNAVAILABLE), or Remove() (the client
+//      left).
 //
 // Wake-ups are per queue and job type: a waiter filtered on job types is
 // woken (and its generation moves) only for jobs of one of its types, or by
@@ -89,9 +90,14 @@ class LongPollWaiter {
   // A job may be available: retry the Dequeue. Must not block (schedule the
   // retry elsewhere). Called without registry locks held.
   virtual void Wake() = 0;
-  // The wait is over (deadline or shutdown): finish with an empty response.
+  // The wait is over (its deadline came): finish with an empty response.
   // Must not block. Called without registry locks held.
   virtual void Expire() = 0;
+  // The server is shutting down: finish with UNAVAILABLE, so that the
+  // client retries (on another server, or on this one once restarted)
+  // rather than taking the end for an empty queue. Must not block. Called
+  // without registry locks held.
+  virtual void ShutDown() = 0;
 
  protected:
   ~LongPollWaiter() = default;
@@ -104,7 +110,7 @@ class LongPollRegistry {
     kParked,        // the registry now holds the waiter
     kRetry,         // something changed since Generation(): attempt again
     kCancelled,     // the waiter is cancelled: finish it
-    kShuttingDown,  // finish it with an empty response
+    kShuttingDown,  // finish it with UNAVAILABLE
   };
 
   // `store` and `clock` must outlive the registry. `on_cron_job_finished`
@@ -121,8 +127,8 @@ class LongPollRegistry {
   // while the daemon was down. REQUIRES: called at most once.
   void Start();
 
-  // Refuses further parks, expires every parked waiter (their calls end with
-  // an empty response), and stops the timer thread. Idempotent.
+  // Refuses further parks, ends every parked waiter with ShutDown() (their
+  // calls end with UNAVAILABLE), and stops the timer thread. Idempotent.
   // REQUIRES: not called concurrently with itself.
   void Shutdown();
 

@@ -75,6 +75,14 @@ int main(int argc, char** argv) {
   const std::string& synchronous = flags.sqlite_synchronous;
   const std::string& port_file = flags.port_file;
   const std::string& clock_offset = flags.clock_offset_for_test;
+  // Validated above: these parse.
+  config.retention.finished =
+      *adjutant::ParseDurationFlag("--retention", flags.retention);
+  config.retention.dead =
+      *adjutant::ParseDurationFlag("--dead-retention", flags.dead_retention);
+  config.retention.batch_size = flags.retention_batch_size;
+  config.shutdown_grace = *adjutant::ParseDurationFlag("--shutdown-timeout",
+                                                       flags.shutdown_timeout);
   adjutant::PostgresOptions postgres;
   postgres.pool_size = flags.pg_pool_size;
   postgres.schema = flags.pg_schema;

@@ -271,6 +271,7 @@ grpc::ServerUnaryReactor* SchedulerService::RunOnExecutor(
 grpc::ServerUnaryReactor* SchedulerService::RegisterCron(
     grpc::CallbackServerContext* context,
     const v1::RegisterCronRequest* request, v1::Cron* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller = AuthorizeCall(
       authorizer_, *context, "adjutant.v1.Scheduler.RegisterCron");
   if (!caller.ok()) return Reject(context, caller.status());
@@ -292,6 +293,7 @@ grpc::ServerUnaryReactor* SchedulerService::UnregisterCron(
     grpc::CallbackServerContext* context,
     const v1::UnregisterCronRequest* request,
     v1::UnregisterCronResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller = AuthorizeCall(
       authorizer_, *context, "adjutant.v1.Scheduler.UnregisterCron");
   if (!caller.ok()) return Reject(context, caller.status());
@@ -306,6 +308,7 @@ grpc::ServerUnaryReactor* SchedulerService::UnregisterCron(
 grpc::ServerUnaryReactor* SchedulerService::GetCron(
     grpc::CallbackServerContext* context, const v1::GetCronRequest* request,
     v1::Cron* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller =
       AuthorizeCall(authorizer_, *context, "adjutant.v1.Scheduler.GetCron");
   if (!caller.ok()) return Reject(context, caller.status());
@@ -324,6 +327,7 @@ grpc::ServerUnaryReactor* SchedulerService::GetCron(
 grpc::ServerUnaryReactor* SchedulerService::ListCrons(
     grpc::CallbackServerContext* context, const v1::ListCronsRequest* request,
     v1::ListCronsResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller =
       AuthorizeCall(authorizer_, *context, "adjutant.v1.Scheduler.ListCrons");
   if (!caller.ok()) return Reject(context, caller.status());
@@ -346,6 +350,7 @@ grpc::ServerUnaryReactor* SchedulerService::ListCrons(
 grpc::ServerUnaryReactor* SchedulerService::PreviewCron(
     grpc::CallbackServerContext* context, const v1::PreviewCronRequest* request,
     v1::PreviewCronResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller =
       AuthorizeCall(authorizer_, *context, "adjutant.v1.Scheduler.PreviewCron");
   if (!caller.ok()) return Reject(context, caller.status());
@@ -371,6 +376,7 @@ grpc::ServerUnaryReactor* SchedulerService::PreviewCron(
 grpc::ServerUnaryReactor* SchedulerService::SetLeadership(
     grpc::CallbackServerContext* context,
     const v1::SetLeadershipRequest* request, v1::Leadership* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller = AuthorizeCall(
       authorizer_, *context, "adjutant.v1.Scheduler.SetLeadership");
   if (!caller.ok()) return Reject(context, caller.status());
@@ -399,6 +405,7 @@ grpc::ServerUnaryReactor* SchedulerService::SetLeadership(
 grpc::ServerUnaryReactor* SchedulerService::GetLeadership(
     grpc::CallbackServerContext* context,
     const v1::GetLeadershipRequest* request, v1::Leadership* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
   absl::StatusOr<Caller> caller = AuthorizeCall(
       authorizer_, *context, "adjutant.v1.Scheduler.GetLeadership");
   if (!caller.ok()) return Reject(context, caller.status());

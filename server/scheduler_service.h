@@ -14,6 +14,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <functional>
 #include <optional>
 #include <string>
@@ -126,6 +127,12 @@ class SchedulerService final : public v1::Scheduler::CallbackService {
   // serves any call.
   void SetAuthorizer(const Authorizer* authorizer) { authorizer_ = authorizer; }
 
+  // From now on every new call is answered UNAVAILABLE (ShuttingDownError)
+  // at once, without touching the store; calls already running finish.
+  // AdjutantServer::Shutdown() calls it before gRPC's own shutdown, which
+  // then refuses calls at the transport. Thread-safe; cannot be undone.
+  void RefuseNewCalls() { refusing_new_calls_.store(true); }
+
  private:
   // Finishes the call at once with `status` (a validation failure).
   grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* context,
@@ -142,6 +149,8 @@ class SchedulerService final : public v1::Scheduler::CallbackService {
   const RequestLimits limits_;
   // Set once before serving (SetAuthorizer), read-only after.
   const Authorizer* authorizer_ = nullptr;
+  // Set by RefuseNewCalls().
+  std::atomic<bool> refusing_new_calls_{false};
 };
 
 }  // namespace adjutant

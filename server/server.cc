@@ -70,6 +70,8 @@ AdjutantServer::AdjutantServer(AdjutantServerConfig config,
   job_queue_service_->SetScheduler(scheduler_.get());
   job_queue_service_->SetAuthorizer(config_.authorizer.get());
   scheduler_service_->SetAuthorizer(config_.authorizer.get());
+  retention_ = std::make_unique<RetentionPruner>(store_.get(), clock_,
+                                                 config_.retention);
 }
 
 AdjutantServer::~AdjutantServer() { Shutdown(); }
@@ -105,6 +107,8 @@ absl::Status AdjutantServer::Start() {
   }
   // A follower until told otherwise (SetLeadership); its thread sleeps.
   scheduler_->Start();
+  // Its first round catches up on what finished while the daemon was down.
+  retention_->Start();
   const absl::Status first_check = store_->Ping();
   {
     // The first answer before Start() returns: no client sees an adjutant
@@ -132,9 +136,15 @@ void AdjutantServer::Shutdown() {
     }
     health_thread_.join();
   }
+  // New calls get UNAVAILABLE from here on, before gRPC's own shutdown
+  // below (which would cancel a call racing it).
+  job_queue_service_->RefuseNewCalls();
+  scheduler_service_->RefuseNewCalls();
   // Before anything else: no tick fires once shutdown has begun.
   scheduler_->Stop();
-  // First, so that no call waits out its `wait` and no new one parks.
+  retention_->Stop();
+  // First, so that no call waits out its `wait` and no new one parks: the
+  // waiting ones end with UNAVAILABLE, and their workers reconnect.
   long_poll_->Shutdown();
   if (grpc_server_ != nullptr) {
     spdlog::info("shutting down: finishing in-flight calls");

@@ -6,6 +6,9 @@
 // The cron Scheduler (issue 3) lives here too: its jobs wake the long-polls
 // of their queue, the end of a job it fired wakes it (a WAIT schedule may be
 // holding a tick), it starts after the gRPC server and stops first.
+//
+// So does the RetentionPruner (server/retention.h), which deletes finished
+// jobs past their retention; it starts with the scheduler and stops with it.
 #ifndef ADJUTANT_SERVER_SERVER_H_
 #define ADJUTANT_SERVER_SERVER_H_
 
@@ -26,6 +29,7 @@
 #include "server/executor.h"
 #include "server/job_queue_service.h"
 #include "server/long_poll.h"
+#include "server/retention.h"
 #include "server/scheduler_service.h"
 #include "server/validation.h"
 #include "storage/job_store.h"
@@ -42,8 +46,8 @@ struct AdjutantServerConfig {
   // --default-max-attempts).
   RequestLimits limits;
   // How long Shutdown() lets in-flight calls finish before gRPC cancels
-  // them. Default 20 s: inside systemd's TimeoutStopSec=30 (deploy/), so
-  // the store still closes cleanly.
+  // them (--shutdown-timeout). Default 20 s: inside systemd's
+  // TimeoutStopSec=30 (deploy/), so the store still closes cleanly.
   absl::Duration shutdown_grace = absl::Seconds(20);
   // Optional: told when a job fired by a schedule becomes SUCCEEDED, DEAD
   // or CANCELLED (see JobFinishedHook). Default: none.
@@ -70,6 +74,9 @@ struct AdjutantServerConfig {
   // --auth-tokens). Health and reflection stay open. Default (null): tokens
   // are not checked and every call is allowed.
   std::shared_ptr<const Authorizer> authorizer;
+  // How long finished jobs are kept (--retention, --dead-retention,
+  // --retention-batch-size; see RetentionConfig for the defaults).
+  RetentionConfig retention;
 };
 
 // Thread-safe, except that Start() and Shutdown() are called by one owner
@@ -99,10 +106,12 @@ class AdjutantServer {
   // REQUIRES: Start() succeeded.
   int port() const { return port_; }
 
-  // Reports NOT_SERVING to health checks, stops accepting calls, ends every
-  // waiting long-poll with an empty OK
-  // response, lets in-flight calls finish (up to shutdown_grace), and stops
-  // the background threads. The store stays open until destruction.
+  // In this order: reports NOT_SERVING to health checks; stops the
+  // scheduler and the retention thread; ends every waiting long-poll with
+  // UNAVAILABLE ("server shutting down"), so that workers retry, on another
+  // server if there is one; refuses new calls (UNAVAILABLE); lets in-flight
+  // calls finish for up to shutdown_grace, then cancels them; and stops the
+  // background threads. The store stays open until destruction.
   // Idempotent.
   void Shutdown();
 
@@ -114,6 +123,7 @@ class AdjutantServer {
   JobStore* store() { return store_.get(); }
   LongPollRegistry* long_poll() { return long_poll_.get(); }
   Scheduler* scheduler() { return scheduler_.get(); }
+  RetentionPruner* retention() { return retention_.get(); }
 
  private:
   // Fans a finished cron job out to whoever listens.
@@ -139,6 +149,7 @@ class AdjutantServer {
   std::unique_ptr<JobQueueService> job_queue_service_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<SchedulerService> scheduler_service_;
+  std::unique_ptr<RetentionPruner> retention_;
   std::unique_ptr<grpc::Server> grpc_server_;
   int port_ = 0;
   bool shut_down_ = false;

@@ -385,6 +385,11 @@ absl::StatusOr<std::vector<QueueStats>> NotifyingJobStore::QueueStatistics(
   return inner_->QueueStatistics(now);
 }
 
+absl::StatusOr<int64_t> NotifyingJobStore::PruneFinishedJobs(
+    absl::Time finished_before, absl::Time dead_before, int limit) {
+  return inner_->PruneFinishedJobs(finished_before, dead_before, limit);
+}
+
 absl::StatusOr<uint64_t> NotifyingJobStore::HighestTerm() {
   return inner_->HighestTerm();
 }

@@ -143,6 +143,10 @@ class NotifyingJobStore final : public JobStore {
   absl::Status Ping() override;
   absl::StatusOr<std::vector<QueueStats>> QueueStatistics(
       absl::Time now) override;
+  // Deleting finished jobs makes nothing available: not announced.
+  absl::StatusOr<int64_t> PruneFinishedJobs(absl::Time finished_before,
+                                            absl::Time dead_before,
+                                            int limit) override;
   absl::StatusOr<std::vector<EnqueueResult>> Enqueue(
       const std::vector<NewJob>& jobs, absl::Time now) override;
   absl::StatusOr<std::vector<Lease>> Dequeue(const DequeueOptions& options,

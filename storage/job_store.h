@@ -155,6 +155,32 @@ class JobStore {
   virtual absl::StatusOr<std::vector<QueueStats>> QueueStatistics(
       absl::Time now) = 0;
 
+  // Retention: deletes at most `limit` (>= 1) finished jobs, in one
+  // transaction, and returns how many it deleted. A finished job's finish
+  // time is its updated_at (the instant it became SUCCEEDED, CANCELLED or
+  // DEAD: nothing changes a finished job but RequeueJob, which makes it
+  // PENDING again). Deleted are SUCCEEDED and CANCELLED jobs with updated_at
+  // < finished_before, and DEAD jobs with updated_at < dead_before; oldest
+  // first within each state. InfinitePast as a cutoff deletes nothing of
+  // that kind. PENDING and LEASED jobs are never deleted, however old.
+  // Returns fewer than `limit` only when nothing more is due: a caller
+  // drains the backlog by calling again while it gets `limit`.
+  // Cost: proportional to the jobs deleted (an index on (state,
+  // updated_at)), never to the number of pending jobs.
+  // After the deletion:
+  //  * GetJob, CancelJob and RequeueJob of the job return NOT_FOUND; it is
+  //    gone from ListJobs and QueueStatistics; a retried Ack of it returns
+  //    NOT_FOUND.
+  //  * Its idempotency key is free again: an Enqueue with the same (queue,
+  //    key) stores a new job. Retention is the window in which a key
+  //    deduplicates once its job has finished.
+  //  * A schedule whose last_job_id names it keeps the id (GetJob:
+  //    NOT_FOUND); a job that is gone is finished, so no overlap policy
+  //    waits for it or cancels it.
+  virtual absl::StatusOr<int64_t> PruneFinishedJobs(absl::Time finished_before,
+                                                    absl::Time dead_before,
+                                                    int limit) = 0;
+
   // ---- Leadership terms ----------------------------------------------------
 
   // Records `term` as seen: FAILED_PRECONDITION if it is lower than the

@@ -74,6 +74,8 @@ void MemoryJobStore::Index(const Job& job) {
       q.leased_by_expiry.insert({job.lease_expires_at, job.seq});
       break;
     default:
+      finished_by_time_[static_cast<int>(job.state)].insert(
+          {job.updated_at, job.seq});
       break;
   }
 }
@@ -96,6 +98,8 @@ void MemoryJobStore::Unindex(const Job& job) {
       q.leased_by_expiry.erase({job.lease_expires_at, job.seq});
       break;
     default:
+      finished_by_time_[static_cast<int>(job.state)].erase(
+          {job.updated_at, job.seq});
       break;
   }
 }
@@ -577,6 +581,36 @@ absl::StatusOr<std::vector<QueueStats>> MemoryJobStore::QueueStatistics(
     result.push_back(std::move(stats));
   }
   return result;
+}
+
+absl::StatusOr<int64_t> MemoryJobStore::PruneFinishedJobs(
+    absl::Time finished_before, absl::Time dead_before, int limit) {
+  absl::MutexLock lock(&mu_);
+  int64_t deleted = 0;
+  const std::pair<JobState, absl::Time> kinds[] = {
+      {JobState::kSucceeded, finished_before},
+      {JobState::kCancelled, finished_before},
+      {JobState::kDead, dead_before},
+  };
+  for (const auto& [state, before] : kinds) {
+    std::set<TimeKey>& finished = finished_by_time_[static_cast<int>(state)];
+    while (deleted < limit && !finished.empty() &&
+           finished.begin()->first < before) {
+      auto it = jobs_.find(finished.begin()->second);
+      Job& job = it->second;
+      Unindex(job);  // erases finished.begin()
+      if (!job.idempotency_key.empty()) {
+        auto key = idempotency_.find({job.queue, job.idempotency_key});
+        if (key != idempotency_.end() && key->second == job.id) {
+          idempotency_.erase(key);
+        }
+      }
+      seq_by_id_.erase(job.id);
+      jobs_.erase(it);
+      ++deleted;
+    }
+  }
+  return deleted;
 }
 
 // ---- Leadership terms -------------------------------------------------------

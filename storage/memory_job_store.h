@@ -26,8 +26,9 @@ namespace adjutant {
 //
 // Cost: Dequeue, Ack, Nack, ExtendLease, CancelJob and RequeueJob are
 // O(log n) in the number of jobs (times the number of job types of the queue
-// for an unfiltered Dequeue); ListJobs is O(page_size) per page; nothing
-// scans every job. Jobs are never deleted.
+// for an unfiltered Dequeue); ListJobs is O(page_size) per page;
+// PruneFinishedJobs is O(limit log n); nothing scans every job but
+// QueueStatistics.
 class MemoryJobStore final : public JobStore {
  public:
   explicit MemoryJobStore(BackoffPolicy backoff = BackoffPolicy());
@@ -63,6 +64,9 @@ class MemoryJobStore final : public JobStore {
                                                absl::Time now) override;
   absl::StatusOr<std::vector<QueueStats>> QueueStatistics(
       absl::Time now) override;
+  absl::StatusOr<int64_t> PruneFinishedJobs(absl::Time finished_before,
+                                            absl::Time dead_before,
+                                            int limit) override;
 
   absl::StatusOr<uint64_t> ObserveTerm(uint64_t term) override;
   absl::StatusOr<uint64_t> HighestTerm() override;
@@ -153,9 +157,12 @@ class MemoryJobStore final : public JobStore {
   absl::Mutex mu_;
   // State below is protected by mu_.
 
-  // Every job, by seq. Jobs are never removed, so pointers into it stay
-  // valid for the life of the store.
+  // Every job, by seq. Only PruneFinishedJobs removes jobs, so a pointer
+  // into it stays valid while mu_ is held.
   std::map<int64_t, Job> jobs_ ABSL_GUARDED_BY(mu_);
+  // SUCCEEDED, DEAD and CANCELLED jobs by (updated_at, seq), indexed by
+  // JobState (the other entries stay empty), for PruneFinishedJobs.
+  std::set<TimeKey> finished_by_time_[6] ABSL_GUARDED_BY(mu_);
   std::unordered_map<std::string, int64_t> seq_by_id_ ABSL_GUARDED_BY(mu_);
   int64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
   // (queue, idempotency_key) -> job id.

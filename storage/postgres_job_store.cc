@@ -116,6 +116,11 @@ CREATE TABLE cron_claims (
   PRIMARY KEY (name, tick)
 );
 )sql",
+    // 1 -> 2: finished jobs by state and finish time (updated_at), so that
+    // retention deletes the oldest of them without reading pending ones.
+    R"sql(
+CREATE INDEX jobs_finished ON jobs (state, updated_at) WHERE state >= 3;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
                   PostgresJobStore::kSchemaVersion,
@@ -221,6 +226,21 @@ constexpr char kRequeueJobSql[] =
     "UPDATE jobs SET state = 1, attempts = 0, run_at = $2::bigint, "
     "updated_at = $2::bigint, lease_token = '', lease_expires_at = NULL "
     "WHERE id = $1 AND state IN (4, 5) RETURNING " JOB_COLUMNS;
+
+// Retention: the oldest finished jobs of one state, finished before $1, at
+// most $2 of them; returns how many it deleted. The state is a literal so
+// that even a generic plan can use the partial index. Rows another
+// transaction holds (a RequeueJob) are skipped. The picked rows are
+// MATERIALIZED: as `seq IN (SELECT ... LIMIT)` the planner may run the
+// LIMIT subquery more than once and delete more than $2 rows.
+#define PRUNE_SQL(state)                                                   \
+  "WITH picked AS MATERIALIZED (SELECT seq FROM jobs WHERE state = " state \
+  " AND updated_at < $1::bigint ORDER BY updated_at LIMIT $2 "             \
+  "FOR UPDATE SKIP LOCKED), deleted AS (DELETE FROM jobs USING picked "    \
+  "WHERE jobs.seq = picked.seq RETURNING 1) SELECT count(*) FROM deleted"
+constexpr char kPruneSucceededSql[] = PRUNE_SQL("3");
+constexpr char kPruneDeadSql[] = PRUNE_SQL("4");
+constexpr char kPruneCancelledSql[] = PRUNE_SQL("5");
 
 // ListJobs: $1 after this seq, $2 page size + 1, $3 queue or state, $4 state.
 constexpr char kListJobsSql[] =
@@ -945,6 +965,28 @@ absl::StatusOr<std::vector<Job>> PostgresJobStore::ExpireLeases(
     return ExpireLeasesIn(c, "", now, &expired);
   }));
   return expired;
+}
+
+absl::StatusOr<int64_t> PostgresJobStore::PruneFinishedJobs(
+    absl::Time finished_before, absl::Time dead_before, int limit) {
+  int64_t deleted = 0;
+  RETURN_IF_ERROR(Transact([&](PgConnection& c) -> absl::Status {
+    deleted = 0;
+    const std::pair<const char*, absl::Time> kinds[] = {
+        {kPruneSucceededSql, finished_before},
+        {kPruneCancelledSql, finished_before},
+        {kPruneDeadSql, dead_before},
+    };
+    for (const auto& [sql, before] : kinds) {
+      if (deleted >= limit || before == absl::InfinitePast()) continue;
+      ASSIGN_OR_RETURN(
+          PgResult r,
+          c.Exec(sql, PgParams().Time(before).Int(limit - deleted)));
+      deleted += r.Int(0, 0);
+    }
+    return absl::OkStatus();
+  }));
+  return deleted;
 }
 
 absl::StatusOr<std::vector<QueueStats>> PostgresJobStore::QueueStatistics(

@@ -83,7 +83,7 @@ struct PostgresOptions {
 class PostgresJobStore final : public JobStore {
  public:
   // The schema version this build writes and reads.
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   // Connects, creates the schema if missing and applies any missing
   // migration. INVALID_ARGUMENT for bad options (naming the field);
@@ -124,6 +124,9 @@ class PostgresJobStore final : public JobStore {
                                                absl::Time now) override;
   absl::StatusOr<std::vector<QueueStats>> QueueStatistics(
       absl::Time now) override;
+  absl::StatusOr<int64_t> PruneFinishedJobs(absl::Time finished_before,
+                                            absl::Time dead_before,
+                                            int limit) override;
   absl::StatusOr<uint64_t> ObserveTerm(uint64_t term) override;
   absl::StatusOr<uint64_t> HighestTerm() override;
   absl::StatusOr<CronRecord> GetCron(const std::string& name) override;

@@ -128,6 +128,11 @@ CREATE TABLE cron_claims (
 CREATE INDEX jobs_dequeue_by_type ON jobs (queue, type, priority DESC, run_at,
   seq) WHERE state = 1;
 )sql",
+    // 2 -> 3: finished jobs by state and finish time (updated_at), so that
+    // retention deletes the oldest of them without reading pending ones.
+    R"sql(
+CREATE INDEX jobs_finished ON jobs (state, updated_at) WHERE state >= 3;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
                   SqliteJobStore::kSchemaVersion,
@@ -236,6 +241,19 @@ constexpr char kRequeueJobSql[] =
     "UPDATE jobs SET state = 1, attempts = 0, run_at = ?2, updated_at = ?2, "
     "lease_token = '', lease_expires_at = NULL "
     "WHERE id = ?1 AND state IN (4, 5) RETURNING " JOB_COLUMNS;
+
+// Retention: the oldest finished jobs of one state, finished before ?1, at
+// most ?2 of them. SQLite uses a partial index only when the query repeats
+// its condition word for word (it does not infer `state >= 3` from `state =
+// 3`), hence both; INDEXED BY fails to prepare, loudly, if that ever breaks.
+#define PRUNE_SQL(state)                                            \
+  "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs INDEXED BY " \
+  "jobs_finished WHERE state >= 3 AND state = " state               \
+  " AND updated_at < "                                              \
+  "?1 ORDER BY updated_at LIMIT ?2)"
+constexpr char kPruneSucceededSql[] = PRUNE_SQL("3");
+constexpr char kPruneDeadSql[] = PRUNE_SQL("4");
+constexpr char kPruneCancelledSql[] = PRUNE_SQL("5");
 
 // ListJobs: ?1 after this seq, ?2 page size + 1, ?3 queue or state, ?4 state.
 constexpr char kListJobsSql[] =
@@ -827,7 +845,25 @@ SqliteJobStore::SqliteJobStore(std::unique_ptr<SqliteConnection> connection,
                                const SqliteOptions& options)
     : backoff_(options.backoff), connection_(std::move(connection)) {}
 
-SqliteJobStore::~SqliteJobStore() = default;
+SqliteJobStore::~SqliteJobStore() {
+  // Best effort: a checkpoint that cannot complete loses nothing, and the
+  // destructor has no one to report to.
+  Checkpoint().IgnoreError();
+}
+
+absl::Status SqliteJobStore::Checkpoint() {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(SqliteStatement stmt,
+                   connection_->PrepareOnce("PRAGMA wal_checkpoint(TRUNCATE)"));
+  ASSIGN_OR_RETURN(bool row, stmt.Step());
+  // The row: busy (1 if the checkpoint could not complete), frames in the
+  // WAL, frames checkpointed.
+  if (!row || stmt.ColumnInt(0) != 0) {
+    return absl::UnavailableError(
+        "WAL checkpoint: other connections kept it from completing");
+  }
+  return absl::OkStatus();
+}
 
 // ---- Jobs -------------------------------------------------------------------
 
@@ -1163,6 +1199,29 @@ absl::StatusOr<absl::Time> SqliteJobStore::NextAvailableTime(
   }
   RETURN_IF_ERROR(txn.Commit());
   return next;
+}
+
+absl::StatusOr<int64_t> SqliteJobStore::PruneFinishedJobs(
+    absl::Time finished_before, absl::Time dead_before, int limit) {
+  absl::MutexLock lock(&mu_);
+  SqliteConnection& c = *connection_;
+  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
+  int64_t deleted = 0;
+  const std::pair<const char*, absl::Time> kinds[] = {
+      {kPruneSucceededSql, finished_before},
+      {kPruneCancelledSql, finished_before},
+      {kPruneDeadSql, dead_before},
+  };
+  for (const auto& [sql, before] : kinds) {
+    if (deleted >= limit || before == absl::InfinitePast()) continue;
+    ASSIGN_OR_RETURN(SqliteStatement prune, c.Prepare(sql));
+    prune.BindTime(1, before);
+    prune.BindInt(2, limit - deleted);
+    RETURN_IF_ERROR(prune.Run());
+    deleted += prune.Changes();
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  return deleted;
 }
 
 // ---- Leadership terms -------------------------------------------------------

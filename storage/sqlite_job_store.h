@@ -50,7 +50,7 @@ class SqliteJobStore final : public JobStore {
   // The PRAGMA application_id of an Adjutant database ("ADJT").
   static constexpr int32_t kApplicationId = 0x41444A54;
   // The schema version this build writes and reads (PRAGMA user_version).
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   // Opens (creating or migrating) the database. Fails without touching the
   // file if it is not an Adjutant database, is corrupt, or has a schema
@@ -58,7 +58,18 @@ class SqliteJobStore final : public JobStore {
   // UNAVAILABLE if the file cannot be opened at all.
   static absl::StatusOr<std::unique_ptr<SqliteJobStore>> Open(
       const SqliteOptions& options);
+  // Checkpoint(), then closes the connection. A clean stop leaves the
+  // database file holding everything and the -wal file empty (or, when this
+  // was the file's last connection, removed by SQLite).
   ~SqliteJobStore() override;
+
+  // Copies every committed transaction from the -wal file into the database
+  // file and truncates the -wal file to zero bytes (PRAGMA
+  // wal_checkpoint(TRUNCATE)), waiting up to busy_timeout for other
+  // connections' readers and writers. UNAVAILABLE if they keep it from
+  // completing: nothing is lost, the WAL simply stays for a later
+  // checkpoint. Thread-safe.
+  absl::Status Checkpoint();
 
   SqliteJobStore(const SqliteJobStore&) = delete;
   SqliteJobStore& operator=(const SqliteJobStore&) = delete;
@@ -90,6 +101,9 @@ class SqliteJobStore final : public JobStore {
                                                absl::Time now) override;
   absl::StatusOr<std::vector<QueueStats>> QueueStatistics(
       absl::Time now) override;
+  absl::StatusOr<int64_t> PruneFinishedJobs(absl::Time finished_before,
+                                            absl::Time dead_before,
+                                            int limit) override;
   absl::StatusOr<uint64_t> ObserveTerm(uint64_t term) override;
   absl::StatusOr<uint64_t> HighestTerm() override;
   absl::StatusOr<CronRecord> GetCron(const std::string& name) override;

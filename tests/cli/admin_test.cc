@@ -179,6 +179,11 @@ class PingSwitchStore final : public JobStore {
       absl::Time now) override {
     return base_.QueueStatistics(now);
   }
+  absl::StatusOr<int64_t> PruneFinishedJobs(absl::Time finished_before,
+                                            absl::Time dead_before,
+                                            int limit) override {
+    return base_.PruneFinishedJobs(finished_before, dead_before, limit);
+  }
   absl::StatusOr<std::vector<EnqueueResult>> Enqueue(
       const std::vector<NewJob>& jobs, absl::Time now) override {
     return base_.Enqueue(jobs, now);

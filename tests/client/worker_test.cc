@@ -531,6 +531,62 @@ TEST_F(WorkerTest, StopDoesNotWaitOutTheLongPoll) {
   EXPECT_EQ(GetJob(id).state(), v1::JOB_STATE_PENDING);
 }
 
+// A server shutting down ends the worker's long-poll with UNAVAILABLE; the
+// worker retries, and carries on with the server that comes back on the
+// same address (as it would with another instance behind the address).
+TEST_F(WorkerTest, AServerShuttingDownMidPollIsRetriedUntilOneAnswers) {
+  WorkerOptions options = Options(1);
+  options.poll_wait = absl::Minutes(5);
+  options.retry_initial_backoff = absl::Milliseconds(10);
+  options.retry_max_backoff = absl::Milliseconds(40);
+  absl::Mutex mu;
+  std::vector<absl::Status> errors;
+  options.on_error = [&](absl::string_view what, const absl::Status& status) {
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(what, "Dequeue");
+    errors.push_back(status);
+  };
+  Journal journal;
+  // The worker's own client (it outlives the worker); client_ serves as the
+  // producer below.
+  const std::unique_ptr<Client> worker_client = std::move(client_);
+  Worker worker(worker_client.get(), options);
+  ASSERT_TRUE(worker
+                  .Register("t",
+                            [&journal](const JobContext& job) {
+                              journal.Ran(job);
+                              return absl::OkStatus();
+                            })
+                  .ok());
+  ASSERT_TRUE(worker.Start().ok());
+  server_->long_poll()->AwaitParkedForTest(1);
+  server_->Shutdown();
+  {
+    absl::MutexLock lock(&mu);
+    auto one = [&errors]() { return !errors.empty(); };
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&one), kGuard));
+    EXPECT_EQ(errors[0].code(), absl::StatusCode::kUnavailable) << errors[0];
+    EXPECT_THAT(std::string(errors[0].message()),
+                ::testing::HasSubstr("server shutting down"));
+  }
+  server_.reset();
+  ASSERT_NO_FATAL_FAILURE(StartServer(absl::StrCat("127.0.0.1:", port_)));
+  // The producer on a connection of its own: the worker's channel waits
+  // out gRPC's reconnect backoff after the drop.
+  ClientOptions producer_options;
+  producer_options.target = absl::StrCat("127.0.0.1:", port_);
+  absl::StatusOr<std::unique_ptr<Client>> producer =
+      Client::Create(producer_options);
+  ASSERT_TRUE(producer.ok()) << producer.status();
+  client_ = *std::move(producer);
+  const std::vector<std::string> ids = EnqueueJobs("t", 1);
+  ASSERT_EQ(ids.size(), 1u);
+  const std::string id = ids[0];
+  ASSERT_TRUE(journal.AwaitStarted(1));
+  EXPECT_EQ(journal.Runs(id), 1);
+  worker.Stop();
+}
+
 TEST_F(WorkerTest, UnreachableServerIsRetriedWithBackoff) {
   // A port nothing listens on any more.
   server_.reset();

@@ -43,10 +43,13 @@ class FaultyJobStore final : public JobStore {
   Fault put_cron;
   Fault apply_transition;
   Fault due_crons;
+  Fault prune_finished_jobs;
 
   std::function<void()> on_observe_term;
   std::function<void()> on_due_crons;
   std::function<void()> on_apply_transition;
+  std::function<void()> on_prune_finished_jobs;
+  std::function<void()> on_enqueue;
 
   // While set, Ping() fails with UNAVAILABLE (a store that stopped
   // answering). Atomic, unlike the fields above: the server's health thread
@@ -63,8 +66,17 @@ class FaultyJobStore final : public JobStore {
       absl::Time now) override {
     return base_->QueueStatistics(now);
   }
+  absl::StatusOr<int64_t> PruneFinishedJobs(absl::Time finished_before,
+                                            absl::Time dead_before,
+                                            int limit) override {
+    if (on_prune_finished_jobs) on_prune_finished_jobs();
+    return Inject(&prune_finished_jobs, [&] {
+      return base_->PruneFinishedJobs(finished_before, dead_before, limit);
+    });
+  }
   absl::StatusOr<std::vector<EnqueueResult>> Enqueue(
       const std::vector<NewJob>& jobs, absl::Time now) override {
+    if (on_enqueue) on_enqueue();
     return base_->Enqueue(jobs, now);
   }
   absl::StatusOr<std::vector<Lease>> Dequeue(const DequeueOptions& options,

@@ -84,6 +84,73 @@ TEST_F(DaemonConfigTest, DefaultsMatchTheLibraries) {
   EXPECT_EQ(config.default_max_attempts, server.limits.default_max_attempts);
   EXPECT_EQ(config.pg_pool_size, postgres.pool_size);
   EXPECT_EQ(config.pg_schema, postgres.schema);
+  EXPECT_EQ(*ParseDurationFlag("--retention", config.retention),
+            server.retention.finished);
+  EXPECT_EQ(*ParseDurationFlag("--dead-retention", config.dead_retention),
+            server.retention.dead);
+  EXPECT_EQ(config.retention_batch_size, server.retention.batch_size);
+  EXPECT_EQ(*ParseDurationFlag("--shutdown-timeout", config.shutdown_timeout),
+            server.shutdown_grace);
+}
+
+TEST_F(DaemonConfigTest, RetentionAndShutdownFlags) {
+  DaemonConfig config;
+  ASSERT_EQ(Parse({}, &config), -1);
+  EXPECT_EQ(config.retention, "24h");
+  EXPECT_EQ(config.dead_retention, "168h");
+  EXPECT_EQ(config.retention_batch_size, 500);
+  EXPECT_EQ(config.shutdown_timeout, "20s");
+
+  const std::string file = WriteFile("r.toml", "dead-retention = \"72h\"\n");
+  SetEnv("ADJUTANT_RETENTION", "90m");
+  ASSERT_EQ(Parse({"--config", file, "--shutdown-timeout", "5s",
+                   "--retention-batch-size", "50"},
+                  &config),
+            -1);
+  EXPECT_EQ(config.retention, "90m");
+  EXPECT_EQ(config.dead_retention, "72h");
+  EXPECT_EQ(config.shutdown_timeout, "5s");
+  EXPECT_EQ(config.retention_batch_size, 50);
+  config.db = ":memory:";
+  EXPECT_TRUE(ValidateDaemonConfig(config).ok());
+  EXPECT_EQ(*ParseDurationFlag("--retention", config.retention),
+            absl::Minutes(90));
+  // 0 is allowed: keep forever (retention), cancel at once (shutdown).
+  EXPECT_EQ(*ParseDurationFlag("--retention", "0"), absl::ZeroDuration());
+
+  EXPECT_GT(Parse({"--retention-batch-size", "0"}, &config), 0);
+  EXPECT_GT(Parse({"--retention-batch-size", "100001"}, &config), 0);
+}
+
+TEST_F(DaemonConfigTest, ValidateDurationFlags) {
+  for (const char* flag :
+       {"--retention", "--dead-retention", "--shutdown-timeout"}) {
+    SCOPED_TRACE(flag);
+    DaemonConfig config;
+    config.db = ":memory:";
+    std::string* field = std::string(flag) == "--retention" ? &config.retention
+                         : std::string(flag) == "--dead-retention"
+                             ? &config.dead_retention
+                             : &config.shutdown_timeout;
+    *field = "a day";
+    absl::Status status = ValidateDaemonConfig(config);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(status.message(), HasSubstr(flag));
+    EXPECT_THAT(status.message(), HasSubstr("'a day' is not a duration"));
+    *field = "-1h";
+    EXPECT_THAT(ValidateDaemonConfig(config).message(),
+                HasSubstr(absl::StrCat(flag, ": '-1h' is negative")));
+    *field = "inf";
+    EXPECT_THAT(ValidateDaemonConfig(config).message(),
+                HasSubstr("is infinite"));
+    *field = "0";
+    EXPECT_TRUE(ValidateDaemonConfig(config).ok());
+  }
+  DaemonConfig config;
+  config.db = ":memory:";
+  config.retention_batch_size = 0;
+  EXPECT_THAT(ValidateDaemonConfig(config).message(),
+              HasSubstr("--retention-batch-size: 0 is outside 1..100000"));
 }
 
 TEST_F(DaemonConfigTest, FileThenEnvironmentThenFlag) {

@@ -112,6 +112,25 @@ class Daemon {
     return Wait();
   }
 
+  void Signal(int signal) { kill(pid_, signal); }
+  // Drops this object's connection (see Stop()).
+  void HangUp() {
+    stub_.reset();
+    channel_.reset();
+  }
+
+  // Waits (in real time: for the other process) until the log holds `text`.
+  void AwaitLog(const std::string& text) {
+    const auto give_up =
+        std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!absl::StrContains(Log(), text)) {
+      ASSERT_LT(std::chrono::steady_clock::now(), give_up)
+          << "no '" << text << "' in the log:\n"
+          << Log();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
   // Waits for the process to exit and returns its exit status (-1 if a
   // signal ended it).
   int Wait() {
@@ -261,6 +280,109 @@ TEST_F(DaemonTest, SigtermExitsZeroAndARestartKeepsEveryJobInItsState) {
   EXPECT_EQ(daemon.Stop(SIGINT), 0) << daemon.Log();
 }
 
+// SIGTERM with a worker long-polling: the poll ends at once with
+// UNAVAILABLE (so the worker reconnects elsewhere), the daemon exits 0 well
+// within --shutdown-timeout, the WAL is checkpointed into the database
+// file, and a restart sees every job.
+TEST_F(DaemonTest, SigtermEndsALongPollWithUnavailableAndCheckpointsTheWal) {
+  const std::string wal = db_ + "-wal";
+  std::vector<std::string> ids;
+  {
+    Daemon daemon(dir_,
+                  Args({"--shutdown-timeout", "10s", "--log-level", "debug"}));
+    ASSERT_NO_FATAL_FAILURE(daemon.Start());
+    for (int i = 0; i < 20; ++i) ids.push_back(Enqueue(daemon.stub(), "t"));
+    v1::LeasedJob first = LeaseOne(daemon.stub(), 3600);
+    ASSERT_EQ(first.job().job_id(), ids[0]);
+    ASSERT_TRUE(AckJob(daemon.stub(), ids[0], first.lease_token()).ok());
+    ASSERT_TRUE(std::filesystem::exists(wal));
+    EXPECT_GT(std::filesystem::file_size(wal), 0u);
+
+    // A worker parks a 30 s long-poll on an empty queue, on its own
+    // connection.
+    auto channel =
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", daemon.port()),
+                            grpc::InsecureChannelCredentials());
+    auto worker = v1::JobQueue::NewStub(channel);
+    grpc::Status poll_status;
+    v1::DequeueResponse poll_response;
+    std::chrono::steady_clock::time_point poll_returned;
+    std::thread poll([&] {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() +
+                           std::chrono::seconds(60));
+      v1::DequeueRequest request;
+      request.set_queue("empty");
+      request.mutable_wait()->set_seconds(30);
+      poll_status = worker->Dequeue(&context, request, &poll_response);
+      poll_returned = std::chrono::steady_clock::now();
+    });
+    ASSERT_NO_FATAL_FAILURE(
+        daemon.AwaitLog("long-poll: a Dequeue waits on queue 'empty'"));
+
+    daemon.HangUp();
+    const auto signalled = std::chrono::steady_clock::now();
+    daemon.Signal(SIGTERM);
+    poll.join();
+    EXPECT_EQ(poll_status.error_code(), grpc::StatusCode::UNAVAILABLE)
+        << poll_status.error_message();
+    EXPECT_THAT(poll_status.error_message(), HasSubstr("shutting down"));
+    EXPECT_EQ(poll_response.jobs_size(), 0);
+    EXPECT_LT(poll_returned - signalled, std::chrono::seconds(5));
+    worker.reset();
+    channel.reset();
+
+    EXPECT_EQ(daemon.Wait(), 0) << daemon.Log();
+    EXPECT_LT(std::chrono::steady_clock::now() - signalled,
+              std::chrono::seconds(10))
+        << "not within --shutdown-timeout";
+    EXPECT_THAT(daemon.Log(), HasSubstr("store closed"));
+  }
+  std::error_code ignored;
+  EXPECT_TRUE(!std::filesystem::exists(wal) ||
+              std::filesystem::file_size(wal, ignored) == 0)
+      << "the WAL still holds " << std::filesystem::file_size(wal, ignored)
+      << " bytes after a clean stop";
+
+  Daemon daemon(dir_, Args());
+  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  EXPECT_EQ(Get(daemon.stub(), ids[0]).state(), v1::JOB_STATE_SUCCEEDED);
+  for (size_t i = 1; i < ids.size(); ++i) {
+    EXPECT_EQ(Get(daemon.stub(), ids[i]).state(), v1::JOB_STATE_PENDING);
+  }
+  EXPECT_EQ(daemon.Stop(SIGTERM), 0) << daemon.Log();
+}
+
+// --retention through the real binary: a restart two hours later (as far
+// as the daemon can tell) deletes the job acked before, in its first round,
+// and keeps the pending one.
+TEST_F(DaemonTest, RetentionDeletesOldFinishedJobsAndKeepsPendingOnes) {
+  std::string acked, pending;
+  {
+    Daemon daemon(dir_, Args({"--retention", "1h"}));
+    ASSERT_NO_FATAL_FAILURE(daemon.Start());
+    acked = Enqueue(daemon.stub(), "a");
+    v1::LeasedJob a = LeaseOne(daemon.stub(), 60);
+    ASSERT_EQ(a.job().job_id(), acked);
+    ASSERT_TRUE(AckJob(daemon.stub(), acked, a.lease_token()).ok());
+    pending = Enqueue(daemon.stub(), "p");
+    EXPECT_EQ(daemon.Stop(SIGTERM), 0) << daemon.Log();
+    EXPECT_THAT(daemon.Log(), ::testing::Not(HasSubstr("retention: deleted")));
+  }
+  Daemon daemon(dir_,
+                Args({"--retention", "1h", "--clock-offset-for-test", "2h"}));
+  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  ASSERT_NO_FATAL_FAILURE(
+      daemon.AwaitLog("retention: deleted 1 finished job(s)"));
+  v1::GetJobRequest request;
+  request.set_job_id(acked);
+  v1::Job job;
+  EXPECT_EQ(daemon.stub()->GetJob(Ctx().get(), request, &job).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Get(daemon.stub(), pending).state(), v1::JOB_STATE_PENDING);
+  EXPECT_EQ(daemon.Stop(SIGTERM), 0) << daemon.Log();
+}
+
 TEST_F(DaemonTest, AfterKillNineLeasesComeBackOnceTheyExpire) {
   std::string id;
   {
@@ -321,7 +443,8 @@ TEST_F(DaemonTest, HelpExplainsEveryFlag) {
        {"--listen", "--db", "--sqlite-synchronous", "--log-level",
         "--max-payload-bytes", "--default-max-attempts", "--executor-threads",
         "--port-file", "--config", "--check-config", "--log-format",
-        "ADJUTANT_LISTEN"}) {
+        "--retention", "--dead-retention", "--retention-batch-size",
+        "--shutdown-timeout", "ADJUTANT_LISTEN"}) {
     EXPECT_THAT(help, HasSubstr(flag));
   }
   EXPECT_THAT(help, ::testing::Not(HasSubstr("--clock-offset-for-test")));
@@ -332,7 +455,11 @@ TEST_F(DaemonTest, BadFlagValuesAreRefused) {
        {std::vector<std::string>{"--sqlite-synchronous", "sometimes"},
         std::vector<std::string>{"--default-max-attempts", "0"},
         std::vector<std::string>{"--log-level", "loud"},
-        std::vector<std::string>{"--clock-offset-for-test", "soon"}}) {
+        std::vector<std::string>{"--clock-offset-for-test", "soon"},
+        std::vector<std::string>{"--retention", "a day"},
+        std::vector<std::string>{"--dead-retention", "-1h"},
+        std::vector<std::string>{"--retention-batch-size", "0"},
+        std::vector<std::string>{"--shutdown-timeout", "soon"}}) {
     Daemon daemon(dir_, Args(args));
     ASSERT_NO_FATAL_FAILURE(daemon.Spawn());
     EXPECT_NE(daemon.Wait(), 0) << args[0];

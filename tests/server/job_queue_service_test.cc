@@ -23,6 +23,7 @@ namespace adjutant {
 namespace {
 
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::StartsWith;
 
@@ -952,17 +953,21 @@ TEST_P(JobQueueTest, ATypeFilteredWaiterSleepsThroughOtherTypesAndGetsItsOwn) {
   EXPECT_EQ(poll.response().jobs(0).job().job_id(), wanted);
 }
 
-TEST_P(JobQueueTest, ShutdownEndsWaitingCallsCleanly) {
+// Waiting long-polls end with UNAVAILABLE, not an empty OK: a worker must
+// not take a stopping server for an empty queue, but retry elsewhere.
+TEST_P(JobQueueTest, ShutdownEndsWaitingCallsWithUnavailable) {
   AsyncDequeue a(stub_.get(), PollRequest("q", absl::Minutes(5)));
   AsyncDequeue b(stub_.get(), PollRequest("r", absl::Minutes(5)));
   server_->long_poll()->AwaitParkedForTest(2);
   server_->Shutdown();
   a.Join();
   b.Join();
-  EXPECT_TRUE(a.status().ok()) << a.status().error_message();
-  EXPECT_TRUE(b.status().ok()) << b.status().error_message();
-  EXPECT_EQ(a.response().jobs_size(), 0);
-  EXPECT_EQ(b.response().jobs_size(), 0);
+  for (AsyncDequeue* poll : {&a, &b}) {
+    EXPECT_EQ(poll->status().error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_THAT(poll->status().error_message(),
+                HasSubstr("server shutting down"));
+    EXPECT_EQ(poll->response().jobs_size(), 0);
+  }
 }
 
 TEST_P(JobQueueTest, ADelayedJobWakesAWaiterWhenItsRunAtComes) {
@@ -1171,13 +1176,16 @@ class FakeWaiter final : public LongPollWaiter {
   bool IsCancelled() const override { return false; }
   void Wake() override { ++woken_; }
   void Expire() override { ++expired_; }
+  void ShutDown() override { ++shut_down_; }
 
   int woken() const { return woken_.load(); }
   int expired() const { return expired_.load(); }
+  int shut_down() const { return shut_down_.load(); }
 
  private:
   std::atomic<int> woken_{0};
   std::atomic<int> expired_{0};
+  std::atomic<int> shut_down_{0};
 };
 
 class LongPollRegistryTest : public ::testing::Test {
@@ -1223,6 +1231,21 @@ TEST_F(LongPollRegistryTest, WallClockStepsNeitherEndNorStretchAWait) {
   EXPECT_EQ(registry_.ParkedCountForTest(), 0);
   EXPECT_EQ(waiter.expired(), 1);
   EXPECT_EQ(waiter.woken(), 0);
+}
+
+TEST_F(LongPollRegistryTest, ShutdownEndsParkedWaitersAsShutDownNotExpired) {
+  registry_.Start();
+  registry_.AwaitTimerIdleForTest();
+  ASSERT_EQ(Park(&waiter_, any_type_, absl::Seconds(30)),
+            LongPollRegistry::ParkResult::kParked);
+  registry_.Shutdown();
+  EXPECT_EQ(waiter_.shut_down(), 1);
+  EXPECT_EQ(waiter_.expired(), 0);
+  EXPECT_EQ(registry_.ParkedCountForTest(), 0);
+  // A call that comes to park afterwards is told to finish the same way.
+  EXPECT_EQ(Park(&other_waiter_, any_type_, absl::Seconds(30)),
+            LongPollRegistry::ParkResult::kShuttingDown);
+  EXPECT_EQ(other_waiter_.shut_down(), 0);
 }
 
 TEST_F(LongPollRegistryTest, WakeUpsReachOnlyWaitersOfThatType) {

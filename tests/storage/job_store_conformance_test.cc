@@ -1810,6 +1810,234 @@ TEST_P(JobStoreConformance, DueCronsFollowTransitions) {
   EXPECT_EQ(Value(store_->NextCronFireTime()), now_ + absl::Minutes(10));
 }
 
+// ---- Retention
+// ----------------------------------------------------------------
+
+// Stores a job of queue "q" and type `type` (unique per job, so that it can
+// be leased alone) that ends in `state` (SUCCEEDED, DEAD or CANCELLED) at
+// `at`, and returns its id.
+std::string FinishedJob(JobStore& store, const std::string& type,
+                        JobState state, absl::Time at,
+                        const std::string& key = "") {
+  NewJob job = MakeJob("q", type);
+  job.idempotency_key = key;
+  const std::string id = EnqueueOne(store, job, at - absl::Minutes(1));
+  if (state == JobState::kCancelled) {
+    EXPECT_TRUE(store.CancelJob(id, at).ok());
+    return id;
+  }
+  DequeueOptions options = Options("q", 1, absl::Hours(1));
+  options.job_types = {type};
+  Lease lease = LeaseOne(store, at - absl::Seconds(30), options);
+  EXPECT_EQ(lease.job.id, id);
+  if (state == JobState::kSucceeded) {
+    EXPECT_TRUE(store.Ack(id, lease.token, at).ok());
+  } else {
+    NackOptions nack;
+    nack.error = "broken";
+    nack.dead = true;
+    EXPECT_TRUE(store.Nack(id, lease.token, nack, at).ok());
+  }
+  EXPECT_EQ(GetOrFail(store, id).state, state);
+  return id;
+}
+
+bool Exists(JobStore& store, const std::string& id) {
+  absl::StatusOr<Job> job = store.GetJob(id);
+  EXPECT_TRUE(job.ok() || absl::IsNotFound(job.status())) << job.status();
+  return job.ok();
+}
+
+TEST_P(JobStoreConformance, PruneDeletesOnlyFinishedJobsOlderThanTheCutoff) {
+  const absl::Time old = now_ - absl::Hours(48);
+  const absl::Time cutoff = now_ - absl::Hours(24);
+  const std::string succeeded =
+      FinishedJob(*store_, "s", JobState::kSucceeded, old);
+  const std::string cancelled =
+      FinishedJob(*store_, "c", JobState::kCancelled, old);
+  const std::string dead = FinishedJob(*store_, "d", JobState::kDead, old);
+  // Finished, but not before the cutoff (which is exclusive).
+  const std::string recent =
+      FinishedJob(*store_, "r", JobState::kSucceeded, now_ - absl::Hours(1));
+  const std::string at_cutoff =
+      FinishedJob(*store_, "x", JobState::kCancelled, cutoff);
+  // Not finished, however old: pending (due long ago, or delayed), leased
+  // (its lease long expired), and a dead job requeued long ago.
+  const std::string pending =
+      EnqueueOne(*store_, MakeJob("q", "p"), now_ - absl::Hours(1000));
+  const std::string delayed =
+      EnqueueOne(*store_, MakeJob("q", "later", 0, now_ + absl::Hours(1)), old);
+  const std::string requeued =
+      FinishedJob(*store_, "rq", JobState::kDead, now_ - absl::Hours(900));
+  ASSERT_OK(store_->RequeueJob(requeued, now_ - absl::Hours(800)).status());
+  // Last: a Dequeue may end the expired leases of its queue.
+  DequeueOptions lease_l = Options();
+  lease_l.job_types = {"l"};
+  const std::string leased =
+      EnqueueOne(*store_, MakeJob("q", "l"), now_ - absl::Hours(1000));
+  ASSERT_EQ(LeaseOne(*store_, now_ - absl::Hours(999), lease_l).job.id, leased);
+  const std::vector<std::string> kept = {recent,  at_cutoff, pending,
+                                         delayed, leased,    requeued};
+  std::map<std::string, Job> before;
+  for (const std::string& id : kept) before[id] = GetOrFail(*store_, id);
+
+  EXPECT_EQ(Value(store_->PruneFinishedJobs(cutoff, cutoff, 100)), 3);
+  EXPECT_FALSE(Exists(*store_, succeeded));
+  EXPECT_FALSE(Exists(*store_, cancelled));
+  EXPECT_FALSE(Exists(*store_, dead));
+  for (const std::string& id : kept) {
+    Job after = GetOrFail(*store_, id);
+    EXPECT_EQ(after.state, before[id].state) << id;
+    EXPECT_EQ(after.updated_at, before[id].updated_at) << id;
+  }
+  EXPECT_THAT(ListAll(*store_), SizeIs(kept.size()));
+  EXPECT_THAT(ListAll(*store_, "q", JobState::kSucceeded), SizeIs(1));
+  EXPECT_THAT(ListAll(*store_, "", JobState::kDead), IsEmpty());
+  std::vector<QueueStats> stats = Value(store_->QueueStatistics(now_));
+  ASSERT_THAT(stats, SizeIs(1));
+  EXPECT_EQ(stats[0].succeeded, 1);
+  EXPECT_EQ(stats[0].cancelled, 1);
+  EXPECT_EQ(stats[0].dead, 0);
+  EXPECT_EQ(stats[0].pending, 3);
+  EXPECT_EQ(stats[0].leased, 1);
+  // Nothing more is due.
+  EXPECT_EQ(Value(store_->PruneFinishedJobs(cutoff, cutoff, 100)), 0);
+
+  // The pruned jobs stay gone, the others stay, across a restart.
+  if (GetParam().reopen) {
+    ASSERT_NO_FATAL_FAILURE(Reopen());
+    EXPECT_FALSE(Exists(*store_, succeeded));
+    EXPECT_THAT(ListAll(*store_), SizeIs(kept.size()));
+  }
+}
+
+TEST_P(JobStoreConformance, PruneRespectsTheLimitOldestFirst) {
+  std::vector<std::string> ids;
+  // Finished in the order 0..4, but stored in another order.
+  const int order[] = {3, 0, 4, 1, 2};
+  std::map<int, std::string> by_age;
+  for (int i : order) {
+    by_age[i] = FinishedJob(*store_, absl::StrCat("t", i), JobState::kSucceeded,
+                            now_ - absl::Hours(10) + absl::Seconds(i));
+  }
+  EXPECT_EQ(Value(store_->PruneFinishedJobs(now_, now_, 2)), 2);
+  EXPECT_FALSE(Exists(*store_, by_age[0]));
+  EXPECT_FALSE(Exists(*store_, by_age[1]));
+  EXPECT_TRUE(Exists(*store_, by_age[2]));
+  EXPECT_EQ(Value(store_->PruneFinishedJobs(now_, now_, 2)), 2);
+  EXPECT_FALSE(Exists(*store_, by_age[3]));
+  EXPECT_TRUE(Exists(*store_, by_age[4]));
+  EXPECT_EQ(Value(store_->PruneFinishedJobs(now_, now_, 2)), 1);
+  EXPECT_EQ(Value(store_->PruneFinishedJobs(now_, now_, 2)), 0);
+  EXPECT_THAT(ListAll(*store_), IsEmpty());
+}
+
+TEST_P(JobStoreConformance, PruneLimitSpansTheFinishedStates) {
+  for (int i = 0; i < 2; ++i) {
+    FinishedJob(*store_, absl::StrCat("s", i), JobState::kSucceeded,
+                now_ - absl::Hours(2));
+    FinishedJob(*store_, absl::StrCat("c", i), JobState::kCancelled,
+                now_ - absl::Hours(2));
+    FinishedJob(*store_, absl::StrCat("d", i), JobState::kDead,
+                now_ - absl::Hours(2));
+  }
+  EXPECT_EQ(Value(store_->PruneFinishedJobs(now_, now_, 4)), 4);
+  EXPECT_THAT(ListAll(*store_), SizeIs(2));
+  EXPECT_EQ(Value(store_->PruneFinishedJobs(now_, now_, 4)), 2);
+  EXPECT_THAT(ListAll(*store_), IsEmpty());
+}
+
+TEST_P(JobStoreConformance, PruneGivesDeadJobsTheirOwnCutoff) {
+  const std::string succeeded =
+      FinishedJob(*store_, "s", JobState::kSucceeded, now_ - absl::Hours(30));
+  const std::string dead =
+      FinishedJob(*store_, "d", JobState::kDead, now_ - absl::Hours(30));
+  // InfinitePast deletes nothing of its kind.
+  EXPECT_EQ(Value(store_->PruneFinishedJobs(absl::InfinitePast(),
+                                            absl::InfinitePast(), 10)),
+            0);
+  // A long dead retention keeps the dead job, a short one for the others
+  // does not keep the succeeded one.
+  EXPECT_EQ(Value(store_->PruneFinishedJobs(now_ - absl::Hours(24),
+                                            now_ - absl::Hours(168), 10)),
+            1);
+  EXPECT_FALSE(Exists(*store_, succeeded));
+  EXPECT_TRUE(Exists(*store_, dead));
+  EXPECT_EQ(Value(store_->PruneFinishedJobs(absl::InfinitePast(),
+                                            now_ - absl::Hours(24), 10)),
+            1);
+  EXPECT_FALSE(Exists(*store_, dead));
+}
+
+TEST_P(JobStoreConformance, APrunedJobsIdempotencyKeyIsFreeAgain) {
+  const absl::Time finished = now_ - absl::Hours(2);
+  NewJob keyed = WithKey(MakeJob("q", "k"), "order-42");
+  const std::string first = EnqueueOne(*store_, keyed, finished);
+  DequeueOptions options = Options();
+  options.job_types = {"k"};
+  Lease lease = LeaseOne(*store_, finished, options);
+  ASSERT_OK(store_->Ack(first, lease.token, finished));
+  // Before the prune the key still deduplicates.
+  ASSERT_OK_AND_ASSIGN(std::vector<EnqueueResult> dup,
+                       store_->Enqueue({keyed}, now_));
+  EXPECT_TRUE(dup[0].duplicate);
+
+  EXPECT_EQ(Value(store_->PruneFinishedJobs(now_ - absl::Hours(1),
+                                            now_ - absl::Hours(1), 10)),
+            1);
+  // A retried Ack of the pruned job: NOT_FOUND.
+  EXPECT_EQ(store_->Ack(first, lease.token, now_).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->RequeueJob(first, now_).status().code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_OK_AND_ASSIGN(std::vector<EnqueueResult> again,
+                       store_->Enqueue({keyed}, now_));
+  ASSERT_THAT(again, SizeIs(1));
+  EXPECT_FALSE(again[0].duplicate);
+  EXPECT_NE(again[0].job_id, first);
+  EXPECT_EQ(GetOrFail(*store_, again[0].job_id).idempotency_key, "order-42");
+  // And the new job holds the key as usual.
+  ASSERT_OK_AND_ASSIGN(std::vector<EnqueueResult> dup2,
+                       store_->Enqueue({keyed}, now_));
+  EXPECT_TRUE(dup2[0].duplicate);
+  EXPECT_EQ(dup2[0].job_id, again[0].job_id);
+}
+
+TEST_P(JobStoreConformance, AScheduleOutlivesItsPrunedLastJob) {
+  FiringSetup setup = SetUpFiring(*store_, now_ - absl::Hours(3));
+  ASSERT_OK_AND_ASSIGN(
+      CronRecord fired,
+      store_->ApplyCronTransition(setup.fire, now_ - absl::Hours(3)));
+  const std::string job_id = fired.state.last_job_id;
+  ASSERT_OK(store_->CancelJob(job_id, now_ - absl::Hours(3)).status());
+  EXPECT_EQ(Value(store_->PruneFinishedJobs(now_ - absl::Hours(1),
+                                            now_ - absl::Hours(1), 10)),
+            1);
+  EXPECT_EQ(store_->GetJob(job_id).status().code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_OK_AND_ASSIGN(CronRecord read, store_->GetCron("nightly"));
+  EXPECT_EQ(read.state.last_job_id, job_id);
+
+  // A REPLACE step naming the pruned job fires the next one all the same.
+  CronTransition next;
+  next.name = "nightly";
+  next.expected_version = read.version;
+  next.term = 1;
+  next.claim_tick = now_;
+  next.cancel_job_id = job_id;
+  NewJob job = MakeJob("cronq", "report");
+  job.cron_name = "nightly";
+  job.cron_tick_time = now_;
+  next.job = job;
+  next.new_state = read.state;
+  next.new_state.last_fire_time = now_;
+  ASSERT_OK_AND_ASSIGN(CronRecord after,
+                       store_->ApplyCronTransition(next, now_));
+  EXPECT_NE(after.state.last_job_id, job_id);
+  EXPECT_EQ(GetOrFail(*store_, after.state.last_job_id).state,
+            JobState::kPending);
+}
+
 }  // namespace
 
 INSTANTIATE_TEST_SUITE_P(Memory, JobStoreConformance,

@@ -828,6 +828,60 @@ TEST_F(SqliteJobStoreTest, SynchronousIsWhatTheOptionsSay) {
               ::testing::ElementsAre("1"));  // NORMAL
 }
 
+TEST_F(SqliteJobStoreTest, MigratesAVersion2FileAddingTheRetentionIndex) {
+  std::string id;
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+    ASSERT_OK_AND_ASSIGN(std::vector<EnqueueResult> ids,
+                         store->Enqueue({MakeJob()}, now_));
+    id = ids[0].job_id;
+  }
+  // What schema version 2 looked like.
+  ASSERT_OK(
+      RawExec(path_, "DROP INDEX jobs_finished; PRAGMA user_version = 2"));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+  EXPECT_THAT(*store->QueryForTest("PRAGMA user_version"),
+              ::testing::ElementsAre("3"));
+  EXPECT_THAT(*store->QueryForTest("SELECT name FROM sqlite_schema WHERE name "
+                                   "= 'jobs_finished'"),
+              ::testing::ElementsAre("jobs_finished"));
+  EXPECT_TRUE(store->GetJob(id).ok());
+  EXPECT_EQ(*store->PruneFinishedJobs(now_, now_, 10), 0);
+}
+
+// A clean close leaves everything in the database file: the -wal file is
+// empty even when another connection keeps the file open (SQLite itself
+// checkpoints and removes the WAL only when the last connection closes).
+TEST_F(SqliteJobStoreTest, ClosingCheckpointsTheWalIntoTheDatabaseFile) {
+  const std::string wal = path_ + "-wal";
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> other, Open());
+  std::vector<std::string> ids;
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+    std::vector<NewJob> jobs(50, MakeJob());
+    ASSERT_OK_AND_ASSIGN(std::vector<EnqueueResult> results,
+                         store->Enqueue(jobs, now_));
+    for (const EnqueueResult& r : results) ids.push_back(r.job_id);
+    ASSERT_TRUE(std::filesystem::exists(wal));
+    EXPECT_GT(std::filesystem::file_size(wal), 0u);
+    // Checkpoint() on its own does the same.
+    ASSERT_OK(store->Checkpoint());
+    EXPECT_EQ(std::filesystem::file_size(wal), 0u);
+    ASSERT_OK(store->Enqueue({MakeJob()}, now_).status());
+    EXPECT_GT(std::filesystem::file_size(wal), 0u);
+  }
+  EXPECT_EQ(std::filesystem::file_size(wal), 0u)
+      << "the closed store left transactions in the WAL";
+  EXPECT_THAT(AllJobs(*other), SizeIs(51));
+  other.reset();
+  // The last connection gone, the database file alone holds every job.
+  std::error_code ignored;
+  EXPECT_TRUE(!std::filesystem::exists(wal) ||
+              std::filesystem::file_size(wal, ignored) == 0);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> reopened, Open());
+  for (const std::string& id : ids) EXPECT_TRUE(reopened->GetJob(id).ok());
+}
+
 // ---- Errors -----------------------------------------------------------------
 
 TEST_F(SqliteJobStoreTest, AWriterHoldingTheLockPastTheTimeoutIsUnavailable) {
