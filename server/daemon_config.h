@@ -58,6 +58,15 @@ struct DaemonConfig {
   // --clock-offset-for-test (hidden): shift the wall clock, e.g. "120s".
   // Default "": no shift.
   std::string clock_offset_for_test;
+
+  // ---- Metrics (docs/METRICS.md) ----
+  // --metrics-listen: HOST:PORT to serve Prometheus metrics on, at
+  // http://HOST:PORT/metrics; port 0 picks a free port (see
+  // --metrics-port-file). Default "": no metrics endpoint.
+  std::string metrics_listen;
+  // --metrics-port-file: once the metrics endpoint listens, write its bound
+  // port here. Default "".
+  std::string metrics_port_file;
 };
 
 // Parses argv (argv[0] is the program name), the ADJUTANT_* environment and
@@ -70,8 +79,9 @@ int ParseDaemonConfig(int argc, const char* const* argv, DaemonConfig* config);
 // PostgreSQL URI with something after the scheme, ":memory:", or a file
 // path whose directory exists and which is not itself a directory), that
 // --port-file's directory exists and that --clock-offset-for-test is a
-// duration. Opens nothing and binds nothing. INVALID_ARGUMENT names the flag
-// and the reason.
+// duration; --metrics-listen is HOST:PORT when set, and
+// --metrics-port-file's directory exists and needs --metrics-listen. Opens
+// nothing and binds nothing. INVALID_ARGUMENT names the flag and the reason.
 absl::Status ValidateDaemonConfig(const DaemonConfig& config);
 
 // Whether `db` names a PostgreSQL database (a libpq URI) rather than a file.

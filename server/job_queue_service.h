@@ -22,6 +22,7 @@
 #include "scheduler/scheduler.h"
 #include "server/executor.h"
 #include "server/long_poll.h"
+#include "server/server_metrics.h"
 #include "server/validation.h"
 #include "storage/job.h"
 #include "storage/job_store.h"
@@ -86,6 +87,11 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   // server calls it while it assembles itself).
   void SetScheduler(Scheduler* scheduler) { scheduler_ = scheduler; }
 
+  // Counts jobs enqueued, leased, acked, nacked, dead and cancelled by queue
+  // into `metrics` (see ServerMetrics). Not owned; must outlive the service.
+  // REQUIRES: called before the service serves any call.
+  void SetMetrics(ServerMetrics* metrics) { metrics_ = metrics; }
+
  private:
   class DequeueCall;
 
@@ -106,6 +112,8 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   const JobFinishedHook on_cron_job_finished_;
   // Set once before serving (SetScheduler), read-only after.
   Scheduler* scheduler_ = nullptr;
+  // Set once before serving (SetMetrics), read-only after; may stay null.
+  ServerMetrics* metrics_ = nullptr;
 };
 
 }  // namespace adjutant

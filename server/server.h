@@ -24,7 +24,9 @@
 #include "server/executor.h"
 #include "server/job_queue_service.h"
 #include "server/long_poll.h"
+#include "server/metrics_http.h"
 #include "server/scheduler_service.h"
+#include "server/server_metrics.h"
 #include "server/validation.h"
 #include "storage/job_store.h"
 
@@ -53,6 +55,15 @@ struct AdjutantServerConfig {
   // The server overrides default_max_attempts with limits' and sets
   // on_job_fired.
   SchedulerConfig scheduler;
+
+  // ---- Metrics (docs/METRICS.md) ----
+  // HOST:PORT of the Prometheus endpoint, GET /metrics (--metrics-listen);
+  // port 0 picks a free port, reported by metrics_port(). Default "": no
+  // endpoint (the server still keeps its metrics, see metrics()).
+  std::string metrics_listen;
+  // How long a scrape waits for the store reads behind the jobs-by-state,
+  // leadership and schedule metrics. Default 5 s.
+  absl::Duration metrics_store_timeout = absl::Seconds(5);
 };
 
 // Thread-safe, except that Start() and Shutdown() are called by one owner
@@ -82,6 +93,10 @@ class AdjutantServer {
   // REQUIRES: Start() succeeded.
   int port() const { return port_; }
 
+  // The bound port of the /metrics endpoint. REQUIRES: Start() succeeded
+  // with config.metrics_listen set.
+  int metrics_port() const;
+
   // Reports NOT_SERVING to health checks, stops accepting calls, ends every
   // waiting long-poll with an empty OK
   // response, lets in-flight calls finish (up to shutdown_grace), and stops
@@ -94,6 +109,8 @@ class AdjutantServer {
   // test can move a simulated clock past it.
   void AwaitHealthChecksForTest(int64_t n);
 
+  // Every metric the server keeps (RPCs, jobs, the store's writes).
+  ServerMetrics* metrics() { return metrics_.get(); }
   JobStore* store() { return store_.get(); }
   LongPollRegistry* long_poll() { return long_poll_.get(); }
   Scheduler* scheduler() { return scheduler_.get(); }
@@ -112,6 +129,9 @@ class AdjutantServer {
   void SetServing(bool serving);
 
   const AdjutantServerConfig config_;
+  // Before the store: the store (a MeteredJobStore around the one given)
+  // records into it.
+  std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<JobStore> store_;
   Clock* const clock_;
   // Destroyed in reverse order: the services before the registry before the
@@ -122,6 +142,8 @@ class AdjutantServer {
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<SchedulerService> scheduler_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
+  // The /metrics endpoint (null without metrics_listen); destroyed first.
+  std::unique_ptr<MetricsHttpServer> metrics_http_;
   int port_ = 0;
   bool shut_down_ = false;
   std::thread health_thread_;
