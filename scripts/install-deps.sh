@@ -9,6 +9,9 @@ packages=(
   # libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libsqlite3-dev libspdlog-dev libcli11-dev libabsl-dev
+  # the Prometheus /metrics endpoint: cpp-httplib, and what its header
+  # includes (it was built with TLS, zlib and brotli support)
+  libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev
   # the PostgreSQL backend (libpq) and the throwaway server its tests start
   libpq-dev postgresql
   # tests

@@ -20,6 +20,7 @@
 #include "server/auth.h"
 #include "server/tls.h"
 #include "server/retention.h"
+#include "server/metrics_http.h"
 #include "server/validation.h"
 #include "spdlog/details/log_msg.h"
 
@@ -140,6 +141,15 @@ void AddOptions(CLI::App& app, DaemonConfig* c) {
   app.add_option("--clock-offset-for-test", c->clock_offset_for_test,
                  "shift the wall clock by this duration (e.g. 120s)")
       ->group("");
+  // Metrics (docs/METRICS.md).
+  app.add_option("--metrics-listen", c->metrics_listen,
+                 "HOST:PORT to serve Prometheus metrics on, at "
+                 "http://HOST:PORT/metrics; port 0 picks a free port (see "
+                 "--metrics-port-file); empty: no metrics endpoint")
+      ->capture_default_str();
+  app.add_option("--metrics-port-file", c->metrics_port_file,
+                 "once the metrics endpoint listens, write its bound port to "
+                 "this file (for --metrics-listen HOST:0)");
 }
 
 }  // namespace
@@ -277,6 +287,29 @@ absl::Status ValidateDaemonConfig(const DaemonConfig& config) {
     return absl::InvalidArgumentError(
         absl::StrCat("--retention-batch-size: ", config.retention_batch_size,
                      " is outside 1..", kMaxRetentionBatchSize));
+  }
+  if (!config.metrics_listen.empty()) {
+    std::string host;
+    int port = 0;
+    if (absl::Status s = ParseHostPort("--metrics-listen",
+                                       config.metrics_listen, &host, &port);
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (!config.metrics_port_file.empty()) {
+    if (config.metrics_listen.empty()) {
+      return absl::InvalidArgumentError(
+          "--metrics-port-file: needs --metrics-listen (no metrics endpoint "
+          "is served without it)");
+    }
+    fs::path dir = fs::path(config.metrics_port_file).parent_path();
+    if (dir.empty()) dir = ".";
+    if (!fs::is_directory(dir, ec)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--metrics-port-file: the directory '", dir.string(),
+                       "' does not exist"));
+    }
   }
   if (!config.clock_offset_for_test.empty()) {
     absl::Duration offset;

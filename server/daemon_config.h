@@ -95,6 +95,15 @@ struct DaemonConfig {
   // finish before they are cancelled; "0" cancels them at once. Default
   // "20s".
   std::string shutdown_timeout = "20s";
+
+  // ---- Metrics (docs/METRICS.md) ----
+  // --metrics-listen: HOST:PORT to serve Prometheus metrics on, at
+  // http://HOST:PORT/metrics; port 0 picks a free port (see
+  // --metrics-port-file). Default "": no metrics endpoint.
+  std::string metrics_listen;
+  // --metrics-port-file: once the metrics endpoint listens, write its bound
+  // port here. Default "".
+  std::string metrics_port_file;
 };
 
 // Parses argv (argv[0] is the program name), the ADJUTANT_* environment and
@@ -109,7 +118,9 @@ int ParseDaemonConfig(int argc, const char* const* argv, DaemonConfig* config);
 // --port-file's directory exists, that --clock-offset-for-test is a
 // duration, and that --retention, --dead-retention and --shutdown-timeout
 // are non-negative durations. Opens nothing and binds nothing.
-// INVALID_ARGUMENT names the flag and the reason.
+// INVALID_ARGUMENT names the flag and the reason. --metrics-listen is
+// HOST:PORT when set, and --metrics-port-file's directory exists and needs
+// --metrics-listen.
 // Access control: the TLS files (CheckTlsFiles in server/tls.h), the token
 // file (parsed: a bad line is named with its number), and that a
 // non-loopback --listen has authentication (--auth-tokens or

@@ -138,6 +138,16 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
           earliest_expiry = std::min(earliest_expiry, lease.expires_at);
         }
         long_poll->NoteNextAvailable(earliest_expiry);
+        if (service_->metrics_ != nullptr) {
+          service_->metrics_->JobsLeased(args_.options.queue,
+                                         static_cast<int64_t>(leases->size()));
+        }
+        if (spdlog::should_log(spdlog::level::debug)) {
+          for (const Lease& lease : *leases) {
+            spdlog::debug("Dequeue: job {} of queue {} leased (attempt {})",
+                          lease.job.id, lease.job.queue, lease.job.attempts);
+          }
+        }
         Finish(grpc::Status::OK);
         return;
       }
@@ -236,8 +246,14 @@ grpc::ServerUnaryReactor* JobQueueService::Enqueue(
             store_->Enqueue({job}, clock_->Now());
         if (!results.ok()) return results.status();
         const EnqueueResult& result = results->front();
-        if (!result.duplicate)
+        if (!result.duplicate) {
           long_poll_->JobsAvailableAt(job.queue, job.type, job.run_at);
+          if (metrics_ != nullptr) metrics_->JobsEnqueued(job.queue, 1);
+        }
+        // Ids, queues and types only: payloads and tokens are never logged.
+        spdlog::debug("Enqueue: job {} in queue {} (type {}){}", result.job_id,
+                      job.queue, job.type,
+                      result.duplicate ? ": a duplicate" : "");
         response->set_job_id(result.job_id);
         response->set_duplicate(result.duplicate);
         return absl::OkStatus();
@@ -269,11 +285,13 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
         // The earliest new run_at per queue and type is all the registry
         // needs.
         std::map<std::pair<std::string, std::string>, absl::Time> earliest;
+        std::map<std::string, int64_t> stored_by_queue;
         for (size_t i = 0; i < jobs.size(); ++i) {
           v1::EnqueueResponse* out = response->add_results();
           out->set_job_id((*results)[i].job_id);
           out->set_duplicate((*results)[i].duplicate);
           if ((*results)[i].duplicate) continue;
+          ++stored_by_queue[jobs[i].queue];
           auto [it, inserted] = earliest.emplace(
               std::make_pair(jobs[i].queue, jobs[i].type), jobs[i].run_at);
           if (!inserted) it->second = std::min(it->second, jobs[i].run_at);
@@ -282,6 +300,17 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
           long_poll_->JobsAvailableAt(queue_and_type.first,
                                       queue_and_type.second, at);
         }
+        if (metrics_ != nullptr) {
+          for (const auto& [queue, n] : stored_by_queue) {
+            metrics_->JobsEnqueued(queue, n);
+          }
+        }
+        spdlog::debug("EnqueueBatch: {} job(s), {} new", jobs.size(),
+                      [&stored_by_queue] {
+                        int64_t n = 0;
+                        for (const auto& [queue, k] : stored_by_queue) n += k;
+                        return n;
+                      }());
         return absl::OkStatus();
       });
 }
@@ -314,10 +343,15 @@ grpc::ServerUnaryReactor* JobQueueService::Ack(
   return RunOnExecutor(context, "Ack", [this, request]() -> absl::Status {
     absl::Status status =
         store_->Ack(request->job_id(), request->lease_token(), clock_->Now());
-    if (status.ok() && on_cron_job_finished_) {
-      // Ack returns no job; read it to learn whether a schedule fired it.
+    if (status.ok() && (on_cron_job_finished_ || metrics_ != nullptr)) {
+      // Ack returns no job; read it to learn its queue and whether a
+      // schedule fired it.
       absl::StatusOr<Job> job = store_->GetJob(request->job_id());
-      if (job.ok()) NotifyIfCronJobFinished(on_cron_job_finished_, *job);
+      if (job.ok()) {
+        if (metrics_ != nullptr) metrics_->JobAcked(job->queue);
+        spdlog::debug("Ack: job {} of queue {} succeeded", job->id, job->queue);
+        NotifyIfCronJobFinished(on_cron_job_finished_, *job);
+      }
     }
     return status;
   });
@@ -342,6 +376,12 @@ grpc::ServerUnaryReactor* JobQueueService::Nack(
         if (job->state == JobState::kPending) {
           long_poll_->JobsAvailableAt(job->queue, job->type, job->run_at);
         }
+        if (metrics_ != nullptr) {
+          metrics_->JobNacked(job->queue);
+          if (job->state == JobState::kDead) metrics_->JobDead(job->queue);
+        }
+        spdlog::debug("Nack: job {} of queue {} is {}", job->id, job->queue,
+                      JobStateName(job->state));
         NotifyIfCronJobFinished(on_cron_job_finished_, *job);
         ToProto(*job, response->mutable_job());
         return absl::OkStatus();
@@ -406,6 +446,9 @@ grpc::ServerUnaryReactor* JobQueueService::CancelJob(
         absl::StatusOr<Job> job =
             store_->CancelJob(request->job_id(), clock_->Now());
         if (!job.ok()) return job.status();
+        if (metrics_ != nullptr) metrics_->JobCancelled(job->queue);
+        spdlog::debug("CancelJob: job {} of queue {} cancelled", job->id,
+                      job->queue);
         NotifyIfCronJobFinished(on_cron_job_finished_, *job);
         ToProto(*job, response);
         return absl::OkStatus();

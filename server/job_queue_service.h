@@ -27,6 +27,7 @@
 #include "server/auth.h"
 #include "server/executor.h"
 #include "server/long_poll.h"
+#include "server/server_metrics.h"
 #include "server/validation.h"
 #include "storage/job.h"
 #include "storage/job_store.h"
@@ -102,6 +103,11 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   // then refuses calls at the transport. Thread-safe; cannot be undone.
   void RefuseNewCalls() { refusing_new_calls_.store(true); }
 
+  // Counts jobs enqueued, leased, acked, nacked, dead and cancelled by queue
+  // into `metrics` (see ServerMetrics). Not owned; must outlive the service.
+  // REQUIRES: called before the service serves any call.
+  void SetMetrics(ServerMetrics* metrics) { metrics_ = metrics; }
+
  private:
   class DequeueCall;
 
@@ -126,6 +132,8 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   const Authorizer* authorizer_ = nullptr;
   // Set by RefuseNewCalls().
   std::atomic<bool> refusing_new_calls_{false};
+  // Set once before serving (SetMetrics), read-only after; may stay null.
+  ServerMetrics* metrics_ = nullptr;
 };
 
 }  // namespace adjutant

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/hash/hash.h"
+#include "server/server_metrics.h"
 #include "spdlog/spdlog.h"
 
 namespace adjutant {
@@ -215,6 +216,10 @@ void LongPollRegistry::HandleExpiredLeases(const std::vector<Job>& jobs) {
   std::set<std::pair<std::string, std::string>> available;
   for (const Job& job : jobs) {
     if (job.state == JobState::kPending) available.emplace(job.queue, job.type);
+    if (metrics_ != nullptr) {
+      metrics_->LeaseExpired(job.queue);
+      if (job.state == JobState::kDead) metrics_->JobDead(job.queue);
+    }
     NotifyIfCronJobFinished(on_cron_job_finished_, job);
   }
   if (!jobs.empty()) {
@@ -316,6 +321,11 @@ void LongPollRegistry::Reap(absl::Time now) {
     // When in doubt, wake: a spurious retry costs one Dequeue.
     if (!next.ok() || *next <= now) Wake(queue);
   }
+}
+
+int LongPollRegistry::WaitingCount() {
+  absl::MutexLock l(&mu_);
+  return static_cast<int>(parked_.size());
 }
 
 int LongPollRegistry::ParkedCountForTest() {

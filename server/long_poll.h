@@ -72,6 +72,8 @@
 
 namespace adjutant {
 
+class ServerMetrics;  // server/server_metrics.h
+
 // Called when a job fired by a schedule (cron_name non-empty) becomes
 // SUCCEEDED, DEAD or CANCELLED, so the scheduler can act on it (overlap
 // policy WAIT). May be called more than once for the same job (a retried
@@ -186,6 +188,16 @@ class LongPollRegistry {
   // decides again. Blocking (store calls).
   void ExpireLeasesIfDue(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // ---- Metrics --------------------------------------------------------------
+
+  // Counts the leases the reaper ends (and the jobs it makes DEAD) into
+  // `metrics`. Not owned; must outlive the registry. REQUIRES: called before
+  // Start().
+  void SetMetrics(ServerMetrics* metrics) { metrics_ = metrics; }
+
+  // How many Dequeue calls are parked now.
+  int WaitingCount() ABSL_LOCKS_EXCLUDED(mu_);
+
   // ---- For tests ----------------------------------------------------------
 
   // How many waiters are parked.
@@ -239,6 +251,8 @@ class LongPollRegistry {
   JobStore* const store_;
   Clock* const clock_;
   const JobFinishedHook on_cron_job_finished_;
+  // Set once before Start() (SetMetrics), read-only after; may stay null.
+  ServerMetrics* metrics_ = nullptr;
   std::thread timer_;
 
   absl::Mutex mu_;

@@ -2,6 +2,7 @@
 // SIGTERM or SIGINT. Everything worth testing lives in the libraries.
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
@@ -71,6 +72,7 @@ int main(int argc, char** argv) {
   config.executor_threads = flags.executor_threads;
   config.limits.max_payload_bytes = flags.max_payload_bytes;
   config.limits.default_max_attempts = flags.default_max_attempts;
+  config.metrics_listen = flags.metrics_listen;
   const std::string& db = flags.db;
   const std::string& synchronous = flags.sqlite_synchronous;
   const std::string& port_file = flags.port_file;
@@ -103,6 +105,11 @@ int main(int argc, char** argv) {
     spdlog::set_default_logger(spdlog::stderr_color_mt("adjutantd"));
   }
   spdlog::set_level(spdlog::level::from_str(flags.log_level));
+  spdlog::info("adjutantd {} starting (pid {}): gRPC on {}{}", ADJUTANT_VERSION,
+               getpid(), flags.listen,
+               flags.metrics_listen.empty()
+                   ? std::string()
+                   : ", metrics on " + flags.metrics_listen);
 
   // Access control: TLS credentials and the token file (both checked by
   // ValidateDaemonConfig; checked again here, as they are read).
@@ -251,6 +258,13 @@ int main(int argc, char** argv) {
       spdlog::critical("{}", started.ToString());
       return 1;
     }
+  }
+  // Before --port-file, which tells a waiting test or script that we are up.
+  if (!flags.metrics_port_file.empty() &&
+      !WritePortFile(flags.metrics_port_file, server->metrics_port())) {
+    spdlog::critical("cannot write --metrics-port-file {}: {}",
+                     flags.metrics_port_file, std::strerror(errno));
+    return 1;
   }
   if (!port_file.empty() && !WritePortFile(port_file, server->port())) {
     spdlog::critical("cannot write --port-file {}: {}", port_file,

@@ -8,8 +8,11 @@
 #include <cstdint>
 #include <limits>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "server/metered_job_store.h"
+#include "server/rpc_metrics.h"
 #include "spdlog/spdlog.h"
 
 namespace adjutant {
@@ -47,7 +50,9 @@ std::unique_ptr<Clock> NewOffsetClock(Clock* base, absl::Duration offset) {
 AdjutantServer::AdjutantServer(AdjutantServerConfig config,
                                std::unique_ptr<JobStore> store, Clock* clock)
     : config_(std::move(config)),
-      store_(std::move(store)),
+      metrics_(std::make_unique<ServerMetrics>()),
+      store_(std::make_unique<MeteredJobStore>(std::move(store), metrics_.get(),
+                                               clock)),
       clock_(clock),
       executor_(std::make_unique<Executor>(config_.executor_threads)),
       long_poll_(std::make_unique<LongPollRegistry>(
@@ -61,6 +66,7 @@ AdjutantServer::AdjutantServer(AdjutantServerConfig config,
   scheduler_config.default_max_attempts = config_.limits.default_max_attempts;
   // A fired job is available at once: wake the long-polls of its queue.
   scheduler_config.on_job_fired = [this](const std::string& queue) {
+    metrics_->JobsEnqueued(queue, 1);
     long_poll_->Wake(queue);
   };
   scheduler_ = std::make_unique<Scheduler>(store_.get(), clock_,
@@ -72,6 +78,16 @@ AdjutantServer::AdjutantServer(AdjutantServerConfig config,
   scheduler_service_->SetAuthorizer(config_.authorizer.get());
   retention_ = std::make_unique<RetentionPruner>(store_.get(), clock_,
                                                  config_.retention);
+  job_queue_service_->SetMetrics(metrics_.get());
+  long_poll_->SetMetrics(metrics_.get());
+  ServerMetrics::StateSources sources;
+  sources.store = store_.get();
+  sources.scheduler = scheduler_.get();
+  sources.long_poll = long_poll_.get();
+  sources.executor = executor_.get();
+  sources.clock = clock_;
+  sources.store_timeout = config_.metrics_store_timeout;
+  metrics_->CollectStateFrom(sources);
 }
 
 AdjutantServer::~AdjutantServer() { Shutdown(); }
@@ -95,6 +111,26 @@ absl::Status AdjutantServer::Start() {
                config_.limits.max_payload_bytes + kMessageOverheadBytes))));
   builder.RegisterService(job_queue_service_.get());
   builder.RegisterService(scheduler_service_.get());
+  // Every call's count and latency, by method and code.
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(
+      std::make_unique<RpcMetricsInterceptorFactory>(metrics_.get(), clock_));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  // Bound first: a bad metrics address fails the start before anything runs.
+  if (!config_.metrics_listen.empty()) {
+    metrics_http_ = std::make_unique<MetricsHttpServer>(metrics_->registry());
+    if (absl::Status s = metrics_http_->Start(config_.metrics_listen);
+        !s.ok()) {
+      metrics_http_.reset();
+      return s;
+    }
+    const std::string metrics_host =
+        config_.metrics_listen.substr(0, config_.metrics_listen.rfind(':'));
+    spdlog::info("metrics: Prometheus /metrics on http://{}:{}/metrics",
+                 metrics_host, metrics_http_->port());
+  }
 
   // The first reaper round returns leases that expired while we were down.
   long_poll_->Start();
@@ -153,6 +189,12 @@ void AdjutantServer::Shutdown() {
     grpc_server_->Wait();
     spdlog::info("gRPC server stopped");
   }
+  // Last: a scrape during shutdown still answers.
+  if (metrics_http_ != nullptr) metrics_http_->Stop();
+}
+
+int AdjutantServer::metrics_port() const {
+  return metrics_http_ == nullptr ? 0 : metrics_http_->port();
 }
 
 void AdjutantServer::HealthLoop() {

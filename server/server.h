@@ -30,7 +30,9 @@
 #include "server/job_queue_service.h"
 #include "server/long_poll.h"
 #include "server/retention.h"
+#include "server/metrics_http.h"
 #include "server/scheduler_service.h"
+#include "server/server_metrics.h"
 #include "server/validation.h"
 #include "storage/job_store.h"
 
@@ -77,6 +79,15 @@ struct AdjutantServerConfig {
   // How long finished jobs are kept (--retention, --dead-retention,
   // --retention-batch-size; see RetentionConfig for the defaults).
   RetentionConfig retention;
+
+  // ---- Metrics (docs/METRICS.md) ----
+  // HOST:PORT of the Prometheus endpoint, GET /metrics (--metrics-listen);
+  // port 0 picks a free port, reported by metrics_port(). Default "": no
+  // endpoint (the server still keeps its metrics, see metrics()).
+  std::string metrics_listen;
+  // How long a scrape waits for the store reads behind the jobs-by-state,
+  // leadership and schedule metrics. Default 5 s.
+  absl::Duration metrics_store_timeout = absl::Seconds(5);
 };
 
 // Thread-safe, except that Start() and Shutdown() are called by one owner
@@ -106,6 +117,10 @@ class AdjutantServer {
   // REQUIRES: Start() succeeded.
   int port() const { return port_; }
 
+  // The bound port of the /metrics endpoint. REQUIRES: Start() succeeded
+  // with config.metrics_listen set.
+  int metrics_port() const;
+
   // In this order: reports NOT_SERVING to health checks; stops the
   // scheduler and the retention thread; ends every waiting long-poll with
   // UNAVAILABLE ("server shutting down"), so that workers retry, on another
@@ -120,6 +135,8 @@ class AdjutantServer {
   // test can move a simulated clock past it.
   void AwaitHealthChecksForTest(int64_t n);
 
+  // Every metric the server keeps (RPCs, jobs, the store's writes).
+  ServerMetrics* metrics() { return metrics_.get(); }
   JobStore* store() { return store_.get(); }
   LongPollRegistry* long_poll() { return long_poll_.get(); }
   Scheduler* scheduler() { return scheduler_.get(); }
@@ -140,6 +157,9 @@ class AdjutantServer {
   void SetServing(bool serving);
 
   const AdjutantServerConfig config_;
+  // Before the store: the store (a MeteredJobStore around the one given)
+  // records into it.
+  std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<JobStore> store_;
   Clock* const clock_;
   // Destroyed in reverse order: the services before the registry before the
@@ -151,6 +171,8 @@ class AdjutantServer {
   std::unique_ptr<SchedulerService> scheduler_service_;
   std::unique_ptr<RetentionPruner> retention_;
   std::unique_ptr<grpc::Server> grpc_server_;
+  // The /metrics endpoint (null without metrics_listen); destroyed first.
+  std::unique_ptr<MetricsHttpServer> metrics_http_;
   int port_ = 0;
   bool shut_down_ = false;
   std::thread health_thread_;

@@ -326,6 +326,35 @@ TEST_F(DaemonConfigTest, TlsFlagsAreChecked) {
               HasSubstr("--tls-client-ca: requires --tls-cert"));
 }
 
+TEST_F(DaemonConfigTest, MetricsFlags) {
+  DaemonConfig config;
+  ASSERT_EQ(Parse({}, &config), -1);
+  EXPECT_EQ(config.metrics_listen, "");  // off by default
+  EXPECT_EQ(config.metrics_listen, AdjutantServerConfig().metrics_listen);
+  ASSERT_EQ(Parse({"--metrics-listen", "0.0.0.0:9464", "--metrics-port-file",
+                   dir_ + "/metrics.port"},
+                  &config),
+            -1);
+  EXPECT_EQ(config.metrics_listen, "0.0.0.0:9464");
+  config.db = ":memory:";
+  EXPECT_TRUE(ValidateDaemonConfig(config).ok());
+
+  for (const char* bad : {"9464", "host:", ":9464", "host:99999"}) {
+    config.metrics_listen = bad;
+    const absl::Status s = ValidateDaemonConfig(config);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(s.message(), HasSubstr("--metrics-listen")) << bad;
+  }
+  config.metrics_listen = "127.0.0.1:0";
+  config.metrics_port_file = dir_ + "/missing/metrics.port";
+  EXPECT_THAT(ValidateDaemonConfig(config).message(),
+              HasSubstr("--metrics-port-file"));
+  config.metrics_listen = "";
+  config.metrics_port_file = dir_ + "/metrics.port";
+  EXPECT_THAT(ValidateDaemonConfig(config).message(),
+              HasSubstr("needs --metrics-listen"));
+}
+
 TEST(JsonLogFormatterTest, EscapesTheMessage) {
   auto formatter = NewJsonLogFormatter();
   spdlog::details::log_msg msg("adjutantd", spdlog::level::warn,

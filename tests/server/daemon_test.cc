@@ -2,6 +2,7 @@
 // process: flags, lifecycle, a restart on the same SQLite file.
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
+#include <httplib.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -444,7 +445,7 @@ TEST_F(DaemonTest, HelpExplainsEveryFlag) {
         "--max-payload-bytes", "--default-max-attempts", "--executor-threads",
         "--port-file", "--config", "--check-config", "--log-format",
         "--retention", "--dead-retention", "--retention-batch-size",
-        "--shutdown-timeout", "ADJUTANT_LISTEN"}) {
+        "--shutdown-timeout", "--metrics-listen", "--metrics-port-file", "ADJUTANT_LISTEN"}) {
     EXPECT_THAT(help, HasSubstr(flag));
   }
   EXPECT_THAT(help, ::testing::Not(HasSubstr("--clock-offset-for-test")));
@@ -459,7 +460,9 @@ TEST_F(DaemonTest, BadFlagValuesAreRefused) {
         std::vector<std::string>{"--retention", "a day"},
         std::vector<std::string>{"--dead-retention", "-1h"},
         std::vector<std::string>{"--retention-batch-size", "0"},
-        std::vector<std::string>{"--shutdown-timeout", "soon"}}) {
+        std::vector<std::string>{"--shutdown-timeout", "soon"},
+        std::vector<std::string>{"--metrics-listen", "9464"},
+        std::vector<std::string>{"--metrics-listen", "localhost:http"}}) {
     Daemon daemon(dir_, Args(args));
     ASSERT_NO_FATAL_FAILURE(daemon.Spawn());
     EXPECT_NE(daemon.Wait(), 0) << args[0];
@@ -519,6 +522,118 @@ TEST_F(DaemonTest, JsonLogLinesParseAsJson) {
   }
   EXPECT_GE(lines, 2);
   EXPECT_TRUE(saw_stopping) << daemon.Log();
+}
+
+// A real daemon at debug level with its metrics endpoint: the lifecycle
+// lines are there, a scrape over HTTP after some traffic shows it, and no
+// payload or lease token ever reaches the log.
+TEST_F(DaemonTest, MetricsOverHttpAndLogsWithoutPayloadsOrTokens) {
+  const std::string metrics_port_file = dir_ + "/metrics.port";
+  Daemon daemon(dir_,
+                Args({"--log-level", "debug", "--metrics-listen", "127.0.0.1:0",
+                      "--metrics-port-file", metrics_port_file}));
+  ASSERT_NO_FATAL_FAILURE(daemon.Start());
+  // Written before --port-file, so it is there now.
+  const int metrics_port = std::stoi(ReadFile(metrics_port_file));
+  ASSERT_GT(metrics_port, 0);
+
+  const std::string kPayload = "PAYLOAD-5e1f-never-logged";
+  std::vector<std::string> tokens;
+  for (int i = 0; i < 3; ++i) {
+    v1::EnqueueRequest r;
+    r.set_queue("q");
+    r.set_job_type("t");
+    r.set_payload(kPayload);
+    v1::EnqueueResponse out;
+    ASSERT_TRUE(daemon.stub()->Enqueue(Ctx().get(), r, &out).ok());
+  }
+  {  // refused: the payload is not echoed in the error either
+    v1::EnqueueRequest r;
+    r.set_queue("q");
+    r.set_payload(kPayload);
+    v1::EnqueueResponse out;
+    grpc::Status s = daemon.stub()->Enqueue(Ctx().get(), r, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), ::testing::Not(HasSubstr(kPayload)));
+  }
+  const v1::LeasedJob first = LeaseOne(daemon.stub(), 30);
+  const v1::LeasedJob second = LeaseOne(daemon.stub(), 30);
+  tokens = {first.lease_token(), second.lease_token()};
+  ASSERT_TRUE(
+      AckJob(daemon.stub(), first.job().job_id(), first.lease_token()).ok());
+  // A stale token: refused, and not logged either.
+  EXPECT_FALSE(
+      AckJob(daemon.stub(), second.job().job_id(), first.lease_token()).ok());
+  {
+    v1::NackRequest r;
+    r.set_job_id(second.job().job_id());
+    r.set_lease_token(second.lease_token());
+    r.set_dead(true);
+    v1::NackResponse out;
+    ASSERT_TRUE(daemon.stub()->Nack(Ctx().get(), r, &out).ok());
+  }
+
+  httplib::Client client("127.0.0.1", metrics_port);
+  httplib::Result scraped = client.Get("/metrics");
+  ASSERT_TRUE(scraped) << httplib::to_string(scraped.error());
+  ASSERT_EQ(scraped->status, 200);
+  const std::string& m = scraped->body;
+  for (const char* line :
+       {"adjutant_jobs_enqueued_total{queue=\"q\"} 3",
+        "adjutant_jobs_leased_total{queue=\"q\"} 2",
+        "adjutant_jobs_acked_total{queue=\"q\"} 1",
+        "adjutant_jobs_nacked_total{queue=\"q\"} 1",
+        "adjutant_jobs_dead_total{queue=\"q\"} 1",
+        "adjutant_jobs{queue=\"q\",state=\"pending\"} 1",
+        "adjutant_jobs{queue=\"q\",state=\"succeeded\"} 1",
+        "adjutant_jobs{queue=\"q\",state=\"dead\"} 1",
+        "adjutant_rpcs_total{method=\"adjutant.v1.JobQueue/Enqueue\","
+        "code=\"OK\"} 3",
+        "adjutant_rpcs_total{method=\"adjutant.v1.JobQueue/Enqueue\","
+        "code=\"INVALID_ARGUMENT\"} 1",
+        "adjutant_rpcs_total{method=\"adjutant.v1.JobQueue/Ack\","
+        "code=\"FAILED_PRECONDITION\"} 1",
+        "adjutant_rpc_duration_seconds_count{method=\"adjutant.v1.JobQueue/"
+        "Enqueue\",code=\"OK\"} 3",
+        "adjutant_store_write_duration_seconds_count{op=\"enqueue\"} 3",
+        "adjutant_is_leader 0", "adjutant_long_polls_waiting 0"}) {
+    EXPECT_THAT(m, HasSubstr(absl::StrCat("\n", line, "\n"))) << line;
+  }
+  // Real time on a real store: latencies are measured, not zero.
+  EXPECT_THAT(m, ::testing::Not(HasSubstr(
+                     "adjutant_store_write_duration_seconds_sum{op=\"enqueue\"}"
+                     " 0\n")));
+
+  EXPECT_EQ(daemon.Stop(SIGTERM), 0);
+  const std::string log = daemon.Log();
+  EXPECT_THAT(log, HasSubstr("adjutantd " ADJUTANT_VERSION " starting"));
+  EXPECT_THAT(log, HasSubstr("store: SQLite"));
+  EXPECT_THAT(log, HasSubstr("listening on 127.0.0.1:"));
+  EXPECT_THAT(log, HasSubstr(absl::StrCat("metrics: Prometheus /metrics on "
+                                          "http://127.0.0.1:",
+                                          metrics_port, "/metrics")));
+  // The level really was debug: the jobs' ids are there.
+  EXPECT_THAT(log, HasSubstr(absl::StrCat("Ack: job ", first.job().job_id())));
+  EXPECT_THAT(log,
+              HasSubstr(absl::StrCat("Dequeue: job ", second.job().job_id())));
+  EXPECT_THAT(log, HasSubstr("stopping"));
+  EXPECT_THAT(log, HasSubstr("store closed; exiting"));
+  EXPECT_THAT(log, ::testing::Not(HasSubstr(kPayload)));
+  for (const std::string& token : tokens) {
+    ASSERT_FALSE(token.empty());
+    EXPECT_THAT(log, ::testing::Not(HasSubstr(token)));
+  }
+}
+
+TEST_F(DaemonTest, ABusyMetricsPortIsAClearNonZeroExit) {
+  httplib::Server holder;
+  const int port = holder.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  Daemon daemon(dir_,
+                Args({"--metrics-listen", absl::StrCat("127.0.0.1:", port)}));
+  ASSERT_NO_FATAL_FAILURE(daemon.Spawn());
+  EXPECT_NE(daemon.Wait(), 0);
+  EXPECT_THAT(daemon.Log(), HasSubstr("--metrics-listen: cannot listen on"));
 }
 
 }  // namespace

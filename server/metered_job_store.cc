@@ -1,0 +1,131 @@
+#include "server/metered_job_store.h"
+
+#include <utility>
+
+namespace adjutant {
+
+MeteredJobStore::Op::Op(ServerMetrics* metrics, const std::string& name,
+                        bool counts_jobs)
+    : duration(metrics->StoreWriteDuration(name)),
+      batch_size(counts_jobs ? metrics->StoreBatchSize(name) : nullptr) {}
+
+MeteredJobStore::MeteredJobStore(std::unique_ptr<JobStore> store,
+                                 ServerMetrics* metrics, Clock* clock)
+    : store_(std::move(store)),
+      clock_(clock),
+      enqueue_(metrics, "enqueue", /*counts_jobs=*/true),
+      dequeue_(metrics, "dequeue", /*counts_jobs=*/true),
+      ack_(metrics, "ack"),
+      nack_(metrics, "nack"),
+      extend_lease_(metrics, "extend_lease"),
+      cancel_job_(metrics, "cancel_job"),
+      requeue_job_(metrics, "requeue_job"),
+      expire_leases_(metrics, "expire_leases", /*counts_jobs=*/true),
+      observe_term_(metrics, "observe_term"),
+      put_cron_(metrics, "put_cron"),
+      delete_cron_(metrics, "delete_cron"),
+      apply_cron_transition_(metrics, "apply_cron_transition"),
+      prune_finished_jobs_(metrics, "prune_finished_jobs",
+                           /*counts_jobs=*/true) {}
+
+template <typename Call>
+auto MeteredJobStore::Timed(const Op& op, Call call) -> decltype(call()) {
+  const absl::Duration start = clock_->Monotonic();
+  auto result = call();
+  op.duration->Observe(absl::ToDoubleSeconds(clock_->Monotonic() - start));
+  return result;
+}
+
+absl::StatusOr<std::vector<EnqueueResult>> MeteredJobStore::Enqueue(
+    const std::vector<NewJob>& jobs, absl::Time now) {
+  auto results = Timed(enqueue_, [&] { return store_->Enqueue(jobs, now); });
+  if (results.ok()) {
+    int64_t stored = 0;
+    for (const EnqueueResult& r : *results) stored += r.duplicate ? 0 : 1;
+    if (stored > 0) enqueue_.batch_size->Observe(static_cast<double>(stored));
+  }
+  return results;
+}
+
+absl::StatusOr<std::vector<Lease>> MeteredJobStore::Dequeue(
+    const DequeueOptions& options, absl::Time now) {
+  auto leases = Timed(dequeue_, [&] { return store_->Dequeue(options, now); });
+  if (leases.ok() && !leases->empty()) {
+    dequeue_.batch_size->Observe(static_cast<double>(leases->size()));
+  }
+  return leases;
+}
+
+absl::Status MeteredJobStore::Ack(const std::string& job_id,
+                                  const std::string& token, absl::Time now) {
+  return Timed(ack_, [&] { return store_->Ack(job_id, token, now); });
+}
+
+absl::StatusOr<Job> MeteredJobStore::Nack(const std::string& job_id,
+                                          const std::string& token,
+                                          const NackOptions& options,
+                                          absl::Time now) {
+  return Timed(nack_,
+               [&] { return store_->Nack(job_id, token, options, now); });
+}
+
+absl::StatusOr<absl::Time> MeteredJobStore::ExtendLease(
+    const std::string& job_id, const std::string& token,
+    absl::Duration lease_duration, absl::Time now) {
+  return Timed(extend_lease_, [&] {
+    return store_->ExtendLease(job_id, token, lease_duration, now);
+  });
+}
+
+absl::StatusOr<Job> MeteredJobStore::CancelJob(const std::string& job_id,
+                                               absl::Time now) {
+  return Timed(cancel_job_, [&] { return store_->CancelJob(job_id, now); });
+}
+
+absl::StatusOr<Job> MeteredJobStore::RequeueJob(const std::string& job_id,
+                                                absl::Time now) {
+  return Timed(requeue_job_, [&] { return store_->RequeueJob(job_id, now); });
+}
+
+absl::StatusOr<std::vector<Job>> MeteredJobStore::ExpireLeases(absl::Time now) {
+  auto jobs = Timed(expire_leases_, [&] { return store_->ExpireLeases(now); });
+  if (jobs.ok() && !jobs->empty()) {
+    expire_leases_.batch_size->Observe(static_cast<double>(jobs->size()));
+  }
+  return jobs;
+}
+
+absl::StatusOr<int64_t> MeteredJobStore::PruneFinishedJobs(
+    absl::Time finished_before, absl::Time dead_before, int limit) {
+  auto deleted = Timed(prune_finished_jobs_, [&] {
+    return store_->PruneFinishedJobs(finished_before, dead_before, limit);
+  });
+  if (deleted.ok() && *deleted > 0) {
+    prune_finished_jobs_.batch_size->Observe(static_cast<double>(*deleted));
+  }
+  return deleted;
+}
+
+absl::StatusOr<uint64_t> MeteredJobStore::ObserveTerm(uint64_t term) {
+  return Timed(observe_term_, [&] { return store_->ObserveTerm(term); });
+}
+
+absl::StatusOr<CronRecord> MeteredJobStore::PutCron(
+    const CronDefinition& definition, const CronState& state,
+    int64_t expected_version, absl::Time now) {
+  return Timed(put_cron_, [&] {
+    return store_->PutCron(definition, state, expected_version, now);
+  });
+}
+
+absl::Status MeteredJobStore::DeleteCron(const std::string& name) {
+  return Timed(delete_cron_, [&] { return store_->DeleteCron(name); });
+}
+
+absl::StatusOr<CronRecord> MeteredJobStore::ApplyCronTransition(
+    const CronTransition& transition, absl::Time now) {
+  return Timed(apply_cron_transition_,
+               [&] { return store_->ApplyCronTransition(transition, now); });
+}
+
+}  // namespace adjutant
