@@ -255,6 +255,61 @@ TEST_F(SqliteFaultTest, AckRefusedByTheDiskCanBeRetriedWithItsToken) {
   EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
 }
 
+// Every other writing RPC, under each fault: the fault's code, and the
+// store exactly as before.
+TEST_F(SqliteFaultTest, EveryWritingCallAnswersTheFaultAndChangesNothing) {
+  ASSERT_TRUE(Enqueue(Job()).ok());
+  ASSERT_TRUE(Enqueue(Job()).ok());
+  const v1::LeasedJob leased = LeaseOne();
+  const std::string before = Snapshot();
+
+  for (Fault fault : {Fault::kIoError, Fault::kDiskFull}) {
+    const grpc::StatusCode want = fault == Fault::kIoError
+                                      ? grpc::StatusCode::UNAVAILABLE
+                                      : grpc::StatusCode::RESOURCE_EXHAUSTED;
+    vfs_.SetFault(fault);
+    {
+      v1::DequeueRequest request;
+      request.set_queue("q");
+      request.mutable_lease_duration()->set_seconds(60);
+      v1::DequeueResponse response;
+      EXPECT_EQ(
+          stub_->Dequeue(Context().get(), request, &response).error_code(),
+          want);
+    }
+    {
+      v1::NackRequest request;
+      request.set_job_id(leased.job().job_id());
+      request.set_lease_token(leased.lease_token());
+      v1::NackResponse response;
+      EXPECT_EQ(stub_->Nack(Context().get(), request, &response).error_code(),
+                want);
+    }
+    {
+      v1::ExtendLeaseRequest request;
+      request.set_job_id(leased.job().job_id());
+      request.set_lease_token(leased.lease_token());
+      request.mutable_lease_duration()->set_seconds(120);
+      v1::ExtendLeaseResponse response;
+      EXPECT_EQ(
+          stub_->ExtendLease(Context().get(), request, &response).error_code(),
+          want);
+    }
+    {
+      v1::CancelJobRequest request;
+      request.set_job_id(leased.job().job_id());
+      v1::Job response;
+      EXPECT_EQ(
+          stub_->CancelJob(Context().get(), request, &response).error_code(),
+          want);
+    }
+    vfs_.SetFault(Fault::kNone);
+    EXPECT_EQ(Snapshot(), before);
+  }
+  // The lease survived every refused call.
+  ASSERT_TRUE(Ack(leased).ok());
+}
+
 TEST_F(SqliteFaultTest, HealthIsNotServingWhileWritesFail) {
   EXPECT_EQ(Health(), HealthStatus::SERVING);
   for (Fault fault : {Fault::kIoError, Fault::kDiskFull}) {
