@@ -192,9 +192,10 @@ int SqliteStatement::Changes() const { return sqlite3_changes(db_); }
 // ---- SqliteConnection ---------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<SqliteConnection>> SqliteConnection::Open(
-    const std::string& path, int flags) {
+    const std::string& path, int flags, const std::string& vfs) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags,
+                           vfs.empty() ? nullptr : vfs.c_str());
   if (rc != SQLITE_OK) {
     absl::Status status =
         SqliteStatus(rc, db, absl::StrCat("cannot open database ", path));
@@ -254,31 +255,48 @@ absl::Status SqliteConnection::Exec(const char* sql) {
 }
 
 absl::StatusOr<SqliteTransaction> SqliteConnection::Begin(const char* begin) {
+  const bool write = absl::string_view(begin) != "BEGIN";
   int rc = sqlite3_exec(db_, begin, nullptr, nullptr, nullptr);
   if (rc != SQLITE_OK) {
     return SqliteStatus(rc, db_, "starting a SQLite transaction failed");
   }
-  return SqliteTransaction(db_);
+  return SqliteTransaction(db_, write ? &write_trouble_ : nullptr);
 }
 
 // ---- SqliteTransaction --------------------------------------------------
 
 SqliteTransaction::SqliteTransaction(SqliteTransaction&& other) noexcept
-    : db_(std::exchange(other.db_, nullptr)) {}
+    : db_(std::exchange(other.db_, nullptr)),
+      write_trouble_(other.write_trouble_) {}
 
 SqliteTransaction::~SqliteTransaction() {
+  if (db_ == nullptr) return;
+  // Not committed: the latest error on the connection is what ended the
+  // transaction (an early return right after the failed call).
+  NoteOutcome(sqlite3_extended_errcode(db_));
   // Some errors (IOERR, FULL, BUSY mid-statement) already rolled the
   // transaction back; then there is nothing left to undo.
-  if (db_ != nullptr && sqlite3_get_autocommit(db_) == 0) {
+  if (sqlite3_get_autocommit(db_) == 0) {
     sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+}
+
+void SqliteTransaction::NoteOutcome(int rc) {
+  if (write_trouble_ == nullptr) return;
+  if (rc == SQLITE_OK) {
+    *write_trouble_ = absl::OkStatus();
+  } else if ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL) {
+    *write_trouble_ = SqliteStatus(rc, db_, "the latest write failed");
   }
 }
 
 absl::Status SqliteTransaction::Commit() {
   int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
   if (rc != SQLITE_OK) {
+    NoteOutcome(rc);
     return SqliteStatus(rc, db_, "committing a SQLite transaction failed");
   }
+  NoteOutcome(SQLITE_OK);
   db_ = nullptr;
   return absl::OkStatus();
 }

@@ -119,18 +119,27 @@ class SqliteTransaction {
 
  private:
   friend class SqliteConnection;
-  explicit SqliteTransaction(sqlite3* db) : db_(db) {}
+  SqliteTransaction(sqlite3* db, absl::Status* write_trouble)
+      : db_(db), write_trouble_(write_trouble) {}
+
+  // Records an I/O error or disk full that ended the transaction in
+  // *write_trouble_, or clears it on a commit.
+  void NoteOutcome(int rc);
 
   sqlite3* db_;  // null once committed or moved from
+  // The connection's write_trouble_ for a write transaction; null for reads.
+  absl::Status* write_trouble_;
 };
 
 // One open SQLite connection and its statement cache. Owns the sqlite3*;
 // the destructor finalizes every cached statement and closes it.
 class SqliteConnection {
  public:
-  // sqlite3_open_v2(path, flags) with extended result codes on.
+  // sqlite3_open_v2(path, flags, vfs) with extended result codes on. An
+  // empty `vfs` is SQLite's default VFS; otherwise the name of a registered
+  // one (sqlite3_vfs_register).
   static absl::StatusOr<std::unique_ptr<SqliteConnection>> Open(
-      const std::string& path, int flags);
+      const std::string& path, int flags, const std::string& vfs = "");
   ~SqliteConnection();
   SqliteConnection(const SqliteConnection&) = delete;
   SqliteConnection& operator=(const SqliteConnection&) = delete;
@@ -152,10 +161,18 @@ class SqliteConnection {
   // want one snapshot. See SqliteTransaction.
   absl::StatusOr<SqliteTransaction> Begin(const char* begin);
 
+  // The I/O error (UNAVAILABLE) or disk full (RESOURCE_EXHAUSTED) that ended
+  // the latest write transaction (one begun with "BEGIN IMMEDIATE"), or OK
+  // once a write transaction commits again. Reads succeed while the disk
+  // refuses writes, so a health check probes with a write while this is set
+  // (SqliteJobStore::Ping).
+  const absl::Status& write_trouble() const { return write_trouble_; }
+
  private:
   explicit SqliteConnection(sqlite3* db) : db_(db) {}
 
   sqlite3* const db_;
+  absl::Status write_trouble_;
   std::unordered_map<std::string, sqlite3_stmt*> statements_;
 };
 

@@ -141,6 +141,8 @@ static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
 constexpr char kBeginWrite[] = "BEGIN IMMEDIATE";
 constexpr char kBeginRead[] = "BEGIN";
 constexpr char kHighestTermKey[] = "highest_term";
+// How many health probes wrote to the file (SqliteJobStore::Ping).
+constexpr char kHealthProbeKey[] = "health_probes";
 constexpr char kJobPageTokenPrefix[] = "seq:";
 constexpr char kCronPageTokenPrefix[] = "name:";
 
@@ -301,6 +303,9 @@ constexpr char kNextExpirySql[] =
     "jobs_lease_expiry WHERE state = 2 AND queue = q AND lease_expires_at > "
     "?1)) FROM queues WHERE q IS NOT NULL";
 
+constexpr char kBumpHealthProbeSql[] =
+    "INSERT INTO meta (key, value) VALUES (?1, 1) "
+    "ON CONFLICT (key) DO UPDATE SET value = value + 1";
 constexpr char kSelectTermSql[] = "SELECT value FROM meta WHERE key = ?1";
 constexpr char kUpsertTermSql[] =
     "INSERT INTO meta (key, value) VALUES (?1, ?2) "
@@ -699,6 +704,33 @@ absl::StatusOr<int> CheckSchema(SqliteConnection& c, const std::string& path) {
       objects, " schema objects); refusing to touch it"));
 }
 
+// Reads every page of the file once (PRAGMA quick_check: b-tree structure,
+// record formats, NOT NULL and CHECK constraints; not index contents), so
+// that a file with garbled pages is refused before anything writes to it,
+// rather than found out by a request much later. FAILED_PRECONDITION
+// naming the file and SQLite's first findings when it is corrupt.
+absl::Status CheckIntegrity(SqliteConnection& c, const std::string& path) {
+  constexpr int kFindingsShown = 3;
+  ASSIGN_OR_RETURN(SqliteStatement stmt, c.PrepareOnce("PRAGMA quick_check"));
+  std::vector<std::string> findings;
+  while (true) {
+    absl::StatusOr<bool> row = stmt.Step();
+    if (!row.ok()) {
+      if (absl::IsUnavailable(row.status())) return row.status();
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, " is corrupt: ", row.status().message()));
+    }
+    if (!*row) break;
+    std::string finding = stmt.ColumnString(0);
+    if (finding == "ok") return absl::OkStatus();
+    if (findings.size() < kFindingsShown) findings.push_back(finding);
+  }
+  if (findings.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      path, " is corrupt (PRAGMA quick_check: ", absl::StrJoin(findings, "; "),
+      "); refusing to touch it"));
+}
+
 // `path` as the path part of a "file:" URI.
 std::string UriPath(const std::string& path) {
   std::string out;
@@ -785,7 +817,8 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
     std::string uri = absl::StrCat("file:", UriPath(options.path),
                                    has_wal ? "?mode=ro" : "?immutable=1");
     absl::StatusOr<std::unique_ptr<SqliteConnection>> reader =
-        SqliteConnection::Open(uri, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI);
+        SqliteConnection::Open(uri, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI,
+                               options.vfs);
     if (!reader.ok()) {
       return absl::UnavailableError(absl::StrCat(
           "cannot read ", options.path, ": ", reader.status().message()));
@@ -795,15 +828,22 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
     sqlite3_db_config((*reader)->db(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1,
                       nullptr);
     RETURN_IF_ERROR(SetBusyTimeout(**reader, options.busy_timeout));
-    RETURN_IF_ERROR(CheckSchema(**reader, options.path).status());
+    absl::Status checked = CheckSchema(**reader, options.path).status();
+    if (checked.ok()) checked = CheckIntegrity(**reader, options.path);
+    if (absl::IsUnavailable(checked)) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot read ", options.path, ": ", checked.message()));
+    }
+    RETURN_IF_ERROR(checked);
   }
 
   // 2. Open for real.
   ASSIGN_OR_RETURN(
       std::unique_ptr<SqliteConnection> connection,
-      SqliteConnection::Open(options.path, SQLITE_OPEN_READWRITE |
-                                               SQLITE_OPEN_CREATE |
-                                               SQLITE_OPEN_NOMUTEX));
+      SqliteConnection::Open(
+          options.path,
+          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+          options.vfs));
   SqliteConnection& c = *connection;
   RETURN_IF_ERROR(SetBusyTimeout(c, options.busy_timeout));
   RETURN_IF_ERROR(UseWal(c, options.path, options.busy_timeout));
@@ -869,9 +909,20 @@ absl::Status SqliteJobStore::Checkpoint() {
 
 absl::Status SqliteJobStore::Ping() {
   absl::MutexLock lock(&mu_);
+  SqliteConnection& c = *connection_;
+  if (!c.write_trouble().ok()) {
+    // Whether the disk takes writes again: a real change, committed.
+    ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
+    const std::string key = kHealthProbeKey;
+    {
+      ASSIGN_OR_RETURN(SqliteStatement stmt, c.Prepare(kBumpHealthProbeSql));
+      stmt.BindText(1, key);
+      RETURN_IF_ERROR(stmt.Run());
+    }
+    return txn.Commit();
+  }
   // Opens a read transaction, so it reaches the file (and its WAL index).
-  ASSIGN_OR_RETURN(SqliteStatement stmt,
-                   connection_->Prepare("PRAGMA user_version"));
+  ASSIGN_OR_RETURN(SqliteStatement stmt, c.Prepare("PRAGMA user_version"));
   return stmt.Run();
 }
 

@@ -40,6 +40,11 @@ struct SqliteOptions {
   // lock before failing with UNAVAILABLE.
   absl::Duration busy_timeout = absl::Seconds(5);
   BackoffPolicy backoff;
+  // The SQLite VFS (the layer under SQLite that does file I/O) to open the
+  // file with: the name of one registered with sqlite3_vfs_register. Empty
+  // (the default): SQLite's default VFS. For tests that inject I/O faults
+  // (tests/fakes/faulty_sqlite_vfs.h) and deployments with special storage.
+  std::string vfs;
 };
 
 // Thread-safe. For now one SQLite connection serves every call, under one
@@ -54,8 +59,12 @@ class SqliteJobStore final : public JobStore {
 
   // Opens (creating or migrating) the database. Fails without touching the
   // file if it is not an Adjutant database, is corrupt, or has a schema
-  // newer than this build knows (FAILED_PRECONDITION, saying which).
-  // UNAVAILABLE if the file cannot be opened at all.
+  // newer than this build knows (FAILED_PRECONDITION, naming the file and
+  // saying which). An existing file is read once from end to end first
+  // (PRAGMA quick_check, through a read-only connection), so that garbled
+  // pages are found before anything writes to the file: opening a large
+  // database takes about as long as reading it. UNAVAILABLE if the file
+  // cannot be opened or read at all.
   static absl::StatusOr<std::unique_ptr<SqliteJobStore>> Open(
       const SqliteOptions& options);
   // Checkpoint(), then closes the connection. A clean stop leaves the
@@ -75,6 +84,12 @@ class SqliteJobStore final : public JobStore {
   SqliteJobStore& operator=(const SqliteJobStore&) = delete;
 
   // JobStore (see job_store.h for the contracts).
+  //
+  // Ping reads the file. After a write transaction failed with an I/O error
+  // or disk full, and until one commits again, Ping also writes (a counter
+  // in the meta table), since reads go on working while the disk refuses
+  // writes: it fails with that write's UNAVAILABLE or RESOURCE_EXHAUSTED
+  // while the trouble lasts.
   absl::Status Ping() override;
   absl::StatusOr<std::vector<EnqueueResult>> Enqueue(
       const std::vector<NewJob>& jobs, absl::Time now) override;

@@ -426,6 +426,27 @@ TEST_F(SqliteJobStoreTest, RefusesAForeignDatabaseThatAnotherProgramHasOpen) {
   sqlite3_close(other);
 }
 
+TEST_F(SqliteJobStoreTest, RefusesADatabaseWithGarbledPages) {
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+    std::vector<NewJob> batch(200, MakeJob());
+    for (NewJob& job : batch) job.payload = std::string(500, 'p');
+    ASSERT_OK(store->Enqueue(batch, now_).status());
+  }
+  // The header and the schema (page 1) intact, a page of jobs garbled: only
+  // reading the whole file finds it.
+  constexpr size_t kPage = 4096;
+  std::string bytes = ReadBytes(path_);
+  ASSERT_GT(bytes.size(), 8 * kPage);
+  ASSERT_FALSE(std::filesystem::exists(path_ + "-wal"));
+  const size_t page = bytes.size() / kPage - 2;
+  for (size_t i = 0; i < kPage; ++i) {
+    bytes[page * kPage + i] = static_cast<char>(i * 37 + 11);
+  }
+  WriteBytes(path_, bytes);
+  ExpectRefusedUntouched("is corrupt");
+}
+
 TEST_F(SqliteJobStoreTest, RefusesANewerSchemaAndKeepsItsData) {
   std::string id;
   {

@@ -1,0 +1,353 @@
+// The server on a SQLite store whose disk fails: writes refused with an I/O
+// error or "disk full" by a VFS under SQLite (tests/fakes/faulty_sqlite_vfs.h),
+// driven through real gRPC. Each refused call answers UNAVAILABLE (I/O
+// error) or RESOURCE_EXHAUSTED (disk full) and stores nothing, health turns
+// NOT_SERVING, and once the fault clears the same connection works again.
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "adjutant/v1/job_queue.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "health.grpc.pb.h"
+#include "server/server.h"
+#include "storage/sqlite_job_store.h"
+#include "tests/fakes/faulty_sqlite_vfs.h"
+#include "tests/fakes/simulated_clock.h"
+
+namespace adjutant {
+namespace {
+
+using ::testing::HasSubstr;
+using Fault = FaultySqliteVfs::Fault;
+using HealthStatus = grpc::health::v1::HealthCheckResponse;
+
+class SqliteFaultTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "adjutant-fault-XXXXXX")
+            .string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    vfs_.SetFault(Fault::kNone);
+    SqliteOptions options;
+    options.path = dir_ + "/adjutant.db";
+    options.vfs = FaultySqliteVfs::kName;
+    absl::StatusOr<std::unique_ptr<SqliteJobStore>> store =
+        SqliteJobStore::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = store->get();
+
+    AdjutantServerConfig config;
+    config.listen_address = "127.0.0.1:0";
+    config.executor_threads = 2;
+    config.health_check_interval = absl::Seconds(1);
+    server_ =
+        std::make_unique<AdjutantServer>(config, *std::move(store), &clock_);
+    ASSERT_TRUE(server_->Start().ok());
+    auto channel =
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                            grpc::InsecureChannelCredentials());
+    stub_ = v1::JobQueue::NewStub(channel);
+    health_ = grpc::health::v1::Health::NewStub(channel);
+  }
+
+  void TearDown() override {
+    vfs_.SetFault(Fault::kNone);
+    server_.reset();
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+
+  std::unique_ptr<grpc::ClientContext> Context() {
+    auto context = std::make_unique<grpc::ClientContext>();
+    // Real time: only a guard against a hung test.
+    context->set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::seconds(60));
+    return context;
+  }
+
+  static v1::EnqueueRequest Job(const std::string& payload = "p") {
+    v1::EnqueueRequest request;
+    request.set_queue("q");
+    request.set_job_type("t");
+    request.set_payload(payload);
+    return request;
+  }
+
+  grpc::Status Enqueue(const v1::EnqueueRequest& request,
+                       std::string* job_id = nullptr) {
+    v1::EnqueueResponse response;
+    grpc::Status status = stub_->Enqueue(Context().get(), request, &response);
+    if (job_id != nullptr) *job_id = response.job_id();
+    return status;
+  }
+
+  grpc::Status EnqueueBatch(int n, const std::string& payload) {
+    v1::EnqueueBatchRequest request;
+    for (int i = 0; i < n; ++i) *request.add_jobs() = Job(payload);
+    v1::EnqueueBatchResponse response;
+    return stub_->EnqueueBatch(Context().get(), request, &response);
+  }
+
+  v1::LeasedJob LeaseOne() {
+    v1::DequeueRequest request;
+    request.set_queue("q");
+    request.set_max_jobs(1);
+    request.mutable_lease_duration()->set_seconds(60);
+    v1::DequeueResponse response;
+    grpc::Status status = stub_->Dequeue(Context().get(), request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.jobs_size(), 1);
+    return response.jobs_size() == 1 ? response.jobs(0) : v1::LeasedJob();
+  }
+
+  grpc::Status Ack(const v1::LeasedJob& leased) {
+    v1::AckRequest request;
+    request.set_job_id(leased.job().job_id());
+    request.set_lease_token(leased.lease_token());
+    v1::AckResponse response;
+    return stub_->Ack(Context().get(), request, &response);
+  }
+
+  // Every stored field of every job, and the meta table but for the health
+  // probe's counter: equal strings mean nothing changed.
+  std::string Snapshot() {
+    absl::StatusOr<std::vector<std::string>> jobs =
+        store_->QueryForTest("SELECT * FROM jobs ORDER BY seq");
+    EXPECT_TRUE(jobs.ok()) << jobs.status();
+    absl::StatusOr<std::vector<std::string>> meta = store_->QueryForTest(
+        "SELECT * FROM meta WHERE key <> 'health_probes' ORDER BY key");
+    EXPECT_TRUE(meta.ok()) << meta.status();
+    if (!jobs.ok() || !meta.ok()) return "";
+    return absl::StrCat(absl::StrJoin(*jobs, "\n"), "\n--\n",
+                        absl::StrJoin(*meta, "\n"));
+  }
+
+  int64_t JobCount() {
+    absl::StatusOr<std::vector<std::string>> rows =
+        store_->QueryForTest("SELECT count(*) FROM jobs");
+    EXPECT_TRUE(rows.ok()) << rows.status();
+    return rows.ok() && rows->size() == 1 ? std::stoll((*rows)[0]) : -1;
+  }
+
+  HealthStatus::ServingStatus Health() {
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service("adjutant.v1.JobQueue");
+    HealthStatus response;
+    grpc::Status status = health_->Check(Context().get(), request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response.status();
+  }
+
+  // Moves the clock to the next health check and waits for it to finish.
+  void NextHealthCheck() {
+    clock_.Advance(absl::Seconds(1));
+    server_->AwaitHealthChecksForTest(++health_checks_);
+  }
+
+  FaultySqliteVfs& vfs_ = FaultySqliteVfs::Get();
+  SimulatedClock clock_;
+  std::string dir_;
+  SqliteJobStore* store_ = nullptr;  // owned by server_
+  std::unique_ptr<AdjutantServer> server_;
+  std::unique_ptr<v1::JobQueue::Stub> stub_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+  int64_t health_checks_ = 1;  // the loop counts the one it is waiting for
+};
+
+TEST_F(SqliteFaultTest, IoErrorAnswersUnavailableAndStoresNothing) {
+  ASSERT_TRUE(Enqueue(Job()).ok());
+  const std::string before = Snapshot();
+  const int64_t refused = vfs_.refused_writes();
+
+  vfs_.SetFault(Fault::kIoError);
+  grpc::Status status = Enqueue(Job());
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(status.error_message(), HasSubstr("I/O error"));
+  EXPECT_GT(vfs_.refused_writes(), refused) << "the fault was never hit";
+  // Reads go on.
+  EXPECT_EQ(JobCount(), 1);
+
+  vfs_.SetFault(Fault::kNone);
+  EXPECT_EQ(Snapshot(), before);
+  std::string id;
+  ASSERT_TRUE(Enqueue(Job(), &id).ok());
+  EXPECT_EQ(JobCount(), 2);
+}
+
+TEST_F(SqliteFaultTest, DiskFullAnswersResourceExhaustedAndStoresNothing) {
+  ASSERT_TRUE(Enqueue(Job()).ok());
+  const std::string before = Snapshot();
+
+  vfs_.SetFault(Fault::kDiskFull);
+  grpc::Status status = Enqueue(Job());
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("full"));
+  status = EnqueueBatch(3, "p");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  vfs_.SetFault(Fault::kNone);
+  EXPECT_EQ(Snapshot(), before);
+  ASSERT_TRUE(Enqueue(Job()).ok());
+  ASSERT_TRUE(EnqueueBatch(3, "p").ok());
+  EXPECT_EQ(JobCount(), 5);
+}
+
+// A batch big enough to span many pages, its commit cut after the first
+// few page writes (into the WAL): no job of it is stored, and the WAL's
+// uncommitted frames are ignored by every later read and write.
+TEST_F(SqliteFaultTest, BatchCutMidCommitStoresNone) {
+  ASSERT_TRUE(Enqueue(Job()).ok());
+  const std::string before = Snapshot();
+  const std::string payload(3000, 'x');
+  for (int allowed : {1, 2, 5, 12}) {
+    for (Fault fault : {Fault::kIoError, Fault::kDiskFull}) {
+      SCOPED_TRACE(absl::StrCat("writes allowed ", allowed, ", fault ",
+                                static_cast<int>(fault)));
+      const int64_t refused = vfs_.refused_writes();
+      vfs_.SetFaultAfterWrites(allowed, fault);
+      grpc::Status status = EnqueueBatch(40, payload);
+      vfs_.SetFault(Fault::kNone);
+      EXPECT_EQ(status.error_code(), fault == Fault::kIoError
+                                         ? grpc::StatusCode::UNAVAILABLE
+                                         : grpc::StatusCode::RESOURCE_EXHAUSTED)
+          << status.error_message();
+      EXPECT_GT(vfs_.refused_writes(), refused) << "the fault was never hit";
+      EXPECT_EQ(Snapshot(), before);
+    }
+  }
+  ASSERT_TRUE(EnqueueBatch(40, payload).ok());
+  EXPECT_EQ(JobCount(), 41);
+}
+
+TEST_F(SqliteFaultTest, AckRefusedByTheDiskCanBeRetriedWithItsToken) {
+  ASSERT_TRUE(Enqueue(Job()).ok());
+  const v1::LeasedJob leased = LeaseOne();
+  const std::string before = Snapshot();
+
+  for (Fault fault : {Fault::kIoError, Fault::kDiskFull}) {
+    vfs_.SetFault(fault);
+    grpc::Status status = Ack(leased);
+    EXPECT_EQ(status.error_code(), fault == Fault::kIoError
+                                       ? grpc::StatusCode::UNAVAILABLE
+                                       : grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << status.error_message();
+    vfs_.SetFault(Fault::kNone);
+    EXPECT_EQ(Snapshot(), before);
+  }
+  ASSERT_TRUE(Ack(leased).ok());
+  v1::GetJobRequest request;
+  request.set_job_id(leased.job().job_id());
+  v1::Job job;
+  ASSERT_TRUE(stub_->GetJob(Context().get(), request, &job).ok());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
+}
+
+// Every other writing RPC, under each fault: the fault's code, and the
+// store exactly as before.
+TEST_F(SqliteFaultTest, EveryWritingCallAnswersTheFaultAndChangesNothing) {
+  ASSERT_TRUE(Enqueue(Job()).ok());
+  ASSERT_TRUE(Enqueue(Job()).ok());
+  const v1::LeasedJob leased = LeaseOne();
+  const std::string before = Snapshot();
+
+  for (Fault fault : {Fault::kIoError, Fault::kDiskFull}) {
+    const grpc::StatusCode want = fault == Fault::kIoError
+                                      ? grpc::StatusCode::UNAVAILABLE
+                                      : grpc::StatusCode::RESOURCE_EXHAUSTED;
+    vfs_.SetFault(fault);
+    {
+      v1::DequeueRequest request;
+      request.set_queue("q");
+      request.mutable_lease_duration()->set_seconds(60);
+      v1::DequeueResponse response;
+      EXPECT_EQ(
+          stub_->Dequeue(Context().get(), request, &response).error_code(),
+          want);
+    }
+    {
+      v1::NackRequest request;
+      request.set_job_id(leased.job().job_id());
+      request.set_lease_token(leased.lease_token());
+      v1::NackResponse response;
+      EXPECT_EQ(stub_->Nack(Context().get(), request, &response).error_code(),
+                want);
+    }
+    {
+      v1::ExtendLeaseRequest request;
+      request.set_job_id(leased.job().job_id());
+      request.set_lease_token(leased.lease_token());
+      request.mutable_lease_duration()->set_seconds(120);
+      v1::ExtendLeaseResponse response;
+      EXPECT_EQ(
+          stub_->ExtendLease(Context().get(), request, &response).error_code(),
+          want);
+    }
+    {
+      v1::CancelJobRequest request;
+      request.set_job_id(leased.job().job_id());
+      v1::Job response;
+      EXPECT_EQ(
+          stub_->CancelJob(Context().get(), request, &response).error_code(),
+          want);
+    }
+    vfs_.SetFault(Fault::kNone);
+    EXPECT_EQ(Snapshot(), before);
+  }
+  // The lease survived every refused call.
+  ASSERT_TRUE(Ack(leased).ok());
+}
+
+TEST_F(SqliteFaultTest, HealthIsNotServingWhileWritesFail) {
+  EXPECT_EQ(Health(), HealthStatus::SERVING);
+  for (Fault fault : {Fault::kIoError, Fault::kDiskFull}) {
+    SCOPED_TRACE(static_cast<int>(fault));
+    vfs_.SetFault(fault);
+    EXPECT_FALSE(Enqueue(Job()).ok());
+    NextHealthCheck();
+    EXPECT_EQ(Health(), HealthStatus::NOT_SERVING);
+    // Still failing at the next check: still NOT_SERVING.
+    NextHealthCheck();
+    EXPECT_EQ(Health(), HealthStatus::NOT_SERVING);
+
+    vfs_.SetFault(Fault::kNone);
+    NextHealthCheck();
+    EXPECT_EQ(Health(), HealthStatus::SERVING);
+    ASSERT_TRUE(Enqueue(Job()).ok());
+  }
+  EXPECT_EQ(JobCount(), 2);
+}
+
+// Without a failed write the health check only reads (no write per check
+// on an idle daemon); a write that fails is what makes it probe.
+TEST_F(SqliteFaultTest, HealthChecksWriteOnlyAfterAFailedWrite) {
+  const int64_t writes = vfs_.writes();
+  NextHealthCheck();
+  NextHealthCheck();
+  EXPECT_EQ(vfs_.writes(), writes);
+
+  vfs_.SetFault(Fault::kIoError);
+  EXPECT_FALSE(Enqueue(Job()).ok());
+  vfs_.SetFault(Fault::kNone);
+  NextHealthCheck();  // probes with a write, which succeeds
+  EXPECT_EQ(Health(), HealthStatus::SERVING);
+  const int64_t after_probe = vfs_.writes();
+  EXPECT_GT(after_probe, writes);
+  NextHealthCheck();
+  EXPECT_EQ(vfs_.writes(), after_probe);
+}
+
+}  // namespace
+}  // namespace adjutant
