@@ -18,9 +18,9 @@
 #include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "server/auth.h"
-#include "server/tls.h"
-#include "server/retention.h"
 #include "server/metrics_http.h"
+#include "server/retention.h"
+#include "server/tls.h"
 #include "server/validation.h"
 #include "spdlog/details/log_msg.h"
 

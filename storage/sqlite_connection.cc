@@ -265,15 +265,21 @@ absl::StatusOr<SqliteTransaction> SqliteConnection::Begin(const char* begin) {
 
 // ---- SqliteTransaction --------------------------------------------------
 
+SqliteTransaction::SqliteTransaction(sqlite3* db, absl::Status* write_trouble)
+    : db_(db),
+      write_trouble_(write_trouble),
+      changes_at_begin_(sqlite3_total_changes64(db)) {}
+
 SqliteTransaction::SqliteTransaction(SqliteTransaction&& other) noexcept
     : db_(std::exchange(other.db_, nullptr)),
-      write_trouble_(other.write_trouble_) {}
+      write_trouble_(other.write_trouble_),
+      changes_at_begin_(other.changes_at_begin_) {}
 
 SqliteTransaction::~SqliteTransaction() {
   if (db_ == nullptr) return;
   // Not committed: the latest error on the connection is what ended the
   // transaction (an early return right after the failed call).
-  NoteOutcome(sqlite3_extended_errcode(db_));
+  NoteOutcome(sqlite3_extended_errcode(db_), /*committed=*/false);
   // Some errors (IOERR, FULL, BUSY mid-statement) already rolled the
   // transaction back; then there is nothing left to undo.
   if (sqlite3_get_autocommit(db_) == 0) {
@@ -281,10 +287,12 @@ SqliteTransaction::~SqliteTransaction() {
   }
 }
 
-void SqliteTransaction::NoteOutcome(int rc) {
+void SqliteTransaction::NoteOutcome(int rc, bool committed) {
   if (write_trouble_ == nullptr) return;
   if (rc == SQLITE_OK) {
-    *write_trouble_ = absl::OkStatus();
+    if (committed && sqlite3_total_changes64(db_) > changes_at_begin_) {
+      *write_trouble_ = absl::OkStatus();
+    }
   } else if ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL) {
     *write_trouble_ = SqliteStatus(rc, db_, "the latest write failed");
   }
@@ -293,10 +301,10 @@ void SqliteTransaction::NoteOutcome(int rc) {
 absl::Status SqliteTransaction::Commit() {
   int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
   if (rc != SQLITE_OK) {
-    NoteOutcome(rc);
+    NoteOutcome(rc, /*committed=*/false);
     return SqliteStatus(rc, db_, "committing a SQLite transaction failed");
   }
-  NoteOutcome(SQLITE_OK);
+  NoteOutcome(SQLITE_OK, /*committed=*/true);
   db_ = nullptr;
   return absl::OkStatus();
 }

@@ -119,16 +119,19 @@ class SqliteTransaction {
 
  private:
   friend class SqliteConnection;
-  SqliteTransaction(sqlite3* db, absl::Status* write_trouble)
-      : db_(db), write_trouble_(write_trouble) {}
+  SqliteTransaction(sqlite3* db, absl::Status* write_trouble);
 
   // Records an I/O error or disk full that ended the transaction in
-  // *write_trouble_, or clears it on a commit.
-  void NoteOutcome(int rc);
+  // *write_trouble_. Clears it only on a commit that changed rows: a
+  // transaction that wrote nothing (a reaper round with no expired lease)
+  // commits without touching the disk, which proves nothing about it.
+  void NoteOutcome(int rc, bool committed);
 
   sqlite3* db_;  // null once committed or moved from
   // The connection's write_trouble_ for a write transaction; null for reads.
   absl::Status* write_trouble_;
+  // sqlite3_total_changes64 when the transaction began.
+  int64_t changes_at_begin_;
 };
 
 // One open SQLite connection and its statement cache. Owns the sqlite3*;

@@ -167,27 +167,29 @@ int CurrentTimeInt64(sqlite3_vfs*, sqlite3_int64* out) {
 }
 
 sqlite3_vfs* MakeVfs() {
-  static sqlite3_vfs vfs = {
-      2,
-      static_cast<int>(sizeof(FaultyFile)) + RealVfs()->szOsFile,
-      RealVfs()->mxPathname,
-      nullptr,
-      FaultySqliteVfs::kName,
-      nullptr,
-      Open,
-      Delete,
-      Access,
-      FullPathname,
-      DlOpen,
-      DlError,
-      DlSym,
-      DlClose,
-      Randomness,
-      Sleep,
-      CurrentTime,
-      GetLastError,
-      CurrentTimeInt64,
-  };
+  // Version 2 of the VFS interface: the version 3 system-call members stay
+  // null.
+  static sqlite3_vfs vfs = [] {
+    sqlite3_vfs v{};
+    v.iVersion = 2;
+    v.szOsFile = static_cast<int>(sizeof(FaultyFile)) + RealVfs()->szOsFile;
+    v.mxPathname = RealVfs()->mxPathname;
+    v.zName = FaultySqliteVfs::kName;
+    v.xOpen = Open;
+    v.xDelete = Delete;
+    v.xAccess = Access;
+    v.xFullPathname = FullPathname;
+    v.xDlOpen = DlOpen;
+    v.xDlError = DlError;
+    v.xDlSym = DlSym;
+    v.xDlClose = DlClose;
+    v.xRandomness = Randomness;
+    v.xSleep = Sleep;
+    v.xCurrentTime = CurrentTime;
+    v.xGetLastError = GetLastError;
+    v.xCurrentTimeInt64 = CurrentTimeInt64;
+    return v;
+  }();
   return &vfs;
 }
 

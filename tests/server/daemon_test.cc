@@ -445,7 +445,8 @@ TEST_F(DaemonTest, HelpExplainsEveryFlag) {
         "--max-payload-bytes", "--default-max-attempts", "--executor-threads",
         "--port-file", "--config", "--check-config", "--log-format",
         "--retention", "--dead-retention", "--retention-batch-size",
-        "--shutdown-timeout", "--metrics-listen", "--metrics-port-file", "ADJUTANT_LISTEN"}) {
+        "--shutdown-timeout", "--metrics-listen", "--metrics-port-file",
+        "ADJUTANT_LISTEN"}) {
     EXPECT_THAT(help, HasSubstr(flag));
   }
   EXPECT_THAT(help, ::testing::Not(HasSubstr("--clock-offset-for-test")));

@@ -152,7 +152,10 @@ class SqliteFaultTest : public ::testing::Test {
   }
 
   // Moves the clock to the next health check and waits for it to finish.
+  // First waits for the health thread to be asleep until the next check:
+  // a clock moved before it computed its deadline would never reach it.
   void NextHealthCheck() {
+    server_->AwaitHealthChecksForTest(health_checks_);
     clock_.Advance(absl::Seconds(1));
     server_->AwaitHealthChecksForTest(++health_checks_);
   }
@@ -328,6 +331,23 @@ TEST_F(SqliteFaultTest, HealthIsNotServingWhileWritesFail) {
     ASSERT_TRUE(Enqueue(Job()).ok());
   }
   EXPECT_EQ(JobCount(), 2);
+}
+
+// A write transaction that changes nothing (a reaper round with no expired
+// lease, a retention round with nothing due) commits without touching the
+// disk: it must not pass for proof that the disk takes writes again.
+TEST_F(SqliteFaultTest, AWriteThatChangesNothingDoesNotClearTheTrouble) {
+  vfs_.SetFault(Fault::kIoError);
+  EXPECT_FALSE(Enqueue(Job()).ok());
+  ASSERT_TRUE(store_->ExpireLeases(clock_.Now()).ok());
+  ASSERT_TRUE(store_
+                  ->PruneFinishedJobs(clock_.Now() - absl::Hours(1),
+                                      clock_.Now() - absl::Hours(1), 10)
+                  .ok());
+  EXPECT_EQ(store_->Ping().code(), absl::StatusCode::kUnavailable);
+  vfs_.SetFault(Fault::kNone);
+  EXPECT_TRUE(store_->Ping().ok());
+  EXPECT_TRUE(store_->Ping().ok());
 }
 
 // Without a failed write the health check only reads (no write per check
