@@ -7,7 +7,8 @@
 #         which also replays the fuzz corpora (tests/fuzz/corpus/).
 #   tsan  build-tsan: the server, scheduler and storage tests and adjutantd,
 #         with ThreadSanitizer; then those tests, but for the server tests
-#         that run a gRPC server (see tsan_grpc_tests).
+#         that run a gRPC server (see tsan_grpc_tests), and a check that
+#         TSan sees through the absl::Mutex wrappers and past them.
 #   fuzz  each libFuzzer target of build-asan for ADJUTANT_FUZZ_SECONDS
 #         (default 20), the two side by side, from the seed corpus; a crash
 #         leaves its input in build-asan/fuzz/artifacts/ and fails the stage.
@@ -65,7 +66,8 @@ run_tsan() {
   begin "tsan: build (server, scheduler, storage tests)"
   configure build-tsan -DADJUTANT_SANITIZE=thread
   cmake --build build-tsan -j "$jobs" \
-    --target server_test scheduler_test storage_test adjutantd
+    --target server_test scheduler_test storage_test adjutantd \
+    tsan_absl_sync_check
   end "tsan build"
   begin "tsan: ctest"
   # Not the tests that run a gRPC server: Debian's gRPC is not instrumented,
@@ -73,7 +75,7 @@ run_tsan() {
   # own (ServerUnaryReactor::Finish, then OnDone), and reports our objects
   # on both sides. A suppression would have to name our own frames.
   ctest --test-dir build-tsan --output-on-failure -j 2 --timeout 900 \
-    -L '^(server|scheduler|storage)$' -E "$tsan_grpc_tests"
+    -L '^(server|scheduler|storage|sanitizers)$' -E "$tsan_grpc_tests"
   end "tsan ctest"
 }
 
