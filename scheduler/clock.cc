@@ -15,7 +15,8 @@ class SystemClock final : public Clock {
   }
 
   bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
-                         absl::Time deadline) override {
+                         absl::Time deadline) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     return mu->AwaitWithDeadline(cond, deadline);
   }
 };

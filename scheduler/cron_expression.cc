@@ -503,6 +503,49 @@ bool FindNextCivil(const Fields& f, absl::CivilSecond from, int64_t limit_year,
   }
 }
 
+// The Gregorian calendar repeats every 400 years, and so do a zone's
+// daylight-saving rules: 146097 days.
+constexpr absl::Duration kGregorianCycle = absl::Hours(24 * 146097);
+
+// The first offset change of `zone` after `t`, like
+// absl::TimeZone::NextTransition, but for any year. absl lists a zone's
+// transitions only up to one cycle past its last rule change (about 2437)
+// and says nothing after that, while absl::TimeZone::At() maps later
+// instants onto that last cycle. This does the same: a transition found one
+// or more cycles earlier is moved forward by as many cycles, and kept only
+// if At() agrees that the offset changes there (a zone whose offsets stopped
+// changing has no transitions to repeat).
+bool NextTransition(const absl::TimeZone& zone, absl::Time t,
+                    absl::TimeZone::CivilTransition* change) {
+  if (zone.NextTransition(t, change)) return true;
+  absl::TimeZone::CivilTransition last;
+  if (t == absl::InfiniteFuture() || !zone.PrevTransition(t, &last)) {
+    return false;
+  }
+  const absl::Time last_at = zone.At(last.to).trans;
+  if (last_at >= t) return false;
+  // The fewest cycles that take `t` before the last listed transition.
+  const int64_t cycles = (t - last_at) / kGregorianCycle + 1;
+  absl::TimeZone::CivilTransition earlier;
+  if (!zone.NextTransition(t - cycles * kGregorianCycle, &earlier)) {
+    return false;
+  }
+  const auto shift = [cycles](absl::CivilSecond c) {
+    return absl::CivilSecond(c.year() + 400 * cycles, c.month(), c.day(),
+                             c.hour(), c.minute(), c.second());
+  };
+  const absl::CivilSecond from = shift(earlier.from);
+  const absl::CivilSecond to = shift(earlier.to);
+  // A gap skips `from`; an overlap repeats `to`.
+  if (zone.At(from).kind != absl::TimeZone::TimeInfo::SKIPPED &&
+      zone.At(to).kind != absl::TimeZone::TimeInfo::REPEATED) {
+    return false;
+  }
+  change->from = from;
+  change->to = to;
+  return true;
+}
+
 // Whether `name` looks like an IANA zone name. absl would also read a file
 // path given as a zone name; a schedule must not make the daemon do that.
 bool IsZoneName(absl::string_view name) {
@@ -569,7 +612,8 @@ absl::Time CronExpression::Impl::NextCalendar(absl::Time after) const {
     // The segment holding `t` ends at the next offset change, whose local
     // time in this segment's offset is `change.from`.
     absl::TimeZone::CivilTransition change;
-    const bool has_end = zone.NextTransition(t, &change) && change.from > start;
+    const bool has_end =
+        NextTransition(zone, t, &change) && change.from > start;
     if (has_end && c >= change.from) {
       // `c` is not in this segment; look again from where the next starts.
       // For fixed hours, a gap there is checked at the top of the loop.

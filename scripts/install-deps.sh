@@ -26,6 +26,9 @@ packages=(
   # TLS and token digests (libcrypto), and the throwaway certificates the
   # TLS tests make
   libssl-dev openssl
+  # the sanitizer and fuzz builds (scripts/sanitize.sh): clang 14, its
+  # sanitizer runtimes and libFuzzer
+  clang libclang-rt-14-dev
 )
 
 missing=()

@@ -15,6 +15,15 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# Sanitized builds run a few times slower (scripts/sanitize.sh sets 4): every
+# real-time wait below scales by this factor. Never a way to let time pass.
+TIMEOUT_MULTIPLIER = float(os.environ.get("ADJUTANT_TEST_TIMEOUT_MULTIPLIER", "1"))
+
+
+def scaled(seconds):
+    """A real-time timeout of `seconds`, scaled for slow (sanitized) builds."""
+    return seconds * TIMEOUT_MULTIPLIER
+
 
 def load_stubs():
     """Generates the Python stubs into a temp dir (removed at exit) and puts
@@ -35,7 +44,7 @@ def wait_for(predicate, timeout=15.0, what="condition"):
     """Polls `predicate` until it returns a truthy value; fails after
     `timeout` seconds of real time. For waiting on a real daemon's progress,
     never for letting time pass."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         value = predicate()
         if value:
@@ -118,7 +127,7 @@ class Daemon:
             self.channel = grpc.secure_channel(target, self.channel_credentials)
         else:
             self.channel = grpc.insecure_channel(target)
-        grpc.channel_ready_future(self.channel).result(timeout=10)
+        grpc.channel_ready_future(self.channel).result(timeout=scaled(10))
         return self
 
     def kill9(self):
@@ -128,7 +137,7 @@ class Daemon:
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=30)
+        code = self.proc.wait(timeout=scaled(30))
         self.channel.close()
         if code != 0:
             raise AssertionError("adjutantd exited %d on SIGTERM" % code)

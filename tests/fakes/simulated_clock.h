@@ -26,7 +26,8 @@ class SimulatedClock final : public Clock {
   absl::Time Now() override;
   absl::Duration Monotonic() override;
   bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
-                         absl::Time deadline) override;
+                         absl::Time deadline) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 
   // Moves both faces forward by `d` (>= 0) and wakes the waiters it passes.
   void Advance(absl::Duration d);

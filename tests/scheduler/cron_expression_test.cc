@@ -691,6 +691,34 @@ TEST(CronDstTest, SixFieldFixedHourInGapFiresOnce) {
       {"2026-03-08T07:00:00Z", "2026-03-09T06:00:00Z", "2026-03-09T06:00:01Z"});
 }
 
+// Past about 2437, absl::TimeZone::NextTransition() lists no more offset
+// changes, though At() still applies the zone's rules; Next() must keep
+// honouring them up to year 9999. (Found by tests/fuzz/cron_expression_fuzz:
+// corpus/cron_expression_fuzz/crash-51cd066c69ff2394258cc6a014e10fba0a74a85f.)
+TEST(CronDstTest, FarFutureYearsKeepTheZoneRules) {
+  // 01:00 EDT on 9974-04-05, seen from March (EST).
+  ExpectTicks("00 1 5W * *", kNewYork, "9974-03-05T06:00:00Z",
+              {"9974-04-05T05:00:00Z"});
+  ExpectTicks("0 12 1 4 *", kNewYork, "3000-01-01T00:00:00Z",
+              {"3000-04-01T16:00:00Z", "3001-04-01T16:00:00Z"});
+  ExpectTicks("0 12 1 7 *", kLondon, "9000-01-01T00:00:00Z",
+              {"9000-07-01T11:00:00Z"});
+  // Spring forward (5000-03-09): the skipped 02:30 fires once at 03:00 EDT;
+  // the wildcard hour skips it.
+  ExpectTicks(
+      "30 2 * * *", kNewYork, "5000-03-08T00:00:00Z",
+      {"5000-03-08T07:30:00Z", "5000-03-09T07:00:00Z", "5000-03-10T06:30:00Z"});
+  ExpectTicks(
+      "0 * * * *", kNewYork, "5000-03-09T05:30:00Z",
+      {"5000-03-09T06:00:00Z", "5000-03-09T07:00:00Z", "5000-03-09T08:00:00Z"});
+  // Fall back (5000-11-02): the repeated 01:30 fires once, at the first.
+  ExpectTicks("30 1 * * *", kNewYork, "5000-11-01T12:00:00Z",
+              {"5000-11-02T05:30:00Z", "5000-11-03T06:30:00Z"});
+  // A zone whose offset stopped changing long ago has nothing to repeat.
+  ExpectTicks("0 12 1 7 *", "Asia/Kolkata", "5000-01-01T00:00:00Z",
+              {"5000-07-01T06:30:00Z"});
+}
+
 // ---------------------------------------------------------------------------
 // Model checks: Next() against a brute-force statement of the DST rule.
 

@@ -1140,7 +1140,8 @@ class WallSteppingClock final : public Clock {
   }
   absl::Duration Monotonic() override { return base_.Monotonic(); }
   bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
-                         absl::Time deadline) override {
+                         absl::Time deadline) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     struct Args {
       const absl::Condition* cond;
       WallSteppingClock* clock;
@@ -1202,7 +1203,7 @@ class LongPollRegistryTest : public ::testing::Test {
   // Declared before the registry, which may still hold them when a failed
   // assertion ends a test.
   FakeWaiter waiter_, other_waiter_;
-  const std::vector<std::string> any_type_;
+  const std::vector<std::string> any_type_{};
   LongPollRegistry registry_{&store_, &clock_, nullptr};
 };
 

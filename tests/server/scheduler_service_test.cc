@@ -75,7 +75,8 @@ class ObservedClock final : public Clock {
     return now;
   }
   bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
-                         absl::Time deadline) override {
+                         absl::Time deadline) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     return base_->AwaitWithDeadline(mu, cond, deadline);
   }
 
