@@ -37,7 +37,7 @@ struct ClientOptions {
   // Sent as "authorization: Bearer TOKEN" metadata on every call. Printable
   // ASCII without spaces; never logged. Default "": no token.
   std::string token;
-  // Use TLS. Implied by any tls_*_file below; alone, the server's
+  // Use TLS. Implied by any tls_* option below; alone, the server's
   // certificate is checked against gRPC's default roots. Default false.
   bool tls = false;
   // PEM CA certificate(s) the server's certificate must chain to. Default

@@ -23,9 +23,9 @@ packages=(
   # systemd's notify protocol (sd_notify), the .deb (dpkg-shlibdeps needs
   # dpkg-dev and file) and the PostgreSQL leader-election sidecar
   libsystemd-dev dpkg-dev file python3-psycopg2
-  # TLS and token digests (libcrypto), and the throwaway certificates the
-  # TLS tests make
-  libssl-dev openssl
+  # the throwaway certificates the TLS tests make (libssl-dev, listed with
+  # cpp-httplib above, also serves TLS and the token digests)
+  openssl
   # the sanitizer and fuzz builds (scripts/sanitize.sh): clang 14, its
   # sanitizer runtimes and libFuzzer
   clang libclang-rt-14-dev

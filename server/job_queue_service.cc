@@ -286,12 +286,14 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
         // needs.
         std::map<std::pair<std::string, std::string>, absl::Time> earliest;
         std::map<std::string, int64_t> stored_by_queue;
+        int64_t stored = 0;
         for (size_t i = 0; i < jobs.size(); ++i) {
           v1::EnqueueResponse* out = response->add_results();
           out->set_job_id((*results)[i].job_id);
           out->set_duplicate((*results)[i].duplicate);
           if ((*results)[i].duplicate) continue;
           ++stored_by_queue[jobs[i].queue];
+          ++stored;
           auto [it, inserted] = earliest.emplace(
               std::make_pair(jobs[i].queue, jobs[i].type), jobs[i].run_at);
           if (!inserted) it->second = std::min(it->second, jobs[i].run_at);
@@ -305,12 +307,7 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
             metrics_->JobsEnqueued(queue, n);
           }
         }
-        spdlog::debug("EnqueueBatch: {} job(s), {} new", jobs.size(),
-                      [&stored_by_queue] {
-                        int64_t n = 0;
-                        for (const auto& [queue, k] : stored_by_queue) n += k;
-                        return n;
-                      }());
+        spdlog::debug("EnqueueBatch: {} job(s), {} new", jobs.size(), stored);
         return absl::OkStatus();
       });
 }

@@ -5,7 +5,8 @@
 //
 // Each store write is one transaction, so the duration includes its commit.
 // Batch size is per call: jobs stored by one Enqueue, leased by one Dequeue
-// (recorded only when it leased any), ended by one ExpireLeases (likewise).
+// (recorded only when it leased any), ended by one ExpireLeases, deleted by
+// one PruneFinishedJobs (likewise).
 // Reads (GetJob, ListJobs, QueueStatistics, DueCrons...) are not timed.
 #ifndef ADJUTANT_SERVER_METERED_JOB_STORE_H_
 #define ADJUTANT_SERVER_METERED_JOB_STORE_H_

@@ -90,7 +90,13 @@ AdjutantServer::AdjutantServer(AdjutantServerConfig config,
   metrics_->CollectStateFrom(sources);
 }
 
-AdjutantServer::~AdjutantServer() { Shutdown(); }
+AdjutantServer::~AdjutantServer() {
+  Shutdown();
+  // Members die in reverse order, the executor after the scheduler and the
+  // long-poll registry; a task still queued there (a timed-out scrape's
+  // store read) must run while they exist.
+  executor_.reset();
+}
 
 absl::Status AdjutantServer::Start() {
   // Both process-wide switches: they take effect for servers built after.

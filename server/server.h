@@ -98,7 +98,9 @@ class AdjutantServer {
   // server and gives every `now`.
   AdjutantServer(AdjutantServerConfig config, std::unique_ptr<JobStore> store,
                  Clock* clock);
-  // Shutdown(), then closes the store.
+  // Shutdown(), then drains the executor while everything its tasks use
+  // still exists (a metrics scrape that timed out may have left a store read
+  // there that then asks the scheduler), then closes the store.
   ~AdjutantServer();
 
   AdjutantServer(const AdjutantServer&) = delete;

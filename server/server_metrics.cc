@@ -196,7 +196,7 @@ ServerMetrics::ServerMetrics()
           "adjutant_store_batch_size",
           "Jobs written by one store write call that wrote any: enqueue "
           "(jobs stored), dequeue (jobs leased), expire_leases (leases "
-          "ended).",
+          "ended), prune_finished_jobs (finished jobs deleted).",
           {"op"}, BatchSizeBuckets())),
       store_errors_(
           registry_

@@ -59,8 +59,10 @@ class ServerMetrics {
   // ---- Scrape time --------------------------------------------------------
 
   struct StateSources {
-    // Every pointer must outlive every Render() of the registry (the server
-    // stops its /metrics endpoint before it destroys them).
+    // Every pointer must outlive every Render() of the registry and every
+    // store read it left on the executor after a timeout (the server stops
+    // its /metrics endpoint and drains the executor before it destroys
+    // them).
     JobStore* store = nullptr;
     Scheduler* scheduler = nullptr;
     LongPollRegistry* long_poll = nullptr;

@@ -50,6 +50,7 @@ class FaultyJobStore final : public JobStore {
   std::function<void()> on_apply_transition;
   std::function<void()> on_prune_finished_jobs;
   std::function<void()> on_enqueue;
+  std::function<void()> on_queue_statistics;
 
   // While set, Ping() fails with UNAVAILABLE (a store that stopped
   // answering). Atomic, unlike the fields above: the server's health thread
@@ -64,6 +65,7 @@ class FaultyJobStore final : public JobStore {
   }
   absl::StatusOr<std::vector<QueueStats>> QueueStatistics(
       absl::Time now) override {
+    if (on_queue_statistics) on_queue_statistics();
     return base_->QueueStatistics(now);
   }
   absl::StatusOr<int64_t> PruneFinishedJobs(absl::Time finished_before,

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "adjutant/v1/job_queue.grpc.pb.h"
 #include "adjutant/v1/scheduler.grpc.pb.h"
@@ -21,6 +22,8 @@
 #include "server/convert.h"
 #include "server/server.h"
 #include "spdlog/spdlog.h"
+#include "storage/memory_job_store.h"
+#include "tests/fakes/faulty_job_store.h"
 #include "tests/fakes/simulated_clock.h"
 #include "tests/server/server_test_util.h"
 
@@ -376,6 +379,49 @@ TEST_P(ServerMetricsTest, ABusyMetricsPortFailsTheStart) {
 INSTANTIATE_TEST_SUITE_P(Backends, ServerMetricsTest,
                          ::testing::ValuesIn(AllStoreBackends()),
                          [](const auto& info) { return info.param.name; });
+
+// A store that does not answer within the scrape's timeout: the store-backed
+// families are left out of that scrape, the error is counted, the rest is
+// served; and the read left behind on the executor runs to its end before
+// the server's parts go away (it asks the scheduler after the store).
+TEST(ServerMetricsStoreTimeoutTest, ASlowStoreIsLeftOutAndCounted) {
+  SimulatedClock clock;
+  MemoryJobStore base;
+  auto store = std::make_unique<FaultyJobStore>(&base);
+  absl::Notification entered, release;
+  store->on_queue_statistics = [&] {
+    if (!entered.HasBeenNotified()) entered.Notify();
+    release.WaitForNotification();
+  };
+  AdjutantServerConfig config;
+  config.listen_address = "127.0.0.1:0";
+  config.metrics_listen = "127.0.0.1:0";
+  config.executor_threads = 2;
+  config.metrics_store_timeout = absl::Milliseconds(50);
+  auto server =
+      std::make_unique<AdjutantServer>(config, std::move(store), &clock);
+  ASSERT_TRUE(server->Start().ok());
+
+  httplib::Client client("127.0.0.1", server->metrics_port());
+  // The counter is written before the store is read: a timeout shows in the
+  // next scrape.
+  for (const char* errors_before : {"0", "1"}) {
+    httplib::Result result = client.Get("/metrics");
+    ASSERT_TRUE(result) << httplib::to_string(result.error());
+    const std::string m = result->body;
+    EXPECT_TRUE(entered.HasBeenNotified());
+    EXPECT_THAT(m, HasLine(absl::StrCat("adjutant_metrics_store_errors_total ",
+                                        errors_before)));
+    EXPECT_THAT(m, Not(HasSubstr("adjutant_jobs{")));
+    EXPECT_THAT(m, Not(HasSubstr("adjutant_is_leader")));
+    EXPECT_THAT(m, HasLine("adjutant_long_polls_waiting 0"));
+  }
+
+  // Let the stuck read go while the server is being destroyed.
+  std::thread releaser([&] { release.Notify(); });
+  server.reset();
+  releaser.join();
+}
 
 }  // namespace
 }  // namespace adjutant

@@ -1912,7 +1912,6 @@ TEST_P(JobStoreConformance, PruneDeletesOnlyFinishedJobsOlderThanTheCutoff) {
 }
 
 TEST_P(JobStoreConformance, PruneRespectsTheLimitOldestFirst) {
-  std::vector<std::string> ids;
   // Finished in the order 0..4, but stored in another order.
   const int order[] = {3, 0, 4, 1, 2};
   std::map<int, std::string> by_age;
