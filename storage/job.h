@@ -87,6 +87,12 @@ struct Lease {
   absl::Time expires_at;
 };
 
+// One item of JobStore::AckBatch.
+struct AckItem {
+  std::string job_id;
+  std::string token;
+};
+
 struct NackOptions {
   std::string error;
   // Retry no sooner than now + retry_after; nullopt: the store's

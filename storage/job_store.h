@@ -94,6 +94,23 @@ class JobStore {
   virtual absl::Status Ack(const std::string& job_id, const std::string& token,
                            absl::Time now) = 0;
 
+  // Acks each item as by Ack, judged on its own, and returns one status per
+  // item in order: what Ack would return for it (an item that failed was
+  // not acked). A backend that can applies the whole batch in one
+  // transaction, so that it costs one disk sync, and then reports a failure
+  // of that transaction (UNAVAILABLE, RESOURCE_EXHAUSTED) as the call's
+  // error: no item was acked. The default calls Ack once per item.
+  // REQUIRES: no job id appears twice.
+  virtual absl::StatusOr<std::vector<absl::Status>> AckBatch(
+      const std::vector<AckItem>& items, absl::Time now) {
+    std::vector<absl::Status> results;
+    results.reserve(items.size());
+    for (const AckItem& item : items) {
+      results.push_back(Ack(item.job_id, item.token, now));
+    }
+    return results;
+  }
+
   // Gives a leased job back. Same preconditions as Ack (no retry exemption).
   // The job keeps options.error as last_error and becomes DEAD if
   // options.dead or attempts >= max_attempts; otherwise PENDING with run_at
