@@ -29,7 +29,7 @@ async function enqueue (args) {
       window.record()
     }
   }))
-  await boss.stop({ graceful: false, wait: true })
+  await boss.stop({ graceful: false, destroy: true })
   return { ops_per_s: window.count / args.seconds }
 }
 
@@ -49,7 +49,7 @@ async function lifecycle (args) {
       window.record()
     }
   }))
-  await boss.stop({ graceful: false, wait: true })
+  await boss.stop({ graceful: false, destroy: true })
   return { ops_per_s: window.count / args.seconds }
 }
 
@@ -78,8 +78,8 @@ async function latency (args) {
   producerDone = true
   if (sentAt.size === 0) allReceived()
   await received
-  await Promise.all([producer.stop({ graceful: false, wait: true }),
-    consumer.stop({ graceful: false, wait: true })])
+  await Promise.all([producer.stop({ graceful: false, destroy: true }),
+    consumer.stop({ graceful: false, destroy: true })])
   return latencyResult(args, measured, latenciesMs)
 }
 
