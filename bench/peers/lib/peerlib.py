@@ -256,16 +256,20 @@ class Postgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def run_node_driver(script, env_args):
+def run_node_driver(script, env_args, timeout):
     """Runs bench/peers/node/SCRIPT with the given flags; returns the JSON
-    object it printed as its last stdout line."""
+    object it printed as its last stdout line. A driver still running after
+    `timeout` seconds (a wedged server) is killed."""
     require_executable("node", "nodejs")
     if not os.path.isdir(os.path.join(NODE_DIR, "node_modules")):
         raise CannotRun("%s/node_modules is missing: run bench/peers/install.sh" % NODE_DIR)
     argv = ["node", os.path.join(NODE_DIR, script)] + env_args
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        out, _ = proc.communicate()
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop_process(proc)
+        raise CannotRun("the driver %s was still running after %.0f s" % (script, timeout))
     except BaseException:
         _stop_process(proc)
         raise
@@ -288,6 +292,12 @@ def node_package_version(name):
             return json.load(f)["version"]
     except (OSError, ValueError, KeyError):
         return "unknown"
+
+
+def driver_timeout(args):
+    """Seconds a driver may take: its warm-up and measured time, plus time to
+    connect, set up (pg-boss creates its schema) and drain."""
+    return args.warmup + args.seconds + 120.0
 
 
 def driver_flags(args):
