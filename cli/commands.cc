@@ -997,14 +997,31 @@ int CommandLine::Run(const std::vector<std::string>& args,
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
   if (!client.ok()) {
     // The client's messages name its option (target, token, tls_ca_file...):
-    // name ours instead.
+    // name ours instead, the flag or, when the flag was not given, the
+    // environment variable the value came from.
     const std::string message(client.status().message());
-    static const std::pair<const char*, const char*> kOptionNames[] = {
-        {"target", "--server"},        {"token", "--token"},
-        {"tls_ca_file", "--tls-ca"},   {"tls_cert_file", "--tls-cert"},
-        {"tls_key_file", "--tls-key"}, {"tls_server_name", "--tls-server-name"},
+    const auto source = [](const std::string& flag_value,
+                           const std::optional<std::string>& variable,
+                           const char* flag, const char* variable_name) {
+      return std::string(
+          flag_value.empty() && variable.has_value() ? variable_name : flag);
     };
-    std::string option = "--server";
+    const std::pair<const char*, std::string> kOptionNames[] = {
+        {"target",
+         source(global_.server, env.server, "--server", "$ADJUTANT_SERVER")},
+        {"token",
+         source(global_.token, env.token, "--token", "$ADJUTANT_TOKEN")},
+        {"tls_ca_file",
+         source(global_.tls_ca, env.tls_ca, "--tls-ca", "$ADJUTANT_TLS_CA")},
+        {"tls_cert_file", source(global_.tls_cert, env.tls_cert, "--tls-cert",
+                                 "$ADJUTANT_TLS_CERT")},
+        {"tls_key_file", source(global_.tls_key, env.tls_key, "--tls-key",
+                                "$ADJUTANT_TLS_KEY")},
+        {"tls_server_name",
+         source(global_.tls_server_name, env.tls_server_name,
+                "--tls-server-name", "$ADJUTANT_TLS_SERVER_NAME")},
+    };
+    std::string option = kOptionNames[0].second;
     std::string rest = message;
     for (const auto& [field, flag] : kOptionNames) {
       const std::string prefix = absl::StrCat(field, ": ");
@@ -1015,8 +1032,9 @@ int CommandLine::Run(const std::vector<std::string>& args,
       }
     }
     // The client's "given without tls_key_file" names the other field.
-    rest = absl::StrReplaceAll(
-        rest, {{"tls_cert_file", "--tls-cert"}, {"tls_key_file", "--tls-key"}});
+    rest =
+        absl::StrReplaceAll(rest, {{"tls_cert_file", kOptionNames[3].second},
+                                   {"tls_key_file", kOptionNames[4].second}});
     err_ << "adjutant: " << option << ": " << rest << "\n";
     return kExitUsage;
   }

@@ -3,6 +3,7 @@
 #include <openssl/sha.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <fstream>
 #include <sstream>
 #include <utility>
@@ -14,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "server/log_rate_limiter.h"
 #include "spdlog/spdlog.h"
 
 namespace adjutant {
@@ -310,10 +312,24 @@ absl::StatusOr<Caller> AuthorizeCall(const Authorizer* authorizer,
   if (authorizer == nullptr) return Caller{};
   absl::StatusOr<Caller> caller = authorizer->Authorize(context, method);
   if (!caller.ok()) {
-    spdlog::warn("{}: refused a call from {}: {}: {}", std::string(method),
-                 context.peer(),
-                 absl::StatusCodeToString(caller.status().code()),
-                 std::string(caller.status().message()));
+    // A client retrying with a bad token, or a scan, must not flood the
+    // log: at most 20 refusals per 10 s, then a count of those not logged.
+    static LogRateLimiter* const limiter =
+        new LogRateLimiter(20, absl::Seconds(10));
+    const absl::Duration monotonic = absl::Nanoseconds(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::steady_clock::now().time_since_epoch())
+            .count());
+    int64_t suppressed = 0;
+    if (limiter->Allow(monotonic, &suppressed)) {
+      spdlog::warn(
+          "{}: refused a call from {}: {}: {}{}", std::string(method),
+          context.peer(), absl::StatusCodeToString(caller.status().code()),
+          std::string(caller.status().message()),
+          suppressed == 0 ? std::string()
+                          : absl::StrCat(" (and ", suppressed,
+                                         " more refused calls not logged)"));
+    }
   }
   return caller;
 }

@@ -165,8 +165,9 @@ class Authorizer {
 // What each RPC handler calls first, before validating anything: with no
 // authorizer (tokens not checked) every call is allowed as an anonymous
 // caller with every role; otherwise authorizer->Authorize(). A refusal is
-// logged (method, peer address and reason; never the token) and returned
-// for the handler to finish the call with.
+// logged (method, peer address and reason; never the token; at most 20
+// refusals per 10 s, then how many were not logged) and returned for the
+// handler to finish the call with.
 absl::StatusOr<Caller> AuthorizeCall(const Authorizer* authorizer,
                                      const grpc::CallbackServerContext& context,
                                      absl::string_view method);

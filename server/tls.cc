@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -52,9 +53,15 @@ std::unique_ptr<X509, X509Deleter> FirstCertificate(const std::string& pem) {
   return cert;
 }
 
-}  // namespace
+// The PEM texts of TlsFiles, read once and checked.
+struct TlsPem {
+  std::string cert;
+  std::string key;
+  std::string client_ca;  // empty without --tls-client-ca
+};
 
-absl::Status CheckTlsFiles(const TlsFiles& files) {
+// Reads and checks the files (see CheckTlsFiles). Null without TLS.
+absl::StatusOr<std::optional<TlsPem>> LoadTlsFiles(const TlsFiles& files) {
   if (files.cert_file.empty() != files.key_file.empty()) {
     return absl::InvalidArgumentError(
         files.cert_file.empty()
@@ -66,11 +73,13 @@ absl::Status CheckTlsFiles(const TlsFiles& files) {
         "--tls-client-ca: requires --tls-cert and --tls-key (mutual TLS is "
         "TLS first)");
   }
-  if (files.cert_file.empty()) return absl::OkStatus();
+  if (files.cert_file.empty()) return std::nullopt;
 
+  TlsPem pem;
   absl::StatusOr<std::string> cert_pem = ReadPem("--tls-cert", files.cert_file);
   if (!cert_pem.ok()) return cert_pem.status();
-  std::unique_ptr<X509, X509Deleter> cert = FirstCertificate(*cert_pem);
+  pem.cert = *std::move(cert_pem);
+  std::unique_ptr<X509, X509Deleter> cert = FirstCertificate(pem.cert);
   if (cert == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--tls-cert: '", files.cert_file,
@@ -78,7 +87,8 @@ absl::Status CheckTlsFiles(const TlsFiles& files) {
   }
   absl::StatusOr<std::string> key_pem = ReadPem("--tls-key", files.key_file);
   if (!key_pem.ok()) return key_pem.status();
-  auto key_bio = MemoryBio(*key_pem);
+  pem.key = *std::move(key_pem);
+  auto key_bio = MemoryBio(pem.key);
   std::unique_ptr<EVP_PKEY, KeyDeleter> key(
       PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
   ERR_clear_error();
@@ -99,34 +109,35 @@ absl::Status CheckTlsFiles(const TlsFiles& files) {
     absl::StatusOr<std::string> ca_pem =
         ReadPem("--tls-client-ca", files.client_ca_file);
     if (!ca_pem.ok()) return ca_pem.status();
-    if (FirstCertificate(*ca_pem) == nullptr) {
+    pem.client_ca = *std::move(ca_pem);
+    if (FirstCertificate(pem.client_ca) == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--tls-client-ca: '", files.client_ca_file,
           "' holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
     }
   }
-  return absl::OkStatus();
+  return pem;
+}
+
+}  // namespace
+
+absl::Status CheckTlsFiles(const TlsFiles& files) {
+  return LoadTlsFiles(files).status();
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     const TlsFiles& files) {
-  if (absl::Status s = CheckTlsFiles(files); !s.ok()) return s;
-  if (files.cert_file.empty()) return grpc::InsecureServerCredentials();
+  // The credentials are built from the very bytes that were checked, so a
+  // file replaced in between cannot slip past the check.
+  absl::StatusOr<std::optional<TlsPem>> pem = LoadTlsFiles(files);
+  if (!pem.ok()) return pem.status();
+  if (!pem->has_value()) return grpc::InsecureServerCredentials();
   grpc::SslServerCredentialsOptions options(
       files.client_ca_file.empty()
           ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
           : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-  absl::StatusOr<std::string> cert = ReadPem("--tls-cert", files.cert_file);
-  if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key = ReadPem("--tls-key", files.key_file);
-  if (!key.ok()) return key.status();
-  options.pem_key_cert_pairs.push_back({*key, *cert});
-  if (!files.client_ca_file.empty()) {
-    absl::StatusOr<std::string> ca =
-        ReadPem("--tls-client-ca", files.client_ca_file);
-    if (!ca.ok()) return ca.status();
-    options.pem_root_certs = *ca;
-  }
+  options.pem_key_cert_pairs.push_back({(*pem)->key, (*pem)->cert});
+  if (!files.client_ca_file.empty()) options.pem_root_certs = (*pem)->client_ca;
   return grpc::SslServerCredentials(options);
 }
 

@@ -35,8 +35,9 @@ absl::Status CheckTlsFiles(const TlsFiles& files);
 
 // Server credentials for `files`: TLS with the certificate and key, and with
 // a client CA, GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
-// insecure (plaintext) credentials when no file is given. Runs
-// CheckTlsFiles first and returns its error.
+// insecure (plaintext) credentials when no file is given. Reads each file
+// once and builds the credentials from the bytes it checked as
+// CheckTlsFiles does; returns the same errors.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     const TlsFiles& files);
 

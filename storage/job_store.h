@@ -180,8 +180,10 @@ class JobStore {
   // < finished_before, and DEAD jobs with updated_at < dead_before; oldest
   // first within each state. InfinitePast as a cutoff deletes nothing of
   // that kind. PENDING and LEASED jobs are never deleted, however old.
-  // Returns fewer than `limit` only when nothing more is due: a caller
-  // drains the backlog by calling again while it gets `limit`.
+  // A caller drains the backlog by calling again while it gets `limit`.
+  // Fewer than `limit` means nothing more was due, or (PostgreSQL, several
+  // daemons) that due jobs were locked by another daemon's call, which
+  // deletes them itself.
   // Cost: proportional to the jobs deleted (an index on (state,
   // updated_at)), never to the number of pending jobs.
   // After the deletion:

@@ -118,8 +118,12 @@ CREATE TABLE cron_claims (
 )sql",
     // 1 -> 2: finished jobs by state and finish time (updated_at), so that
     // retention deletes the oldest of them without reading pending ones.
+    // IF NOT EXISTS: an operator may build it beforehand with CREATE INDEX
+    // CONCURRENTLY, so that the migration does not block writes to a large
+    // jobs table (docs/OPERATIONS.md, Upgrades).
     R"sql(
-CREATE INDEX jobs_finished ON jobs (state, updated_at) WHERE state >= 3;
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, updated_at)
+  WHERE state >= 3;
 )sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==

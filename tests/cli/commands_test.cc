@@ -355,6 +355,34 @@ TEST_P(CommandsTest, ServerFromTheEnvironmentUnlessTheFlagSaysOtherwise) {
   EXPECT_THAT(err3.str(), HasSubstr("error: UNAVAILABLE"));
 }
 
+TEST_P(CommandsTest, ABadClientSettingNamesWhereItCameFrom) {
+  std::istringstream in;
+  // A token with a space: from $ADJUTANT_TOKEN, the error names the
+  // variable; from --token, the flag (which wins over the variable).
+  cli::CliEnvironment env;
+  env.server = Address();
+  env.token = "bad token";
+  std::ostringstream out, err;
+  EXPECT_EQ(cli::RunCli({"stats"}, env, in, out, err), cli::kExitUsage);
+  EXPECT_THAT(err.str(), HasSubstr("adjutant: $ADJUTANT_TOKEN: "));
+  EXPECT_THAT(err.str(), Not(HasSubstr("--token")));
+
+  std::ostringstream out2, err2;
+  EXPECT_EQ(cli::RunCli({"--token", "also bad", "stats"}, env, in, out2, err2),
+            cli::kExitUsage);
+  EXPECT_THAT(err2.str(), HasSubstr("adjutant: --token: "));
+
+  // A key without its certificate, both from the environment.
+  cli::CliEnvironment tls_env;
+  tls_env.server = Address();
+  tls_env.tls_key = "/nonexistent/key.pem";
+  std::ostringstream out3, err3;
+  EXPECT_EQ(cli::RunCli({"--tls", "stats"}, tls_env, in, out3, err3),
+            cli::kExitUsage);
+  EXPECT_THAT(err3.str(), HasSubstr("$ADJUTANT_TLS_KEY"));
+  EXPECT_THAT(err3.str(), Not(HasSubstr("tls_key_file")));
+}
+
 TEST_P(CommandsTest, HelpAndBadArguments) {
   Result help = Run({"--help"}, "", /*with_server=*/false);
   EXPECT_EQ(help.code, 0);
