@@ -2,7 +2,6 @@
 
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -11,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -402,23 +402,21 @@ ScenarioResult Failed(const std::string& scenario, const std::string& what,
 
 // ---- The daemon's process, from /proc.
 
-// utime + stime of `pid`, in seconds.
+// The CPU time `pid` has used, in seconds: the sum of its threads' run
+// time in /proc/PID/task/*/schedstat (nanoseconds; /proc/PID/stat counts
+// in clock ticks, 10 ms, too coarse for an idle daemon).
 std::optional<double> CpuSeconds(int pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
-  std::string line;
-  if (!std::getline(in, line)) return std::nullopt;
-  // Fields after the command name, which is in parentheses and may hold
-  // spaces: state is field 3, utime 14, stime 15.
-  const size_t close = line.rfind(')');
-  if (close == std::string::npos) return std::nullopt;
-  std::istringstream rest(line.substr(close + 2));
-  std::string field;
-  double utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14) utime = std::stod(field);
-    if (i == 15) stime = std::stod(field);
+  std::error_code error;
+  std::filesystem::directory_iterator tasks(
+      absl::StrCat("/proc/", pid, "/task"), error);
+  if (error) return std::nullopt;
+  double nanos = 0;
+  for (const auto& task : tasks) {
+    std::ifstream in(task.path() / "schedstat");
+    double run_ns = 0;
+    if (in >> run_ns) nanos += run_ns;
   }
-  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  return nanos / 1e9;
 }
 
 // A "VmRSS"/"VmHWM" line of /proc/PID/status, in MiB.
