@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -817,7 +818,10 @@ ScenarioResult RunLatency(const LoadConfig& config, Api* api) {
   Window window(config.warmup_seconds, config.seconds);
   Tally tally;
   Running running(consumers + 1);
-  // The producer: one job at a time, the next once the last one arrived.
+  const bool paced = config.latency_rate > 0;
+  // The producer: one job at a time. Closed loop: the next once the last
+  // one arrived. Paced: the next at its slot (start + i / rate), or as soon
+  // as the last Enqueue was answered if that is later.
   std::function<void()> send = [&] {
     if (window.Over() || tally.Failed()) {
       running.Done();
@@ -832,6 +836,30 @@ ScenarioResult RunLatency(const LoadConfig& config, Api* api) {
           }
         });
   };
+  std::thread pacer;
+  if (paced) {
+    pacer = std::thread([&] {
+      const SteadyTime start = SteadyNow();
+      for (int64_t i = 0;; ++i) {
+        std::this_thread::sleep_until(
+            start + std::chrono::nanoseconds(static_cast<int64_t>(
+                        1e9 * static_cast<double>(i) / config.latency_rate)));
+        if (window.Over() || tally.Failed()) break;
+        std::promise<grpc::Status> answered;
+        api->Enqueue(
+            NewJob(queue, LatencyPayload(config.payload_bytes, SteadyNow())),
+            [&answered](const grpc::Status& status, v1::EnqueueResponse*) {
+              answered.set_value(status);
+            });
+        const grpc::Status status = answered.get_future().get();
+        if (!status.ok()) {
+          tally.Fail(status, "Enqueue");
+          break;
+        }
+      }
+      running.Done();
+    });
+  }
   // The consumers: parked in Dequeue; an arrival triggers the next send.
   std::function<void()> consume = [&] {
     if (window.Over() || tally.Failed()) {
@@ -854,7 +882,7 @@ ScenarioResult RunLatency(const LoadConfig& config, Api* api) {
           const SteadyTime sent{SteadyTime::duration(ns)};
           if (window.Measuring(arrived))
             tally.Add(1, NanosBetween(sent, arrived));
-          send();
+          if (!paced) send();
           v1::AckRequest ack;
           ack.set_job_id(leased.job().job_id());
           ack.set_lease_token(leased.lease_token());
@@ -872,11 +900,13 @@ ScenarioResult RunLatency(const LoadConfig& config, Api* api) {
   for (int i = 0; i < consumers; ++i) consume();
   // Let the consumers park before the first job goes out.
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  send();
+  if (!paced) send();
   running.Wait();
+  if (pacer.joinable()) pacer.join();
   ScenarioResult result = Named("latency");
   tally.Fill(window.MeasuredSeconds(), &result);
   result.extras.emplace_back("consumers", consumers);
+  result.extras.emplace_back("rate", config.latency_rate);
   return result;
 }
 

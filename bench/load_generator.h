@@ -48,6 +48,11 @@ struct LoadConfig {
   // --batch: jobs per EnqueueBatch / Dequeue / AckBatch, and the capacity
   // of each Work stream. Default 100.
   int batch = 100;
+  // --latency-rate: jobs per second `latency` sends, one at a time (each
+  // Enqueue answered before the next), paced like the peers' producers so
+  // that the figures compare; 0: closed loop (the next job once the last
+  // one arrived). Default 50.
+  double latency_rate = 50;
   // --channels: gRPC channels (HTTP/2 connections) the callers share,
   // round robin. Default 2.
   int channels = 2;

@@ -26,6 +26,9 @@ int main(int argc, char** argv) {
                  "payload of each job (256)");
   app.add_option("--batch", config.batch,
                  "jobs per batch call, capacity per Work stream (100)");
+  app.add_option("--latency-rate", config.latency_rate,
+                 "jobs/s of latency, paced; 0: closed loop (50)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--channels", config.channels, "gRPC connections (2)");
   app.add_option("--daemon-pid", config.daemon_pid,
                  "adjutantd's pid, for CPU and RSS (cron_idle, scale)");

@@ -64,6 +64,10 @@ def parse_args(argv):
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--payload-bytes", type=int, default=256)
     p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--latency-rate", type=float, default=50.0,
+                   help="jobs/s of the latency scenario, for Adjutant and the "
+                   "peers alike (50: each peer with an fsync per write keeps "
+                   "up on this class of machine)")
     p.add_argument("--cron-schedules", type=int, default=1000)
     p.add_argument("--idle-schedules", type=int, default=10000)
     p.add_argument("--scale-jobs", type=int, default=1000000)
@@ -189,6 +193,7 @@ def run_phase(args, adjutantd, loadgen, phase, durability):
                "--concurrency", str(args.concurrency),
                "--payload-bytes", str(args.payload_bytes),
                "--batch", str(args.batch),
+               "--latency-rate", str(args.latency_rate),
                "--daemon-pid", str(daemon.pid),
                "--durability", durability,
                "--cron-schedules", str(args.cron_schedules),
@@ -233,7 +238,8 @@ def run_peer(args, run, scenario):
         out = subprocess.run(
             [run, "--scenario", scenario, "--seconds", str(args.seconds),
              "--concurrency", str(args.concurrency),
-             "--payload-bytes", str(args.payload_bytes)],
+             "--payload-bytes", str(args.payload_bytes),
+             "--rate", str(args.latency_rate)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             timeout=args.seconds * 10 + 300)
     except subprocess.TimeoutExpired:

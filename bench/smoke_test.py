@@ -125,7 +125,8 @@ def check_peers(adjutantd, loadgen):
         out = run(["--adjutantd", adjutantd, "--loadgen", loadgen,
                    "--scenarios", "enqueue", "--seconds", "0.5",
                    "--warmup-seconds", "0", "--concurrency", "8",
-                   "--payload-bytes", "100", "--peers-dir", peers])
+                   "--payload-bytes", "100", "--latency-rate", "20",
+                   "--peers-dir", peers])
         report = report_of(out)
         systems = [r["system"] for r in report["results"]]
         check(systems == ["adjutant", "missing", "reporting"], "systems %s" % systems)
@@ -133,7 +134,7 @@ def check_peers(adjutantd, loadgen):
         check(missing["status"] == "skipped" and "not installed" in missing["message"],
               "missing peer: %s" % missing)
         check(reporting["durability"] == "args --scenario enqueue --seconds 0.5 "
-              "--concurrency 8 --payload-bytes 100",
+              "--concurrency 8 --payload-bytes 100 --rate 20.0",
               "the peer got other settings: %s" % reporting["durability"])
         rows = {r["system"]: r for r in report["checks"]}
         check(rows["reporting"]["verdict"] == "met"
