@@ -60,6 +60,13 @@ absl::Status ValidateSchedule(absl::string_view schedule) {
 // Returns the zone name to use ("UTC" for empty).
 absl::StatusOr<std::string> ValidateTimezone(absl::string_view zone) {
   if (zone.empty()) return std::string("UTC");
+  // The time zone library reads "localtime" as the host's own zone: two
+  // daemons on one store could fire the schedule at different instants.
+  if (zone == "localtime") {
+    return Invalid("timezone",
+                   "'localtime' is each server's own zone, not an IANA time "
+                   "zone name; name the zone (e.g. Europe/Paris)");
+  }
   if (zone.size() > kMaxTimezoneBytes) {
     return Invalid("timezone",
                    absl::StrCat("must be at most ", kMaxTimezoneBytes,
@@ -190,7 +197,7 @@ absl::StatusOr<int> ValidateListCrons(const v1::ListCronsRequest& request) {
                      kMaxPageSize, " (got ", request.page_size(), ")"));
   }
   if (request.page_token().size() > kMaxPageTokenBytes) {
-    return Invalid("page_token", "is not a token this server made");
+    return Invalid("page_token", "not a token this server made");
   }
   return request.page_size() == 0 ? kDefaultPageSize : request.page_size();
 }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "server/malformed_request.h"
 #include "server/metered_job_store.h"
 #include "server/rpc_metrics.h"
 #include "spdlog/spdlog.h"
@@ -121,6 +122,10 @@ absl::Status AdjutantServer::Start() {
   std::vector<
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;
+  // First: a request gRPC could not parse answers INVALID_ARGUMENT, not
+  // gRPC's bare UNIMPLEMENTED (server/malformed_request.h).
+  interceptors.push_back(
+      std::make_unique<MalformedRequestInterceptorFactory>());
   interceptors.push_back(
       std::make_unique<RpcMetricsInterceptorFactory>(metrics_.get(), clock_));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));

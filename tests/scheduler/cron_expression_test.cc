@@ -518,6 +518,9 @@ TEST(CronErrorTest, TimeZones) {
             "timezone: unknown time zone '/etc/localtime'");
   EXPECT_EQ(ParseError("* * * * *", "../../../etc/passwd"),
             "timezone: unknown time zone '../../../etc/passwd'");
+  // The library's name for the host's own zone, which differs by host.
+  EXPECT_EQ(ParseError("* * * * *", "localtime"),
+            "timezone: unknown time zone 'localtime'");
 }
 
 // Parse never crashes or hangs on arbitrary input, and whatever it accepts
