@@ -101,9 +101,11 @@ class SqliteJobStore final : public JobStore {
   // cannot be opened or read at all.
   static absl::StatusOr<std::unique_ptr<SqliteJobStore>> Open(
       const SqliteOptions& options);
-  // Checkpoint(), then closes the connection. A clean stop leaves the
+  // Commits the write calls still queued and stops the writer thread, then
+  // Checkpoint(), then closes both connections. A clean stop leaves the
   // database file holding everything and the -wal file empty (or, when this
   // was the file's last connection, removed by SQLite).
+  // REQUIRES: no call starts once destruction has begun.
   ~SqliteJobStore() override;
 
   // Copies every committed transaction from the -wal file into the database
