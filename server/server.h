@@ -42,8 +42,9 @@ struct AdjutantServerConfig {
   // HOST:PORT to listen on (--listen); port 0 picks a free port, reported
   // by port(). Default 127.0.0.1:50051.
   std::string listen_address = "127.0.0.1:50051";
-  // Threads that run store calls (--executor-threads). Default 4.
-  int executor_threads = 4;
+  // Threads that run store calls (--executor-threads). Default 64 (see
+  // DaemonConfig::executor_threads).
+  int executor_threads = 64;
   // Payload, attempts and batch limits (--max-payload-bytes,
   // --default-max-attempts).
   RequestLimits limits;

@@ -335,6 +335,23 @@ absl::StatusOr<std::vector<Lease>> MemoryJobStore::Dequeue(
 absl::Status MemoryJobStore::Ack(const std::string& job_id,
                                  const std::string& token, absl::Time now) {
   absl::MutexLock lock(&mu_);
+  return AckLocked(job_id, token, now);
+}
+
+absl::StatusOr<std::vector<absl::Status>> MemoryJobStore::AckBatch(
+    const std::vector<AckItem>& items, absl::Time now) {
+  std::vector<absl::Status> results;
+  results.reserve(items.size());
+  absl::MutexLock lock(&mu_);
+  for (const AckItem& item : items) {
+    results.push_back(AckLocked(item.job_id, item.token, now));
+  }
+  return results;
+}
+
+absl::Status MemoryJobStore::AckLocked(const std::string& job_id,
+                                       const std::string& token,
+                                       absl::Time now) {
   absl::StatusOr<Job*> found = FindJob(job_id);
   if (!found.ok()) return found.status();
   if ((*found)->state == JobState::kSucceeded &&

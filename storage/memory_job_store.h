@@ -45,6 +45,9 @@ class MemoryJobStore final : public JobStore {
                                              absl::Time now) override;
   absl::Status Ack(const std::string& job_id, const std::string& token,
                    absl::Time now) override;
+  // Every item under one hold of the lock.
+  absl::StatusOr<std::vector<absl::Status>> AckBatch(
+      const std::vector<AckItem>& items, absl::Time now) override;
   absl::StatusOr<Job> Nack(const std::string& job_id, const std::string& token,
                            const NackOptions& options, absl::Time now) override;
   absl::StatusOr<absl::Time> ExtendLease(const std::string& job_id,
@@ -142,6 +145,9 @@ class MemoryJobStore final : public JobStore {
   // is needed (the caller did it, or the job has no key).
   Job& InsertJob(const NewJob& new_job, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ack's contract.
+  absl::Status AckLocked(const std::string& job_id, const std::string& token,
+                         absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // PENDING or LEASED `job` -> CANCELLED.
   void Cancel(Job& job, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // An expired lease ends: PENDING if attempts are left, else DEAD.

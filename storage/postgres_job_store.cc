@@ -5,6 +5,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -157,6 +158,14 @@ constexpr char kSelectJobSql[] =
 constexpr char kLockJobStateSql[] =
     "SELECT state, lease_token, lease_expires_at, attempts, max_attempts "
     "FROM jobs WHERE id = $1 FOR UPDATE";
+// AckBatch: locks the rows of the batch's jobs, in id order (so that two
+// batches never wait on each other's locks in a cycle).
+constexpr char kLockJobStatesSql[] =
+    "SELECT id, state, lease_token, lease_expires_at FROM jobs "
+    "WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE";
+constexpr char kAckJobsSql[] =
+    "UPDATE jobs SET state = 3, lease_expires_at = NULL, updated_at = $2 "
+    "WHERE id = ANY($1::text[])";
 constexpr char kInsertJobSql[] =
     "INSERT INTO jobs (id, queue, type, payload, priority, state, attempts, "
     "max_attempts, run_at, created_at, updated_at, last_error, "
@@ -510,21 +519,16 @@ struct LeaseCheck {
   int32_t max_attempts = 0;
 };
 
-// Locks the job's row. OK if `job_id` is LEASED under `token` and its lease
-// has not expired at `now`; also OK, with already_acked, if it SUCCEEDED
-// under `token`.
-absl::StatusOr<LeaseCheck> CheckLease(PgConnection& c,
-                                      const std::string& job_id,
-                                      const std::string& token,
-                                      absl::Time now) {
-  ASSIGN_OR_RETURN(PgResult r,
-                   c.Exec(kLockJobStateSql, PgParams().Text(job_id)));
-  if (r.rows() == 0) return JobNotFound(job_id);
-  auto state = static_cast<JobState>(r.Int(0, 0));
-  bool token_matches = SameToken(r.Text(0, 1), token);
+// The verdict on a job whose locked row reads `state`, `stored_token` and
+// `expires_at`: OK if it is LEASED under `token` and its lease has not
+// expired at `now`; also OK, with already_acked, if it SUCCEEDED under
+// `token`.
+absl::StatusOr<LeaseCheck> JudgeLease(const std::string& job_id,
+                                      const std::string& token, JobState state,
+                                      const std::string& stored_token,
+                                      absl::Time expires_at, absl::Time now) {
+  bool token_matches = SameToken(stored_token, token);
   LeaseCheck check;
-  check.attempts = static_cast<int32_t>(r.Int(0, 3));
-  check.max_attempts = static_cast<int32_t>(r.Int(0, 4));
   if (state == JobState::kSucceeded && token_matches && !token.empty()) {
     check.already_acked = true;
     return check;
@@ -538,12 +542,27 @@ absl::StatusOr<LeaseCheck> CheckLease(PgConnection& c,
         absl::StrCat("lease_token: not the current lease of job ", job_id,
                      " (wrong or stale)"));
   }
-  absl::Time expires_at = r.Time(0, 2);
   if (expires_at <= now) {
     return absl::FailedPreconditionError(
         absl::StrCat("the lease of job ", job_id, " expired at ",
                      absl::FormatTime(expires_at, absl::UTCTimeZone())));
   }
+  return check;
+}
+
+// Locks the job's row and judges it as JudgeLease does.
+absl::StatusOr<LeaseCheck> CheckLease(PgConnection& c,
+                                      const std::string& job_id,
+                                      const std::string& token,
+                                      absl::Time now) {
+  ASSIGN_OR_RETURN(PgResult r,
+                   c.Exec(kLockJobStateSql, PgParams().Text(job_id)));
+  if (r.rows() == 0) return JobNotFound(job_id);
+  ASSIGN_OR_RETURN(LeaseCheck check,
+                   JudgeLease(job_id, token, static_cast<JobState>(r.Int(0, 0)),
+                              r.Text(0, 1), r.Time(0, 2), now));
+  check.attempts = static_cast<int32_t>(r.Int(0, 3));
+  check.max_attempts = static_cast<int32_t>(r.Int(0, 4));
   return check;
 }
 
@@ -819,6 +838,43 @@ absl::Status PostgresJobStore::Ack(const std::string& job_id,
     if (check.already_acked) return absl::OkStatus();
     return c.Exec(kAckSql, PgParams().Text(job_id).Time(now)).status();
   });
+}
+
+absl::StatusOr<std::vector<absl::Status>> PostgresJobStore::AckBatch(
+    const std::vector<AckItem>& items, absl::Time now) {
+  std::vector<absl::Status> results;
+  if (items.empty()) return results;
+  std::vector<std::string> ids;
+  ids.reserve(items.size());
+  for (const AckItem& item : items) ids.push_back(item.job_id);
+  RETURN_IF_ERROR(Transact([&](PgConnection& c) -> absl::Status {
+    results.assign(items.size(), absl::OkStatus());
+    ASSIGN_OR_RETURN(PgResult rows,
+                     c.Exec(kLockJobStatesSql, PgParams().TextArray(ids)));
+    std::unordered_map<std::string, int> row_of;
+    for (int i = 0; i < rows.rows(); ++i) row_of.emplace(rows.Text(i, 0), i);
+    std::vector<std::string> to_ack;
+    for (size_t i = 0; i < items.size(); ++i) {
+      const AckItem& item = items[i];
+      auto row = row_of.find(item.job_id);
+      if (row == row_of.end()) {
+        results[i] = JobNotFound(item.job_id);
+        continue;
+      }
+      const int r = row->second;
+      absl::StatusOr<LeaseCheck> check = JudgeLease(
+          item.job_id, item.token, static_cast<JobState>(rows.Int(r, 1)),
+          rows.Text(r, 2), rows.Time(r, 3), now);
+      if (!check.ok()) {
+        results[i] = check.status();
+      } else if (!check->already_acked) {
+        to_ack.push_back(item.job_id);
+      }
+    }
+    if (to_ack.empty()) return absl::OkStatus();
+    return c.Exec(kAckJobsSql, PgParams().TextArray(to_ack).Time(now)).status();
+  }));
+  return results;
 }
 
 absl::StatusOr<Job> PostgresJobStore::Nack(const std::string& job_id,

@@ -273,7 +273,8 @@ SqliteTransaction::SqliteTransaction(sqlite3* db, absl::Status* write_trouble)
 SqliteTransaction::SqliteTransaction(SqliteTransaction&& other) noexcept
     : db_(std::exchange(other.db_, nullptr)),
       write_trouble_(other.write_trouble_),
-      changes_at_begin_(other.changes_at_begin_) {}
+      changes_at_begin_(other.changes_at_begin_),
+      changes_undone_(other.changes_undone_) {}
 
 SqliteTransaction::~SqliteTransaction() {
   if (db_ == nullptr) return;
@@ -290,12 +291,49 @@ SqliteTransaction::~SqliteTransaction() {
 void SqliteTransaction::NoteOutcome(int rc, bool committed) {
   if (write_trouble_ == nullptr) return;
   if (rc == SQLITE_OK) {
-    if (committed && sqlite3_total_changes64(db_) > changes_at_begin_) {
+    if (committed &&
+        sqlite3_total_changes64(db_) - changes_undone_ > changes_at_begin_) {
       *write_trouble_ = absl::OkStatus();
     }
   } else if ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL) {
     *write_trouble_ = SqliteStatus(rc, db_, "the latest write failed");
   }
+}
+
+bool SqliteTransaction::active() const {
+  return db_ != nullptr && sqlite3_get_autocommit(db_) == 0;
+}
+
+absl::Status SqliteTransaction::RunInSavepoint(
+    absl::FunctionRef<absl::Status()> body) {
+  const int64_t changes_before = sqlite3_total_changes64(db_);
+  int rc =
+      sqlite3_exec(db_, "SAVEPOINT adjutant_call", nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) {
+    NoteOutcome(rc, /*committed=*/false);
+    return SqliteStatus(rc, db_, "starting a SQLite savepoint failed");
+  }
+  absl::Status status = body();
+  if (status.ok()) {
+    rc = sqlite3_exec(db_, "RELEASE adjutant_call", nullptr, nullptr, nullptr);
+    if (rc == SQLITE_OK) return status;
+    status = SqliteStatus(rc, db_, "releasing a SQLite savepoint failed");
+  } else {
+    // As in the destructor: the latest error on the connection is what
+    // ended the body (an early return right after the failed call).
+    NoteOutcome(sqlite3_extended_errcode(db_), /*committed=*/false);
+  }
+  if (sqlite3_get_autocommit(db_) != 0) return status;  // SQLite rolled back
+  // The same name refers to the innermost savepoint, so nesting works.
+  rc = sqlite3_exec(db_, "ROLLBACK TO adjutant_call; RELEASE adjutant_call",
+                    nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) {
+    // Cannot undo the part: end the whole transaction rather than commit
+    // half of a call.
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+  changes_undone_ += sqlite3_total_changes64(db_) - changes_before;
+  return status;
 }
 
 absl::Status SqliteTransaction::Commit() {

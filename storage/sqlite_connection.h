@@ -12,6 +12,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -117,13 +118,26 @@ class SqliteTransaction {
   // COMMIT. On failure the transaction is rolled back (by the destructor).
   absl::Status Commit();
 
+  // Runs `body` as a nested unit of this transaction (SAVEPOINT, then
+  // RELEASE). If `body` fails, its changes alone are undone (ROLLBACK TO)
+  // and the transaction goes on, unless the failure ended the whole
+  // transaction (SQLite rolls back by itself on some I/O errors and on a
+  // full disk): then active() is false and nothing is left to commit.
+  // Returns `body`'s status, or the savepoint's own failure. Nests.
+  absl::Status RunInSavepoint(absl::FunctionRef<absl::Status()> body);
+
+  // True while the transaction is open: not committed, not ended by an
+  // error.
+  bool active() const;
+
  private:
   friend class SqliteConnection;
   SqliteTransaction(sqlite3* db, absl::Status* write_trouble);
 
-  // Records an I/O error or disk full that ended the transaction in
-  // *write_trouble_. Clears it only on a commit that changed rows: a
-  // transaction that wrote nothing (a reaper round with no expired lease)
+  // Records an I/O error or disk full that ended the transaction (or a
+  // savepoint of it) in *write_trouble_. Clears it only on a commit that
+  // changed rows: a transaction that wrote nothing (a reaper round with no
+  // expired lease), or whose changes were all rolled back to savepoints,
   // commits without touching the disk, which proves nothing about it.
   void NoteOutcome(int rc, bool committed);
 
@@ -132,6 +146,8 @@ class SqliteTransaction {
   absl::Status* write_trouble_;
   // sqlite3_total_changes64 when the transaction began.
   int64_t changes_at_begin_;
+  // Changes undone by ROLLBACK TO since then (they never reach the disk).
+  int64_t changes_undone_ = 0;
 };
 
 // One open SQLite connection and its statement cache. Owns the sqlite3*;

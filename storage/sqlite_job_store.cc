@@ -3,13 +3,16 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <iterator>
 #include <limits>
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -20,6 +23,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "storage/ids.h"
 #include "storage/sqlite_connection.h"
@@ -803,6 +807,11 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
     return absl::InvalidArgumentError(
         "SqliteOptions.busy_timeout: must not be negative");
   }
+  if (options.max_group_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SqliteOptions.max_group_size: must be at least 1, not ",
+                     options.max_group_size));
+  }
 
   // 1. Look at an existing file through a read-only connection, so that a
   // file we refuse is left exactly as it was. A missing file is fine: it is
@@ -877,18 +886,153 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
     }
     RETURN_IF_ERROR(txn.Commit());
   }
+
+  // 4. The read connection: the same file, through the same VFS, never
+  // writing. Opened after the migration, so it sees the current schema.
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<SqliteConnection> reader,
+      SqliteConnection::Open(options.path,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                             options.vfs));
+  // The write connection closes last and checkpoints; this one never does.
+  sqlite3_db_config(reader->db(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+  RETURN_IF_ERROR(SetBusyTimeout(*reader, options.busy_timeout));
+  RETURN_IF_ERROR(reader->Exec("PRAGMA query_only = ON"));
+  RETURN_IF_ERROR(reader->Exec("PRAGMA temp_store = MEMORY"));
   return std::unique_ptr<SqliteJobStore>(
-      new SqliteJobStore(std::move(connection), options));
+      new SqliteJobStore(std::move(connection), std::move(reader), options));
 }
 
+namespace {
+
+// An error that ends a write (the disk refused it, the write lock could not
+// be had) rather than a verdict on one item of AckBatch.
+bool IsWriteFailure(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsResourceExhausted(status);
+}
+
+// Ack's contract, inside the caller's write transaction.
+absl::Status AckIn(SqliteConnection& c, const std::string& job_id,
+                   const std::string& token, absl::Time now) {
+  ASSIGN_OR_RETURN(LeaseCheck check, CheckLease(c, job_id, token, now));
+  if (check.already_acked) return absl::OkStatus();
+  ASSIGN_OR_RETURN(SqliteStatement ack, c.Prepare(kAckSql));
+  ack.BindText(1, job_id);
+  ack.BindTime(2, now);
+  return ack.Run();
+}
+
+}  // namespace
+
+// ---- Group commit
+// -------------------------------------------------------------
+
+struct SqliteJobStore::Write {
+  explicit Write(WriteBody b) : body(b) {}
+
+  const WriteBody body;
+  // Set by the group's leader under queue_mu_; read by the caller once done.
+  absl::Status status;
+  bool done = false;
+};
+
 SqliteJobStore::SqliteJobStore(std::unique_ptr<SqliteConnection> connection,
+                               std::unique_ptr<SqliteConnection> reader,
                                const SqliteOptions& options)
-    : backoff_(options.backoff), connection_(std::move(connection)) {}
+    : backoff_(options.backoff),
+      max_group_size_(options.max_group_size),
+      connection_(std::move(connection)),
+      reader_(std::move(reader)) {
+  sqlite3_commit_hook(
+      connection_->db(),
+      [](void* commits) {
+        static_cast<std::atomic<int64_t>*>(commits)->fetch_add(1);
+        return 0;  // let the commit proceed
+      },
+      &commits_);
+  writer_ = std::thread([this] { WriterLoop(); });
+}
 
 SqliteJobStore::~SqliteJobStore() {
+  {
+    absl::MutexLock lock(&queue_mu_);
+    stopping_ = true;
+  }
+  writer_.join();
   // Best effort: a checkpoint that cannot complete loses nothing, and the
   // destructor has no one to report to.
   Checkpoint().IgnoreError();
+}
+
+absl::Status SqliteJobStore::RunWrite(WriteBody body) {
+  Write self(body);
+  absl::MutexLock lock(&queue_mu_);
+  writers_.push_back(&self);
+  // absl::Mutex::Await rather than a CondVar: the sanitizer build sees what
+  // Await orders (tests/sanitizers/tsan_absl_sync.cc).
+  auto answered = [&self]() { return self.done; };
+  queue_mu_.Await(absl::Condition(&answered));
+  return std::move(self.status);
+}
+
+void SqliteJobStore::WriterLoop() {
+  queue_mu_.Lock();
+  auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
+    return !writers_.empty() || stopping_;
+  };
+  while (true) {
+    queue_mu_.Await(absl::Condition(&work));
+    if (writers_.empty()) break;  // stopping, and nothing left to do
+    const size_t size =
+        std::min(writers_.size(), static_cast<size_t>(max_group_size_));
+    const std::vector<Write*> group(writers_.begin(), writers_.begin() + size);
+    committing_ = size;
+    queue_mu_.Unlock();
+
+    // Callers arriving meanwhile queue for the next group.
+    std::vector<absl::Status> outcomes;
+    {
+      absl::MutexLock lock(&mu_);
+      outcomes = CommitGroup(group);
+    }
+
+    queue_mu_.Lock();
+    for (size_t i = 0; i < size; ++i) {
+      Write* write = writers_.front();  // group[i]
+      writers_.pop_front();
+      write->status = std::move(outcomes[i]);
+      write->done = true;  // its caller wakes once queue_mu_ is released
+    }
+    committing_ = 0;
+  }
+  queue_mu_.Unlock();
+}
+
+std::vector<absl::Status> SqliteJobStore::CommitGroup(
+    const std::vector<Write*>& group) {
+  SqliteConnection& c = *connection_;
+  absl::StatusOr<SqliteTransaction> txn = c.Begin(kBeginWrite);
+  if (!txn.ok()) return std::vector<absl::Status>(group.size(), txn.status());
+  std::vector<absl::Status> outcomes;
+  outcomes.reserve(group.size());
+  for (Write* write : group) {
+    absl::Status status =
+        txn->RunInSavepoint([&c, write] { return write->body(c); });
+    if (!txn->active()) {
+      // The error rolled back the whole transaction: the calls before this
+      // one lost their changes too.
+      if (status.ok()) {
+        status = absl::InternalError("a write transaction ended unexpectedly");
+      }
+      return std::vector<absl::Status>(group.size(), status);
+    }
+    outcomes.push_back(std::move(status));
+  }
+  if (before_commit_hook_) before_commit_hook_(static_cast<int>(group.size()));
+  if (absl::Status committed = txn->Commit(); !committed.ok()) {
+    return std::vector<absl::Status>(group.size(), committed);
+  }
+  return outcomes;
 }
 
 absl::Status SqliteJobStore::Checkpoint() {
@@ -908,211 +1052,228 @@ absl::Status SqliteJobStore::Checkpoint() {
 // ---- Jobs -------------------------------------------------------------------
 
 absl::Status SqliteJobStore::Ping() {
-  absl::MutexLock lock(&mu_);
-  SqliteConnection& c = *connection_;
-  if (!c.write_trouble().ok()) {
+  bool write_trouble = false;
+  {
+    absl::MutexLock lock(&mu_);
+    write_trouble = !connection_->write_trouble().ok();
+  }
+  if (write_trouble) {
     // Whether the disk takes writes again: a real change, committed.
-    ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
-    const std::string key = kHealthProbeKey;
-    {
+    return RunWrite([](SqliteConnection& c) -> absl::Status {
+      const std::string key = kHealthProbeKey;
       ASSIGN_OR_RETURN(SqliteStatement stmt, c.Prepare(kBumpHealthProbeSql));
       stmt.BindText(1, key);
-      RETURN_IF_ERROR(stmt.Run());
-    }
-    return txn.Commit();
+      return stmt.Run();
+    });
   }
   // Opens a read transaction, so it reaches the file (and its WAL index).
-  ASSIGN_OR_RETURN(SqliteStatement stmt, c.Prepare("PRAGMA user_version"));
+  absl::MutexLock lock(&read_mu_);
+  ASSIGN_OR_RETURN(SqliteStatement stmt,
+                   reader_->Prepare("PRAGMA user_version"));
   return stmt.Run();
 }
 
 absl::StatusOr<std::vector<EnqueueResult>> SqliteJobStore::Enqueue(
     const std::vector<NewJob>& jobs, absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  SqliteConnection& c = *connection_;
   std::vector<EnqueueResult> results;
-  results.reserve(jobs.size());
-  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
-  for (const NewJob& job : jobs) {
-    ASSIGN_OR_RETURN(EnqueueResult result, InsertJob(c, job, now));
-    results.push_back(std::move(result));
-  }
-  RETURN_IF_ERROR(txn.Commit());
+  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
+    results.clear();
+    results.reserve(jobs.size());
+    for (const NewJob& job : jobs) {
+      ASSIGN_OR_RETURN(EnqueueResult result, InsertJob(c, job, now));
+      results.push_back(std::move(result));
+    }
+    return absl::OkStatus();
+  }));
   return results;
 }
 
 absl::StatusOr<std::vector<Lease>> SqliteJobStore::Dequeue(
     const DequeueOptions& options, absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  SqliteConnection& c = *connection_;
-  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
-  RETURN_IF_ERROR(ExpireLeasesIn(c, options.queue, now, nullptr));
-
-  // Pick first, then update: the seeks must not see their own changes.
-  const size_t limit = static_cast<size_t>(std::max(options.max_jobs, 1));
-  std::vector<DueJob> picked;
-  if (options.job_types.empty()) {
-    RETURN_IF_ERROR(FindDueJobs(c, options.queue, nullptr, now, limit, picked));
-  } else {
-    // Each type's first `limit` jobs in dequeue order hold the first
-    // `limit` of them all.
-    std::set<std::string> types(options.job_types.begin(),
-                                options.job_types.end());
-    for (const std::string& type : types) {
-      RETURN_IF_ERROR(FindDueJobs(c, options.queue, &type, now, limit, picked));
-    }
-    std::sort(picked.begin(), picked.end());
-    if (picked.size() > limit) picked.resize(limit);
-  }
-
   std::vector<Lease> leases;
-  leases.reserve(picked.size());
-  absl::Time expires_at = now + options.lease_duration;
-  for (const DueJob& due : picked) {
-    std::string token = NewLeaseToken();
-    ASSIGN_OR_RETURN(SqliteStatement lease, c.Prepare(kLeaseJobSql));
-    lease.BindInt(1, due.seq);
-    lease.BindText(2, token);
-    lease.BindTime(3, expires_at);
-    lease.BindText(4, options.worker_id);
-    lease.BindTime(5, now);
-    std::vector<Job> updated;
-    RETURN_IF_ERROR(CollectJobs(lease, &updated));
-    if (updated.size() != 1) {
-      return absl::InternalError("a job picked for lease vanished");
+  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
+    leases.clear();
+    RETURN_IF_ERROR(ExpireLeasesIn(c, options.queue, now, nullptr));
+
+    // Pick first, then update: the seeks must not see their own changes.
+    const size_t limit = static_cast<size_t>(std::max(options.max_jobs, 1));
+    std::vector<DueJob> picked;
+    if (options.job_types.empty()) {
+      RETURN_IF_ERROR(
+          FindDueJobs(c, options.queue, nullptr, now, limit, picked));
+    } else {
+      // Each type's first `limit` jobs in dequeue order hold the first
+      // `limit` of them all.
+      std::set<std::string> types(options.job_types.begin(),
+                                  options.job_types.end());
+      for (const std::string& type : types) {
+        RETURN_IF_ERROR(
+            FindDueJobs(c, options.queue, &type, now, limit, picked));
+      }
+      std::sort(picked.begin(), picked.end());
+      if (picked.size() > limit) picked.resize(limit);
     }
-    Lease& out = leases.emplace_back();
-    out.job = std::move(updated[0]);
-    out.token = std::move(token);
-    out.expires_at = out.job.lease_expires_at;
-  }
-  RETURN_IF_ERROR(txn.Commit());
+
+    leases.reserve(picked.size());
+    absl::Time expires_at = now + options.lease_duration;
+    for (const DueJob& due : picked) {
+      std::string token = NewLeaseToken();
+      ASSIGN_OR_RETURN(SqliteStatement lease, c.Prepare(kLeaseJobSql));
+      lease.BindInt(1, due.seq);
+      lease.BindText(2, token);
+      lease.BindTime(3, expires_at);
+      lease.BindText(4, options.worker_id);
+      lease.BindTime(5, now);
+      std::vector<Job> updated;
+      RETURN_IF_ERROR(CollectJobs(lease, &updated));
+      if (updated.size() != 1) {
+        return absl::InternalError("a job picked for lease vanished");
+      }
+      Lease& out = leases.emplace_back();
+      out.job = std::move(updated[0]);
+      out.token = std::move(token);
+      out.expires_at = out.job.lease_expires_at;
+    }
+    return absl::OkStatus();
+  }));
   return leases;
 }
 
 absl::Status SqliteJobStore::Ack(const std::string& job_id,
                                  const std::string& token, absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  SqliteConnection& c = *connection_;
-  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
-  ASSIGN_OR_RETURN(LeaseCheck check, CheckLease(c, job_id, token, now));
-  if (check.already_acked) return absl::OkStatus();
-  {
-    ASSIGN_OR_RETURN(SqliteStatement ack, c.Prepare(kAckSql));
-    ack.BindText(1, job_id);
-    ack.BindTime(2, now);
-    RETURN_IF_ERROR(ack.Run());
-  }
-  return txn.Commit();
+  return RunWrite([&](SqliteConnection& c) -> absl::Status {
+    return AckIn(c, job_id, token, now);
+  });
+}
+
+absl::StatusOr<std::vector<absl::Status>> SqliteJobStore::AckBatch(
+    const std::vector<AckItem>& items, absl::Time now) {
+  // One call of a group: the whole batch shares the group's transaction.
+  // An item judged FAILED_PRECONDITION or NOT_FOUND changed nothing (the
+  // check comes before the one UPDATE), so it needs no savepoint of its own.
+  std::vector<absl::Status> results;
+  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
+    results.clear();
+    results.reserve(items.size());
+    for (const AckItem& item : items) {
+      absl::Status status = AckIn(c, item.job_id, item.token, now);
+      if (IsWriteFailure(status)) return status;  // the batch fails
+      results.push_back(std::move(status));
+    }
+    return absl::OkStatus();
+  }));
+  return results;
 }
 
 absl::StatusOr<Job> SqliteJobStore::Nack(const std::string& job_id,
                                          const std::string& token,
                                          const NackOptions& options,
                                          absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  SqliteConnection& c = *connection_;
-  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
-  ASSIGN_OR_RETURN(LeaseCheck check, CheckLease(c, job_id, token, now));
-  if (check.already_acked) {
-    // A succeeded job cannot be given back (Nack has no retry exemption).
-    return absl::FailedPreconditionError(
-        absl::StrCat("job ", job_id, " is SUCCEEDED, not LEASED"));
-  }
-  std::vector<Job> updated;
-  {
-    bool dead = options.dead || check.attempts >= check.max_attempts;
-    ASSIGN_OR_RETURN(SqliteStatement nack, c.Prepare(kNackSql));
-    nack.BindText(1, job_id);
-    nack.BindInt(
-        2, static_cast<int64_t>(dead ? JobState::kDead : JobState::kPending));
-    nack.BindText(3, options.error);
-    if (dead) {
-      nack.BindNull(4);  // run_at kept
-    } else {
-      absl::Duration delay = options.retry_after.has_value()
-                                 ? *options.retry_after
-                                 : backoff_.Delay(check.attempts, RandomUnit());
-      nack.BindTime(4, now + delay);
+  Job nacked;
+  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
+    ASSIGN_OR_RETURN(LeaseCheck check, CheckLease(c, job_id, token, now));
+    if (check.already_acked) {
+      // A succeeded job cannot be given back (Nack has no retry exemption).
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", job_id, " is SUCCEEDED, not LEASED"));
     }
-    nack.BindTime(5, now);
-    RETURN_IF_ERROR(CollectJobs(nack, &updated));
-  }
-  if (updated.size() != 1) return absl::InternalError("a nacked job vanished");
-  RETURN_IF_ERROR(txn.Commit());
-  return std::move(updated[0]);
+    std::vector<Job> updated;
+    {
+      bool dead = options.dead || check.attempts >= check.max_attempts;
+      ASSIGN_OR_RETURN(SqliteStatement nack, c.Prepare(kNackSql));
+      nack.BindText(1, job_id);
+      nack.BindInt(
+          2, static_cast<int64_t>(dead ? JobState::kDead : JobState::kPending));
+      nack.BindText(3, options.error);
+      if (dead) {
+        nack.BindNull(4);  // run_at kept
+      } else {
+        absl::Duration delay =
+            options.retry_after.has_value()
+                ? *options.retry_after
+                : backoff_.Delay(check.attempts, RandomUnit());
+        nack.BindTime(4, now + delay);
+      }
+      nack.BindTime(5, now);
+      RETURN_IF_ERROR(CollectJobs(nack, &updated));
+    }
+    if (updated.size() != 1) {
+      return absl::InternalError("a nacked job vanished");
+    }
+    nacked = std::move(updated[0]);
+    return absl::OkStatus();
+  }));
+  return nacked;
 }
 
 absl::StatusOr<absl::Time> SqliteJobStore::ExtendLease(
     const std::string& job_id, const std::string& token,
     absl::Duration lease_duration, absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  SqliteConnection& c = *connection_;
-  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
-  ASSIGN_OR_RETURN(LeaseCheck check, CheckLease(c, job_id, token, now));
-  if (check.already_acked) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job ", job_id, " is SUCCEEDED, not LEASED"));
-  }
-  absl::Time expires_at = AsStored(now + lease_duration);
-  {
+  const absl::Time expires_at = AsStored(now + lease_duration);
+  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
+    ASSIGN_OR_RETURN(LeaseCheck check, CheckLease(c, job_id, token, now));
+    if (check.already_acked) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", job_id, " is SUCCEEDED, not LEASED"));
+    }
     ASSIGN_OR_RETURN(SqliteStatement extend, c.Prepare(kExtendLeaseSql));
     extend.BindText(1, job_id);
     extend.BindTime(2, expires_at);
     extend.BindTime(3, now);
-    RETURN_IF_ERROR(extend.Run());
-  }
-  RETURN_IF_ERROR(txn.Commit());
+    return extend.Run();
+  }));
   return expires_at;
 }
 
 absl::StatusOr<Job> SqliteJobStore::GetJob(const std::string& job_id) {
-  absl::MutexLock lock(&mu_);
-  return LoadJob(*connection_, job_id);
+  absl::MutexLock lock(&read_mu_);
+  return LoadJob(*reader_, job_id);
 }
 
 absl::StatusOr<Job> SqliteJobStore::CancelJob(const std::string& job_id,
                                               absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  SqliteConnection& c = *connection_;
-  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
-  std::vector<Job> updated;
-  {
-    ASSIGN_OR_RETURN(SqliteStatement cancel, c.Prepare(kCancelJobSql));
-    cancel.BindText(1, job_id);
-    cancel.BindTime(2, now);
-    RETURN_IF_ERROR(CollectJobs(cancel, &updated));
-  }
-  if (updated.empty()) {
-    ASSIGN_OR_RETURN(Job job, LoadJob(c, job_id));  // NOT_FOUND if unknown
-    return absl::FailedPreconditionError(
-        absl::StrCat("job ", job_id, " is ", JobStateName(job.state),
-                     "; only PENDING or LEASED jobs can be cancelled"));
-  }
-  RETURN_IF_ERROR(txn.Commit());
-  return std::move(updated[0]);
+  Job cancelled;
+  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
+    std::vector<Job> updated;
+    {
+      ASSIGN_OR_RETURN(SqliteStatement cancel, c.Prepare(kCancelJobSql));
+      cancel.BindText(1, job_id);
+      cancel.BindTime(2, now);
+      RETURN_IF_ERROR(CollectJobs(cancel, &updated));
+    }
+    if (updated.empty()) {
+      ASSIGN_OR_RETURN(Job job, LoadJob(c, job_id));  // NOT_FOUND if unknown
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", job_id, " is ", JobStateName(job.state),
+                       "; only PENDING or LEASED jobs can be cancelled"));
+    }
+    cancelled = std::move(updated[0]);
+    return absl::OkStatus();
+  }));
+  return cancelled;
 }
 
 absl::StatusOr<Job> SqliteJobStore::RequeueJob(const std::string& job_id,
                                                absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  SqliteConnection& c = *connection_;
-  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
-  std::vector<Job> updated;
-  {
-    ASSIGN_OR_RETURN(SqliteStatement requeue, c.Prepare(kRequeueJobSql));
-    requeue.BindText(1, job_id);
-    requeue.BindTime(2, now);
-    RETURN_IF_ERROR(CollectJobs(requeue, &updated));
-  }
-  if (updated.empty()) {
-    ASSIGN_OR_RETURN(Job job, LoadJob(c, job_id));  // NOT_FOUND if unknown
-    return absl::FailedPreconditionError(
-        absl::StrCat("job ", job_id, " is ", JobStateName(job.state),
-                     "; only DEAD or CANCELLED jobs can be requeued"));
-  }
-  RETURN_IF_ERROR(txn.Commit());
-  return std::move(updated[0]);
+  Job requeued;
+  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
+    std::vector<Job> updated;
+    {
+      ASSIGN_OR_RETURN(SqliteStatement requeue, c.Prepare(kRequeueJobSql));
+      requeue.BindText(1, job_id);
+      requeue.BindTime(2, now);
+      RETURN_IF_ERROR(CollectJobs(requeue, &updated));
+    }
+    if (updated.empty()) {
+      ASSIGN_OR_RETURN(Job job, LoadJob(c, job_id));  // NOT_FOUND if unknown
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", job_id, " is ", JobStateName(job.state),
+                       "; only DEAD or CANCELLED jobs can be requeued"));
+    }
+    requeued = std::move(updated[0]);
+    return absl::OkStatus();
+  }));
+  return requeued;
 }
 
 absl::StatusOr<JobPage> SqliteJobStore::ListJobs(
@@ -1139,8 +1300,8 @@ absl::StatusOr<JobPage> SqliteJobStore::ListJobs(
     sql = kListJobsByStateSql;
   }
 
-  absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(SqliteStatement list, connection_->Prepare(sql));
+  absl::MutexLock lock(&read_mu_);
+  ASSIGN_OR_RETURN(SqliteStatement list, reader_->Prepare(sql));
   list.BindInt(1, after);
   list.BindInt(2, static_cast<int64_t>(page_size) +
                       1);  // one more: is there a next page?
@@ -1163,12 +1324,11 @@ absl::StatusOr<JobPage> SqliteJobStore::ListJobs(
 }
 
 absl::StatusOr<std::vector<Job>> SqliteJobStore::ExpireLeases(absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  SqliteConnection& c = *connection_;
-  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
   std::vector<Job> expired;
-  RETURN_IF_ERROR(ExpireLeasesIn(c, "", now, &expired));
-  RETURN_IF_ERROR(txn.Commit());
+  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
+    expired.clear();
+    return ExpireLeasesIn(c, "", now, &expired);
+  }));
   return expired;
 }
 
@@ -1181,8 +1341,8 @@ absl::StatusOr<std::vector<QueueStats>> SqliteJobStore::QueueStatistics(
       " SUM(CASE WHEN state = 1 AND run_at <= ?1 THEN 1 ELSE 0 END),"
       " MIN(CASE WHEN state = 1 AND run_at <= ?1 THEN run_at END)"
       " FROM jobs GROUP BY queue, state ORDER BY queue, state";
-  absl::MutexLock lock(&mu_);
-  SqliteConnection& c = *connection_;
+  absl::MutexLock lock(&read_mu_);
+  SqliteConnection& c = *reader_;
   ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginRead));
   ASSIGN_OR_RETURN(SqliteStatement stmt, c.Prepare(kSql));
   stmt.BindTime(1, now);
@@ -1227,8 +1387,8 @@ absl::StatusOr<std::vector<QueueStats>> SqliteJobStore::QueueStatistics(
 
 absl::StatusOr<absl::Time> SqliteJobStore::NextAvailableTime(
     const std::string& queue, absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  SqliteConnection& c = *connection_;
+  absl::MutexLock lock(&read_mu_);
+  SqliteConnection& c = *reader_;
   ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginRead));
   absl::Time next = absl::InfiniteFuture();
   for (bool pending : {true, false}) {
@@ -1254,97 +1414,94 @@ absl::StatusOr<absl::Time> SqliteJobStore::NextAvailableTime(
 
 absl::StatusOr<int64_t> SqliteJobStore::PruneFinishedJobs(
     absl::Time finished_before, absl::Time dead_before, int limit) {
-  absl::MutexLock lock(&mu_);
-  SqliteConnection& c = *connection_;
-  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
   int64_t deleted = 0;
-  const std::pair<const char*, absl::Time> kinds[] = {
-      {kPruneSucceededSql, finished_before},
-      {kPruneCancelledSql, finished_before},
-      {kPruneDeadSql, dead_before},
-  };
-  for (const auto& [sql, before] : kinds) {
-    if (deleted >= limit || before == absl::InfinitePast()) continue;
-    ASSIGN_OR_RETURN(SqliteStatement prune, c.Prepare(sql));
-    prune.BindTime(1, before);
-    prune.BindInt(2, limit - deleted);
-    RETURN_IF_ERROR(prune.Run());
-    deleted += prune.Changes();
-  }
-  RETURN_IF_ERROR(txn.Commit());
+  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
+    deleted = 0;
+    const std::pair<const char*, absl::Time> kinds[] = {
+        {kPruneSucceededSql, finished_before},
+        {kPruneCancelledSql, finished_before},
+        {kPruneDeadSql, dead_before},
+    };
+    for (const auto& [sql, before] : kinds) {
+      if (deleted >= limit || before == absl::InfinitePast()) continue;
+      ASSIGN_OR_RETURN(SqliteStatement prune, c.Prepare(sql));
+      prune.BindTime(1, before);
+      prune.BindInt(2, limit - deleted);
+      RETURN_IF_ERROR(prune.Run());
+      deleted += prune.Changes();
+    }
+    return absl::OkStatus();
+  }));
   return deleted;
 }
 
 // ---- Leadership terms -------------------------------------------------------
 
 absl::StatusOr<uint64_t> SqliteJobStore::ObserveTerm(uint64_t term) {
-  absl::MutexLock lock(&mu_);
-  SqliteConnection& c = *connection_;
-  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
-  ASSIGN_OR_RETURN(uint64_t highest, RecordTerm(c, term));
-  RETURN_IF_ERROR(txn.Commit());
+  uint64_t highest = 0;
+  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
+    ASSIGN_OR_RETURN(highest, RecordTerm(c, term));
+    return absl::OkStatus();
+  }));
   return highest;
 }
 
 absl::StatusOr<uint64_t> SqliteJobStore::HighestTerm() {
-  absl::MutexLock lock(&mu_);
-  return ReadHighestTerm(*connection_);
+  absl::MutexLock lock(&read_mu_);
+  return ReadHighestTerm(*reader_);
 }
 
 // ---- Cron schedules ---------------------------------------------------------
 
 absl::StatusOr<CronRecord> SqliteJobStore::GetCron(const std::string& name) {
-  absl::MutexLock lock(&mu_);
-  return LoadCron(*connection_, name);
+  absl::MutexLock lock(&read_mu_);
+  return LoadCron(*reader_, name);
 }
 
 absl::StatusOr<CronRecord> SqliteJobStore::PutCron(
     const CronDefinition& definition, const CronState& state,
     int64_t expected_version, absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  SqliteConnection& c = *connection_;
-  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
-  absl::StatusOr<CronRecord> existing = LoadCron(c, definition.name);
-  if (!existing.ok() && !absl::IsNotFound(existing.status())) {
-    return existing.status();
-  }
-  if (expected_version == 0) {
-    if (existing.ok()) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("schedule ", definition.name, " already exists"));
+  CronRecord stored;
+  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
+    absl::StatusOr<CronRecord> existing = LoadCron(c, definition.name);
+    if (!existing.ok() && !absl::IsNotFound(existing.status())) {
+      return existing.status();
     }
-    ASSIGN_OR_RETURN(SqliteStatement insert, c.Prepare(kInsertCronSql));
-    BindCron(insert, definition, state, now, now, 1);
-    RETURN_IF_ERROR(insert.Run());
-  } else {
-    if (!existing.ok()) return existing.status();  // NOT_FOUND
-    if (existing->version != expected_version) {
-      return absl::AbortedError(absl::StrCat(
-          "schedule ", definition.name, " changed concurrently (version ",
-          existing->version, ", expected ", expected_version, ")"));
+    if (expected_version == 0) {
+      if (existing.ok()) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("schedule ", definition.name, " already exists"));
+      }
+      ASSIGN_OR_RETURN(SqliteStatement insert, c.Prepare(kInsertCronSql));
+      BindCron(insert, definition, state, now, now, 1);
+      RETURN_IF_ERROR(insert.Run());
+    } else {
+      if (!existing.ok()) return existing.status();  // NOT_FOUND
+      if (existing->version != expected_version) {
+        return absl::AbortedError(absl::StrCat(
+            "schedule ", definition.name, " changed concurrently (version ",
+            existing->version, ", expected ", expected_version, ")"));
+      }
+      ASSIGN_OR_RETURN(SqliteStatement update, c.Prepare(kUpdateCronSql));
+      BindCron(update, definition, state, existing->created_at, now,
+               existing->version + 1);
+      RETURN_IF_ERROR(update.Run());
     }
-    ASSIGN_OR_RETURN(SqliteStatement update, c.Prepare(kUpdateCronSql));
-    BindCron(update, definition, state, existing->created_at, now,
-             existing->version + 1);
-    RETURN_IF_ERROR(update.Run());
-  }
-  ASSIGN_OR_RETURN(CronRecord stored, LoadCron(c, definition.name));
-  RETURN_IF_ERROR(txn.Commit());
+    ASSIGN_OR_RETURN(stored, LoadCron(c, definition.name));
+    return absl::OkStatus();
+  }));
   return stored;
 }
 
 absl::Status SqliteJobStore::DeleteCron(const std::string& name) {
-  absl::MutexLock lock(&mu_);
-  SqliteConnection& c = *connection_;
-  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
-  {
+  return RunWrite([&](SqliteConnection& c) -> absl::Status {
     // Its claims go with it (ON DELETE CASCADE); the jobs it fired stay.
     ASSIGN_OR_RETURN(SqliteStatement del, c.Prepare(kDeleteCronSql));
     del.BindText(1, name);
     RETURN_IF_ERROR(del.Run());
     if (del.Changes() == 0) return CronNotFound(name);
-  }
-  return txn.Commit();
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<CronPage> SqliteJobStore::ListCrons(
@@ -1358,8 +1515,8 @@ absl::StatusOr<CronPage> SqliteJobStore::ListCrons(
   }
   std::string after_name(after);
   page_size = std::max(page_size, 1);
-  absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(SqliteStatement list, connection_->Prepare(kListCronsSql));
+  absl::MutexLock lock(&read_mu_);
+  ASSIGN_OR_RETURN(SqliteStatement list, reader_->Prepare(kListCronsSql));
   list.BindText(1, after_name);
   list.BindInt(2, static_cast<int64_t>(page_size) + 1);
   CronPage page;
@@ -1378,8 +1535,8 @@ absl::StatusOr<CronPage> SqliteJobStore::ListCrons(
 
 absl::StatusOr<std::vector<CronRecord>> SqliteJobStore::DueCrons(absl::Time now,
                                                                  int limit) {
-  absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(SqliteStatement due, connection_->Prepare(kDueCronsSql));
+  absl::MutexLock lock(&read_mu_);
+  ASSIGN_OR_RETURN(SqliteStatement due, reader_->Prepare(kDueCronsSql));
   due.BindInt(1, EncodeOrderedTime(now));
   due.BindInt(2, std::max(limit, 0));
   std::vector<CronRecord> crons;
@@ -1392,9 +1549,8 @@ absl::StatusOr<std::vector<CronRecord>> SqliteJobStore::DueCrons(absl::Time now,
 }
 
 absl::StatusOr<absl::Time> SqliteJobStore::NextCronFireTime() {
-  absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(SqliteStatement next,
-                   connection_->Prepare(kNextCronFireSql));
+  absl::MutexLock lock(&read_mu_);
+  ASSIGN_OR_RETURN(SqliteStatement next, reader_->Prepare(kNextCronFireSql));
   ASSIGN_OR_RETURN(bool row, next.Step());
   if (!row || next.ColumnIsNull(0)) return absl::InfiniteFuture();
   return DecodeOrderedTime(next.ColumnInt(0));
@@ -1402,93 +1558,95 @@ absl::StatusOr<absl::Time> SqliteJobStore::NextCronFireTime() {
 
 absl::StatusOr<CronRecord> SqliteJobStore::ApplyCronTransition(
     const CronTransition& t, absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  SqliteConnection& c = *connection_;
-  ASSIGN_OR_RETURN(SqliteTransaction txn, c.Begin(kBeginWrite));
+  CronRecord stored;
+  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
+    // 1. A deposed leader cannot fire.
+    RETURN_IF_ERROR(RecordTerm(c, t.term).status());
 
-  // 1. A deposed leader cannot fire.
-  RETURN_IF_ERROR(RecordTerm(c, t.term).status());
-
-  // 2. Compare-and-set on the schedule's version.
-  ASSIGN_OR_RETURN(CronRecord cron, LoadCron(c, t.name));
-  if (cron.version != t.expected_version) {
-    return absl::AbortedError(
-        absl::StrCat("schedule ", t.name, " changed concurrently (version ",
-                     cron.version, ", expected ", t.expected_version, ")"));
-  }
-
-  // 3. The tick claim: the primary key makes it once only.
-  if (t.claim_tick.has_value()) {
-    ASSIGN_OR_RETURN(SqliteStatement claim, c.Prepare(kClaimTickSql));
-    claim.BindText(1, t.name);
-    claim.BindInt(2, EncodeOrderedTime(*t.claim_tick));
-    claim.BindInt(3, static_cast<int64_t>(t.term));
-    RETURN_IF_ERROR(claim.Run());
-    if (claim.Changes() == 0) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          "tick ", absl::FormatTime(*t.claim_tick, absl::UTCTimeZone()),
-          " of schedule ", t.name, " was already claimed"));
+    // 2. Compare-and-set on the schedule's version.
+    ASSIGN_OR_RETURN(CronRecord cron, LoadCron(c, t.name));
+    if (cron.version != t.expected_version) {
+      return absl::AbortedError(
+          absl::StrCat("schedule ", t.name, " changed concurrently (version ",
+                       cron.version, ", expected ", t.expected_version, ")"));
     }
-  }
 
-  // 4. OverlapPolicy::kReplace: end the previous job if it still runs.
-  if (!t.cancel_job_id.empty()) {
-    ASSIGN_OR_RETURN(SqliteStatement cancel, c.Prepare(kCancelJobSql));
-    cancel.BindText(1, t.cancel_job_id);
-    cancel.BindTime(2, now);
-    RETURN_IF_ERROR(CollectJobs(cancel, nullptr));
-  }
-
-  // 5. The job of the tick.
-  CronState state = t.new_state;
-  if (t.job.has_value()) {
-    NewJob job = *t.job;
-    job.idempotency_key.clear();
-    ASSIGN_OR_RETURN(EnqueueResult result, InsertJob(c, job, now));
-    state.last_job_id = result.job_id;
+    // 3. The tick claim: the primary key makes it once only.
     if (t.claim_tick.has_value()) {
-      ASSIGN_OR_RETURN(SqliteStatement note, c.Prepare(kSetClaimJobSql));
-      note.BindText(1, t.name);
-      note.BindInt(2, EncodeOrderedTime(*t.claim_tick));
-      note.BindText(3, state.last_job_id);
-      RETURN_IF_ERROR(note.Run());
+      ASSIGN_OR_RETURN(SqliteStatement claim, c.Prepare(kClaimTickSql));
+      claim.BindText(1, t.name);
+      claim.BindInt(2, EncodeOrderedTime(*t.claim_tick));
+      claim.BindInt(3, static_cast<int64_t>(t.term));
+      RETURN_IF_ERROR(claim.Run());
+      if (claim.Changes() == 0) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            "tick ", absl::FormatTime(*t.claim_tick, absl::UTCTimeZone()),
+            " of schedule ", t.name, " was already claimed"));
+      }
     }
-  }
 
-  // 6. The new state; updated_at tracks definition changes only.
-  {
-    ASSIGN_OR_RETURN(SqliteStatement update, c.Prepare(kUpdateCronStateSql));
-    update.BindText(1, t.name);
-    update.BindInt(2, EncodeOrderedTime(state.next_fire_time));
-    update.BindTime(3, state.last_fire_time);
-    update.BindText(4, state.last_job_id);
-    update.BindInt(5, state.fired_count);
-    update.BindInt(6, state.missed_count);
-    update.BindInt(7, state.overlap_skipped_count);
-    update.BindTime(8, state.waiting_tick_time);
-    RETURN_IF_ERROR(update.Run());
-  }
-  // Claims more than a day older than the last fired tick can never be
-  // asked for again.
-  if (state.last_fire_time != absl::InfinitePast() &&
-      state.last_fire_time != absl::InfiniteFuture()) {
-    ASSIGN_OR_RETURN(SqliteStatement forget, c.Prepare(kForgetClaimsSql));
-    forget.BindText(1, t.name);
-    forget.BindInt(2,
-                   EncodeOrderedTime(state.last_fire_time - absl::Hours(24)));
-    RETURN_IF_ERROR(forget.Run());
-  }
-  ASSIGN_OR_RETURN(CronRecord stored, LoadCron(c, t.name));
-  RETURN_IF_ERROR(txn.Commit());
+    // 4. OverlapPolicy::kReplace: end the previous job if it still runs.
+    if (!t.cancel_job_id.empty()) {
+      ASSIGN_OR_RETURN(SqliteStatement cancel, c.Prepare(kCancelJobSql));
+      cancel.BindText(1, t.cancel_job_id);
+      cancel.BindTime(2, now);
+      RETURN_IF_ERROR(CollectJobs(cancel, nullptr));
+    }
+
+    // 5. The job of the tick.
+    CronState state = t.new_state;
+    if (t.job.has_value()) {
+      NewJob job = *t.job;
+      job.idempotency_key.clear();
+      ASSIGN_OR_RETURN(EnqueueResult result, InsertJob(c, job, now));
+      state.last_job_id = result.job_id;
+      if (t.claim_tick.has_value()) {
+        ASSIGN_OR_RETURN(SqliteStatement note, c.Prepare(kSetClaimJobSql));
+        note.BindText(1, t.name);
+        note.BindInt(2, EncodeOrderedTime(*t.claim_tick));
+        note.BindText(3, state.last_job_id);
+        RETURN_IF_ERROR(note.Run());
+      }
+    }
+
+    // 6. The new state; updated_at tracks definition changes only.
+    {
+      ASSIGN_OR_RETURN(SqliteStatement update, c.Prepare(kUpdateCronStateSql));
+      update.BindText(1, t.name);
+      update.BindInt(2, EncodeOrderedTime(state.next_fire_time));
+      update.BindTime(3, state.last_fire_time);
+      update.BindText(4, state.last_job_id);
+      update.BindInt(5, state.fired_count);
+      update.BindInt(6, state.missed_count);
+      update.BindInt(7, state.overlap_skipped_count);
+      update.BindTime(8, state.waiting_tick_time);
+      RETURN_IF_ERROR(update.Run());
+    }
+    // Claims more than a day older than the last fired tick can never be
+    // asked for again.
+    if (state.last_fire_time != absl::InfinitePast() &&
+        state.last_fire_time != absl::InfiniteFuture()) {
+      ASSIGN_OR_RETURN(SqliteStatement forget, c.Prepare(kForgetClaimsSql));
+      forget.BindText(1, t.name);
+      forget.BindInt(2,
+                     EncodeOrderedTime(state.last_fire_time - absl::Hours(24)));
+      RETURN_IF_ERROR(forget.Run());
+    }
+    ASSIGN_OR_RETURN(stored, LoadCron(c, t.name));
+    return absl::OkStatus();
+  }));
   return stored;
 }
 
 // ---- Test hooks -------------------------------------------------------------
 
-absl::StatusOr<std::vector<std::string>> SqliteJobStore::QueryForTest(
-    const std::string& sql) {
-  absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(SqliteStatement stmt, connection_->PrepareOnce(sql));
+namespace {
+
+// Runs `sql` on `c` and returns its rows, each as its columns' text joined
+// by '|'.
+absl::StatusOr<std::vector<std::string>> QueryRows(SqliteConnection& c,
+                                                   const std::string& sql) {
+  ASSIGN_OR_RETURN(SqliteStatement stmt, c.PrepareOnce(sql));
   std::vector<std::string> rows;
   while (true) {
     ASSIGN_OR_RETURN(bool row, stmt.Step());
@@ -1500,6 +1658,20 @@ absl::StatusOr<std::vector<std::string>> SqliteJobStore::QueryForTest(
     rows.push_back(absl::StrJoin(columns, "|"));
   }
   return rows;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> SqliteJobStore::QueryForTest(
+    const std::string& sql) {
+  absl::MutexLock lock(&mu_);
+  return QueryRows(*connection_, sql);
+}
+
+absl::StatusOr<std::vector<std::string>> SqliteJobStore::QueryReaderForTest(
+    const std::string& sql) {
+  absl::MutexLock lock(&read_mu_);
+  return QueryRows(*reader_, sql);
 }
 
 absl::StatusOr<std::vector<std::string>> SqliteJobStore::DequeuePlanForTest(
@@ -1521,6 +1693,20 @@ absl::StatusOr<std::vector<std::string>> SqliteJobStore::DequeuePlanForTest(
     }
   }
   return plan;
+}
+
+void SqliteJobStore::SetBeforeCommitHookForTest(
+    std::function<void(int group_size)> hook) {
+  absl::MutexLock lock(&mu_);
+  before_commit_hook_ = std::move(hook);
+}
+
+void SqliteJobStore::AwaitQueuedWritesForTest(int n) {
+  absl::MutexLock lock(&queue_mu_);
+  auto queued = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
+    return writers_.size() >= committing_ + static_cast<size_t>(n);
+  };
+  queue_mu_.Await(absl::Condition(&queued));
 }
 
 }  // namespace adjutant

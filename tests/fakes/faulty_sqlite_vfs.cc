@@ -234,6 +234,7 @@ FaultySqliteVfs::Fault FaultySqliteVfs::NextSync() {
   // A full disk still syncs what it holds; and syncs before the first
   // refused write go through.
   if (fault != Fault::kIoError || writes_before_fault_.load() > 0) {
+    syncs_.fetch_add(1);
     return Fault::kNone;
   }
   return fault;

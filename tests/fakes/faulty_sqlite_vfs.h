@@ -42,11 +42,14 @@ class FaultySqliteVfs {
   // Writes that reached the disk, and writes refused, since the start.
   int64_t writes() const { return writes_.load(); }
   int64_t refused_writes() const { return refused_.load(); }
+  // xSync calls that reached the disk (each an fsync) since the start.
+  int64_t syncs() const { return syncs_.load(); }
 
   // Used by the VFS's file methods: the fault for the next write, counting
   // it (kNone: it goes through).
   Fault NextWrite();
-  // The fault for an xSync: kIoError only.
+  // The fault for an xSync: kIoError only (kNone: it goes through,
+  // counted).
   Fault NextSync();
 
  private:
@@ -57,6 +60,7 @@ class FaultySqliteVfs {
   std::atomic<int64_t> writes_before_fault_{-1};
   std::atomic<int64_t> writes_{0};
   std::atomic<int64_t> refused_{0};
+  std::atomic<int64_t> syncs_{0};
 };
 
 }  // namespace adjutant

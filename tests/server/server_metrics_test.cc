@@ -255,6 +255,34 @@ TEST_P(ServerMetricsTest, JobCountersStatesAndTheStoreAfterTraffic) {
   EXPECT_THAT(m, HasLine("adjutant_is_leader 0"));
 }
 
+// The metered store passes AckBatch through whole (the backend's native
+// batch runs) and times it as one write, counting the jobs it acked.
+TEST_P(ServerMetricsTest, StoreAckBatchIsOneMeteredWrite) {
+  Enqueue("b");
+  Enqueue("b");
+  std::vector<v1::LeasedJob> leased = Lease("b", 2);
+  ASSERT_EQ(leased.size(), 2u);
+  std::vector<AckItem> items;
+  for (const v1::LeasedJob& job : leased) {
+    items.push_back({job.job().job_id(), job.lease_token()});
+  }
+  items.push_back({"no-such-job", "token"});
+  absl::StatusOr<std::vector<absl::Status>> results =
+      server_->store()->AckBatch(items, clock_.Now());
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ(results->size(), 3u);
+  EXPECT_TRUE((*results)[0].ok() && (*results)[1].ok());
+  EXPECT_EQ((*results)[2].code(), absl::StatusCode::kNotFound);
+
+  const std::string m = Scrape();
+  EXPECT_THAT(m, HasLine("adjutant_store_write_duration_seconds_count{op="
+                         "\"ack_batch\"} 1"));
+  EXPECT_THAT(m, HasLine("adjutant_store_batch_size_sum{op=\"ack_batch\"} 2"));
+  EXPECT_THAT(m, HasLine("adjutant_store_write_duration_seconds_count{op="
+                         "\"ack\"} 0"))
+      << "not acked item by item";
+}
+
 TEST_P(ServerMetricsTest, EnqueueBatchCountsNewJobsPerQueue) {
   v1::EnqueueBatchRequest request;
   for (const char* queue : {"a", "b", "a"}) {

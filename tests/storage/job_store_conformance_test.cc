@@ -604,6 +604,109 @@ TEST_P(JobStoreConformance, AckRetriedWithTheSameTokenIsOk) {
   ExpectUnchanged(*store_, after);
 }
 
+// ---- AckBatch
+// ------------------------------------------------------------------
+
+// Statuses by code, for comparing AckBatch results.
+std::vector<absl::StatusCode> Codes(const std::vector<absl::Status>& results) {
+  std::vector<absl::StatusCode> codes;
+  for (const absl::Status& status : results) codes.push_back(status.code());
+  return codes;
+}
+
+TEST_P(JobStoreConformance, AckBatchJudgesEachItemOnItsOwnInOrder) {
+  const absl::Duration kHour = absl::Hours(1);
+  // Each job in a queue of its own, so that each lease is the one wanted.
+  const std::string good = EnqueueOne(*store_, MakeJob("good"), now_);
+  const Lease good_lease = LeaseOne(*store_, now_, Options("good", 1, kHour));
+  // Leased, expired, leased again: the first token is stale.
+  const std::string stale = EnqueueOne(*store_, MakeJob("stale"), now_);
+  const Lease stale_lease =
+      LeaseOne(*store_, now_, Options("stale", 1, absl::Seconds(10)));
+  const Lease current_lease =
+      LeaseOne(*store_, now_ + absl::Seconds(15), Options("stale", 1, kHour));
+  ASSERT_EQ(current_lease.job.id, stale);
+  // Its lease runs out before the batch.
+  const std::string expired = EnqueueOne(*store_, MakeJob("expired"), now_);
+  const Lease expired_lease =
+      LeaseOne(*store_, now_, Options("expired", 1, absl::Seconds(5)));
+  // Acked already with this token: a retry.
+  const std::string retried = EnqueueOne(*store_, MakeJob("retried"), now_);
+  const Lease retried_lease =
+      LeaseOne(*store_, now_, Options("retried", 1, kHour));
+  ASSERT_OK(store_->Ack(retried, retried_lease.token, now_));
+  // Never leased.
+  const std::string pending = EnqueueOne(*store_, MakeJob("pending"), now_);
+  const std::string good2 = EnqueueOne(*store_, MakeJob("good2"), now_);
+  const Lease good2_lease = LeaseOne(*store_, now_, Options("good2", 1, kHour));
+
+  const Job stale_before = GetOrFail(*store_, stale);
+  const Job expired_before = GetOrFail(*store_, expired);
+  const Job retried_before = GetOrFail(*store_, retried);
+  const Job pending_before = GetOrFail(*store_, pending);
+  const std::vector<AckItem> items = {
+      {good, good_lease.token},       {stale, stale_lease.token},
+      {"no-such-job", "token"},       {expired, expired_lease.token},
+      {retried, retried_lease.token}, {pending, "token"},
+      {good2, good2_lease.token},
+  };
+  const absl::Time t = now_ + absl::Seconds(20);
+  ASSERT_OK_AND_ASSIGN(std::vector<absl::Status> results,
+                       store_->AckBatch(items, t));
+  using Code = absl::StatusCode;
+  const std::vector<Code> kWant = {Code::kOk,       Code::kFailedPrecondition,
+                                   Code::kNotFound, Code::kFailedPrecondition,
+                                   Code::kOk,       Code::kFailedPrecondition,
+                                   Code::kOk};
+  EXPECT_EQ(Codes(results), kWant);
+  EXPECT_THAT(std::string(results[1].message()), HasSubstr(stale));
+  EXPECT_THAT(std::string(results[2].message()), HasSubstr("no-such-job"));
+  EXPECT_THAT(std::string(results[3].message()), HasSubstr("expired"));
+
+  for (const std::string& id : {good, good2}) {
+    Job job = GetOrFail(*store_, id);
+    EXPECT_EQ(job.state, JobState::kSucceeded) << id;
+    EXPECT_EQ(job.updated_at, t) << id;
+    EXPECT_EQ(job.lease_expires_at, absl::InfinitePast()) << id;
+  }
+  // An item that failed was not acked, and the retry changed nothing.
+  ExpectUnchanged(*store_, stale_before);
+  ExpectUnchanged(*store_, expired_before);
+  ExpectUnchanged(*store_, retried_before);
+  ExpectUnchanged(*store_, pending_before);
+  // The current lease of the stale job still works.
+  EXPECT_TRUE(store_->Ack(stale, current_lease.token, t).ok());
+
+  // The same batch again: the acked items are retries now.
+  const Job good_after = GetOrFail(*store_, good);
+  ASSERT_OK_AND_ASSIGN(results, store_->AckBatch(items, t + absl::Seconds(1)));
+  EXPECT_EQ(Codes(results), kWant);
+  ExpectUnchanged(*store_, good_after);
+}
+
+TEST_P(JobStoreConformance, AckBatchOfNothingReturnsNothing) {
+  ASSERT_OK_AND_ASSIGN(std::vector<absl::Status> results,
+                       store_->AckBatch({}, now_));
+  EXPECT_THAT(results, IsEmpty());
+}
+
+TEST_P(JobStoreConformance, AckBatchAcksManyJobs) {
+  constexpr int kJobs = 50;
+  std::vector<NewJob> jobs(kJobs, MakeJob());
+  ASSERT_OK(store_->Enqueue(jobs, now_).status());
+  ASSERT_OK_AND_ASSIGN(std::vector<Lease> leases,
+                       store_->Dequeue(Options("q", kJobs), now_));
+  ASSERT_THAT(leases, SizeIs(kJobs));
+  std::vector<AckItem> items;
+  for (const Lease& lease : leases)
+    items.push_back({lease.job.id, lease.token});
+  ASSERT_OK_AND_ASSIGN(std::vector<absl::Status> results,
+                       store_->AckBatch(items, now_));
+  EXPECT_EQ(Codes(results),
+            std::vector<absl::StatusCode>(kJobs, absl::StatusCode::kOk));
+  EXPECT_THAT(ListAll(*store_, "q", JobState::kSucceeded, 100), SizeIs(kJobs));
+}
+
 // Ack, Nack and ExtendLease share their preconditions: the cases below run
 // each of them in turn (names in kFencedCallNames).
 std::vector<std::function<absl::Status(JobStore&, const std::string&,
