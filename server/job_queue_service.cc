@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/convert.h"
+#include "server/grpc_handoff.h"
 #include "server/scheduler_service.h"
 #include "spdlog/spdlog.h"
 
@@ -181,6 +182,7 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
 
   // grpc::ServerUnaryReactor.
   void OnCancel() override {
+    TakeCallFromGrpc(this);
     cancelled_.store(true);
     if (service_->long_poll_->Remove(this)) {
       Finish(grpc::Status::CANCELLED);
@@ -188,9 +190,19 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
     // Otherwise an attempt is running: it sees the flag when it tries to
     // park, or finishes with what it found.
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    TakeCallFromGrpc(this);
+    delete this;
+  }
 
  private:
+  // Hides grpc::ServerUnaryReactor::Finish for every finish above: hands the
+  // call to gRPC (server/grpc_handoff.h), then finishes it.
+  void Finish(grpc::Status status) {
+    HandCallToGrpc(this);
+    grpc::ServerUnaryReactor::Finish(std::move(status));
+  }
+
   JobQueueService* const service_;
   const DequeueArgs args_;
   const absl::Duration deadline_;  // Clock::Monotonic(); the wait ends then
@@ -323,6 +335,7 @@ grpc::ServerUnaryReactor* JobQueueService::Dequeue(
   if (!args.ok()) return Reject(context, args.status());
   const absl::Duration deadline = clock_->Monotonic() + args->wait;
   auto* call = new DequeueCall(this, *std::move(args), deadline, response);
+  HandCallToGrpc(call);  // gRPC may call OnCancel before the attempt runs
   executor_->Schedule([call] { call->Attempt(); });
   return call;
 }

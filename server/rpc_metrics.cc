@@ -3,6 +3,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "server/grpc_handoff.h"
 
 namespace adjutant {
 namespace {
@@ -16,18 +17,25 @@ class RpcMetricsInterceptor final : public grpc::experimental::Interceptor {
       : metrics_(metrics),
         clock_(clock),
         method_(std::move(method)),
-        started_(clock->Monotonic()) {}
+        started_(clock->Monotonic()) {
+    HandCallToGrpc(this);
+  }
 
+  // gRPC creates, runs and destroys a call's interceptor on whichever thread
+  // the call is on at the time (server/grpc_handoff.h).
   ~RpcMetricsInterceptor() override {
+    TakeCallFromGrpc(this);
     if (!recorded_) Record(grpc::StatusCode::CANCELLED);
   }
 
   void Intercept(
       grpc::experimental::InterceptorBatchMethods* methods) override {
+    TakeCallFromGrpc(this);
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::PRE_SEND_STATUS)) {
       Record(methods->GetSendStatus().error_code());
     }
+    HandCallToGrpc(this);
     methods->Proceed();
   }
 

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iterator>
 #include <limits>
@@ -735,6 +736,17 @@ absl::Status CheckIntegrity(SqliteConnection& c, const std::string& path) {
       "); refusing to touch it"));
 }
 
+// Whether the header of the SQLite file at `path` says WAL mode (the read
+// and write format versions, bytes 18 and 19, are 2). False when the file is
+// shorter than that or unreadable.
+bool HeaderSaysWalMode(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char header[20] = {};
+  in.read(header, sizeof header);
+  return in.gcount() == static_cast<std::streamsize>(sizeof header) &&
+         header[18] == 2 && header[19] == 2;
+}
+
 // `path` as the path part of a "file:" URI.
 std::string UriPath(const std::string& path) {
   std::string out;
@@ -816,15 +828,15 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
   // 1. Look at an existing file through a read-only connection, so that a
   // file we refuse is left exactly as it was. A missing file is fine: it is
   // created below.
-  std::error_code ignored;
-  if (std::filesystem::exists(options.path, ignored)) {
-    // Even a read-only connection creates -wal and -shm files beside a WAL
-    // database. When there is no -wal, everything is in the file itself:
-    // read it as immutable, which creates nothing. When there is one,
-    // another connection is (or was) using the file; read it normally.
-    bool has_wal = std::filesystem::exists(options.path + "-wal", ignored);
+  //
+  // `locking`: a normal read-only connection (mode=ro), which reads one
+  // consistent snapshot even while other processes write, but beside a WAL
+  // database creates -wal and -shm files. Otherwise an immutable one, which
+  // creates nothing but takes no locks: a process that writes the file
+  // during the scan can make a healthy file look corrupt.
+  auto check_read_only = [&options](bool locking) -> absl::Status {
     std::string uri = absl::StrCat("file:", UriPath(options.path),
-                                   has_wal ? "?mode=ro" : "?immutable=1");
+                                   locking ? "?mode=ro" : "?immutable=1");
     absl::StatusOr<std::unique_ptr<SqliteConnection>> reader =
         SqliteConnection::Open(uri, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI,
                                options.vfs);
@@ -842,6 +854,30 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
     if (absl::IsUnavailable(checked)) {
       return absl::UnavailableError(
           absl::StrCat("cannot read ", options.path, ": ", checked.message()));
+    }
+    return checked;
+  };
+  std::error_code ignored;
+  if (std::filesystem::exists(options.path, ignored)) {
+    // Even a read-only connection creates -wal and -shm files beside a WAL
+    // database. When there is no -wal, everything is in the file itself:
+    // read it as immutable, which creates nothing. When there is one,
+    // another connection is (or was) using the file; read it normally.
+    auto wal_exists = [&options, &ignored] {
+      return std::filesystem::exists(options.path + "-wal", ignored);
+    };
+    absl::Status checked = check_read_only(/*locking=*/wal_exists());
+    if (!checked.ok() && !absl::IsUnavailable(checked)) {
+      // Before refusing, look again: another process may have opened the
+      // file after the -wal test above and written it (a checkpoint, or a
+      // rollback-journal commit) while the immutable scan read it. This
+      // time lock when that creates nothing new: when a -wal exists now
+      // (its writer is still there; the lock gives a consistent snapshot),
+      // or when the header is not in WAL mode (a rollback-journal reader
+      // creates no file). Otherwise no process has the WAL database open,
+      // and a second immutable scan sees the file at rest.
+      checked = check_read_only(
+          /*locking=*/wal_exists() || !HeaderSaysWalMode(options.path));
     }
     RETURN_IF_ERROR(checked);
   }

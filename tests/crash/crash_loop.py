@@ -1,8 +1,14 @@
 #!/usr/bin/python3
 """The crash loop: a real adjutantd under mixed load, killed with SIGKILL at
-random moments and restarted on the same SQLite file each time.
+random moments and restarted on the same store each time.
 
-    crash_loop.py PATH/TO/adjutantd [--kills N] [--seed S]
+    crash_loop.py PATH/TO/adjutantd [--kills N] [--startup-kills K]
+                  [--store sqlite|postgres] [--daemons 1|2] [--seed S]
+
+The store is a SQLite file in a temp dir, or (--store postgres) a database
+on a throwaway PostgreSQL 15 the script starts (tests/acceptance/
+throwaway_postgres.py) and removes; --daemons 2 runs two daemons on that
+one database, the clients split between them.
 
 Load, all through Python stubs that protoc generates from proto/:
   * producers enqueue jobs to queue "work", each with its own idempotency
@@ -14,9 +20,20 @@ Load, all through Python stubs that protoc generates from proto/:
   * three per-second schedules (`* * * * * *`) fire into "ticks" while the
     daemon is leader; after each restart the daemon is told it is leader
     again with a higher term (SetLeadership, long TTL).
-After a random 100-1500 ms of load (seeded RNG; the seed is printed) the
-daemon is killed with SIGKILL and started again on the same file with
---port-file; the clients reconnect and retry.
+After a random 100-1500 ms of load (seeded RNG; the seed is printed) a
+daemon (with two, either at random) is killed with SIGKILL and started again
+on the same store with --port-file; the clients reconnect and retry. With two
+daemons, leadership then goes to either at random with a higher term, and
+the other is told to stop firing.
+
+Kills during start-up: before the first start (while the fresh store is
+created and migrated) and before each restart (while the store is opened:
+SQLite's WAL recovered, the file checked, the schema checked), a daemon is
+started and killed --startup-kills times (default 1) a random moment into
+its start-up (0 to the time the last start took to write its port file;
+the first start is measured on a scratch store); the output counts the
+kills that landed before the port file was written. Every check below
+covers them too.
 
 At the end the schedules are paused, the producers stop, and the workers
 drain the queues. Then, from what the clients saw and what the store holds:
@@ -234,6 +251,15 @@ def lead(target, term):
     return response
 
 
+def step_down(target, term):
+    _, error = call_until_answered(
+        target, None, lambda t: t.sched().SetLeadership(
+            spb.SetLeadershipRequest(leader=False, term=term),
+            timeout=RPC_TIMEOUT))
+    if error is not None:
+        raise AssertionError("SetLeadership(false, term %d): %s" % (term, error))
+
+
 def register_crons(target, paused):
     for name in CRONS:
         _, error = call_until_answered(
@@ -247,68 +273,184 @@ def register_crons(target, paused):
             raise AssertionError("RegisterCron %s: %s" % (name, error))
 
 
+def start_timed(binary, store, work):
+    """Starts adjutantd on `store`; returns it, listening, and the seconds
+    until it wrote its port file (polled every millisecond)."""
+    daemon = testlib.Daemon(binary, store, work)
+    t0 = time.monotonic()
+    daemon.spawn()
+
+    def written():
+        try:
+            with open(daemon.port_file) as f:
+                return time.monotonic() if f.read().strip() else None
+        except FileNotFoundError:
+            return None
+
+    deadline = t0 + testlib.scaled(30)
+    while True:
+        t = written()
+        if t is not None:
+            break
+        if daemon.proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError("adjutantd did not start on %s (log: %s)"
+                                 % (store, daemon.log.name))
+        time.sleep(0.001)
+    return daemon.await_listening(), t - t0
+
+
+def spawn_and_kill_early(binary, store, work, rng, startup):
+    """Starts adjutantd and kills it with SIGKILL a random moment into its
+    start-up (0 to `startup`, the time the last start took to write its
+    port file): while it opens the store, migrates it, or recovers. Returns
+    whether the port file was still absent (killed before serving)."""
+    daemon = testlib.Daemon(binary, store, work)
+    daemon.spawn()
+    time.sleep(rng.uniform(0.0, startup))  # a kill moment, not a wait
+    daemon.proc.kill()  # SIGKILL
+    daemon.proc.wait()
+    try:
+        with open(daemon.port_file) as f:
+            serving = bool(f.read().strip())
+    except FileNotFoundError:
+        serving = False
+    return not serving
+
+
+class Slot:
+    """One daemon position: the process now up, restarted in place."""
+
+    def __init__(self, binary, store, work, target):
+        self.binary = binary
+        self.store = store
+        self.work = work
+        self.target = target
+        self.daemon = None
+
+    def start(self):
+        """Returns the seconds the start took to write the port file."""
+        self.daemon, seconds = start_timed(self.binary, self.store, self.work)
+        self.target.set(self.daemon)
+        return seconds
+
+    def kill(self):
+        self.daemon.proc.kill()  # SIGKILL
+        self.daemon.proc.wait()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("adjutantd")
     parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--startup-kills", type=int, default=1,
+                        help="kills during start-up before each (re)start")
+    parser.add_argument("--store", choices=("sqlite", "postgres"),
+                        default="sqlite")
+    parser.add_argument("--daemons", type=int, default=1,
+                        help="daemons on the one store (2 needs postgres)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--producers", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--drain-timeout", type=float, default=180.0)
     args = parser.parse_args()
+    if args.daemons not in (1, 2):
+        parser.error("--daemons: 1 or 2")
+    if args.daemons > 1 and args.store != "postgres":
+        parser.error("--daemons 2 needs --store postgres (one SQLite file "
+                     "serves one daemon)")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     print("seed %d (rerun with --seed %d)" % (seed, seed), flush=True)
     rng = random.Random(seed)
 
     work = tempfile.mkdtemp(prefix="adjutant-crash-")
-    db = os.path.join(work, "adjutant.db")
-    target = Target()
+    pg = None
+    if args.store == "postgres":
+        from throwaway_postgres import Postgres
+        pg = Postgres()
+        pg.create_db("crash")
+        store = pg.uri("crash")
+    else:
+        store = os.path.join(work, "adjutant.db")
+    targets = [Target() for _ in range(args.daemons)]
+    slots = [Slot(args.adjutantd, store, work, t) for t in targets]
     record = Record()
     started = time.monotonic()
-
-    daemon = testlib.Daemon(args.adjutantd, db, work).start()
-    target.set(daemon)
-    term = 1
-    register_crons(target, paused=False)
-    lead(target, term)
-
+    early_kills = 0      # start-up kills that landed before the port file
+    startup_attempts = 0
+    startup = 0.0        # seconds a start took to write its port file
     stop_producers = threading.Event()
     stop_workers = threading.Event()
-    threads = []
-    for i in range(args.producers):
-        threads.append(threading.Thread(
-            target=producer, args=(i, target, record, stop_producers)))
-    workers = []
-    for i in range(args.workers):
-        workers.append(threading.Thread(
-            target=worker,
-            args=(i, target, record, stop_workers, rng.randrange(1 << 31))))
-    for t in threads + workers:
-        t.start()
-    # The schedules fire before the first kill.
-    testlib.wait_for(lambda: all_jobs(target, "ticks"), timeout=30,
-                     what="the first tick")
 
     try:
+        # How long a start takes to write the port file (creating and
+        # migrating a store of its own): the range of the start-up kill
+        # moments.
+        if pg is not None:
+            pg.create_db("scratch")
+            scratch = pg.uri("scratch")
+        else:
+            scratch = os.path.join(work, "scratch.db")
+        scratch_daemon, startup = start_timed(args.adjutantd, scratch, work)
+        scratch_daemon.stop()
+        # Kills while the fresh store is created and migrated.
+        for _ in range(args.startup_kills):
+            startup_attempts += 1
+            early_kills += spawn_and_kill_early(args.adjutantd, store, work,
+                                                rng, startup)
+        for slot in slots:
+            startup = slot.start()
+        term = 1
+        leader = 0
+        register_crons(targets[0], paused=False)
+        lead(targets[leader], term)
+
+        threads = []
+        for i in range(args.producers):
+            threads.append(threading.Thread(
+                target=producer,
+                args=(i, targets[i % len(targets)], record, stop_producers)))
+        workers = []
+        for i in range(args.workers):
+            workers.append(threading.Thread(
+                target=worker,
+                args=(i, targets[i % len(targets)], record, stop_workers,
+                      rng.randrange(1 << 31))))
+        for t in threads + workers:
+            t.start()
+        # The schedules fire before the first kill.
+        testlib.wait_for(lambda: all_jobs(targets[0], "ticks"), timeout=30,
+                         what="the first tick")
+
         for kill in range(args.kills):
             time.sleep(rng.uniform(0.1, 1.5))  # load runs meanwhile
-            daemon.proc.kill()  # SIGKILL
-            daemon.proc.wait()
-            daemon = testlib.Daemon(args.adjutantd, db, work).start()
-            target.set(daemon)
+            victim = rng.randrange(len(slots))
+            slots[victim].kill()
+            for _ in range(args.startup_kills):
+                startup_attempts += 1
+                early_kills += spawn_and_kill_early(
+                    args.adjutantd, store, work, rng, startup)
+            startup = slots[victim].start()  # the next kills' range
+            # Leadership: one daemon, told again after its restart; two,
+            # handed to either at random with a higher term, the other told
+            # to stop (it may fire until then: the store fences old terms).
             term += 1
-            lead(target, term)
-            print("kill %d/%d: restarted, leader with term %d"
-                  % (kill + 1, args.kills, term), flush=True)
+            previous, leader = leader, rng.randrange(len(slots))
+            lead(targets[leader], term)
+            if previous != leader:
+                step_down(targets[previous], term)
+            print("kill %d/%d: daemon %d killed (then %d times in start-up) "
+                  "and restarted; daemon %d leader with term %d"
+                  % (kill + 1, args.kills, victim, args.startup_kills,
+                     leader, term), flush=True)
 
         # The end: no new ticks, no new jobs; drain what is left.
-        register_crons(target, paused=True)
+        register_crons(targets[0], paused=True)
         stop_producers.set()
         for t in threads:
             t.join()
         give_up = time.monotonic() + args.drain_timeout
         while True:
-            unfinished = [j for q in ("work", "ticks") for j in all_jobs(target, q)
+            unfinished = [j for q in ("work", "ticks") for j in all_jobs(targets[0], q)
                           if j.state != pb.JOB_STATE_SUCCEEDED]
             if not unfinished:
                 break
@@ -320,14 +462,18 @@ def main():
         for t in workers:
             t.join()
 
-        work_jobs = {j.job_id: j for j in all_jobs(target, "work")}
-        tick_jobs = all_jobs(target, "ticks")
-        daemon.stop()
+        work_jobs = {j.job_id: j for j in all_jobs(targets[0], "work")}
+        tick_jobs = all_jobs(targets[0], "ticks")
+        for slot in slots:
+            slot.daemon.stop()
     finally:
         stop_producers.set()
         stop_workers.set()
-        for channel in target.channels:
-            channel.close()
+        for target in targets:
+            for channel in target.channels:
+                channel.close()
+        if pg is not None:
+            pg.destroy()
 
     failures = []
     enqueued_ids = set(record.enqueued.values())
@@ -350,7 +496,10 @@ def main():
     duplicate_ticks = len(ticks) - len(set(ticks))
     tick_counts = {name: sum(1 for t in ticks if t[0] == name) for name in CRONS}
 
-    print("kills: %d" % args.kills)
+    print("store: %s, daemons: %d" % (args.store, args.daemons))
+    print("kills: %d while serving, %d in start-up (%d before the port file; "
+          "the last start took %.0f ms)"
+          % (args.kills, startup_attempts, early_kills, startup * 1000))
     print("enqueues answered OK: %d (jobs in the store: %d)"
           % (len(enqueued_ids), len(work_jobs)))
     print("deliveries: %d, nacks: %d, acks answered OK: %d, acks lost or refused: %d"

@@ -2,7 +2,9 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <utility>
 
 namespace adjutant {
 namespace {
@@ -12,6 +14,7 @@ namespace {
 struct FaultyFile {
   sqlite3_file base;
   sqlite3_file* real;
+  bool main_db;  // opened with SQLITE_OPEN_MAIN_DB
 };
 
 sqlite3_vfs* RealVfs() {
@@ -39,6 +42,9 @@ int WriteFault() {
 
 int Close(sqlite3_file* f) { return Real(f)->pMethods->xClose(Real(f)); }
 int Read(sqlite3_file* f, void* buf, int n, sqlite3_int64 offset) {
+  if (reinterpret_cast<FaultyFile*>(f)->main_db) {
+    FaultySqliteVfs::Get().BeforeMainDbRead();
+  }
   return Real(f)->pMethods->xRead(Real(f), buf, n, offset);
 }
 int Write(sqlite3_file* f, const void* buf, int n, sqlite3_int64 offset) {
@@ -124,6 +130,7 @@ int Open(sqlite3_vfs*, const char* name, sqlite3_file* file, int flags,
          int* out_flags) {
   auto* faulty = reinterpret_cast<FaultyFile*>(file);
   faulty->real = reinterpret_cast<sqlite3_file*>(faulty + 1);
+  faulty->main_db = (flags & SQLITE_OPEN_MAIN_DB) != 0;
   int rc = RealVfs()->xOpen(RealVfs(), name, faulty->real, flags, out_flags);
   // SQLite calls xClose only when pMethods is set.
   file->pMethods = faulty->real->pMethods != nullptr ? &kFileMethods : nullptr;
@@ -210,6 +217,25 @@ void FaultySqliteVfs::SetFault(Fault fault) { SetFaultAfterWrites(0, fault); }
 void FaultySqliteVfs::SetFaultAfterWrites(int64_t n, Fault fault) {
   fault_.store(static_cast<int>(fault));
   writes_before_fault_.store(n > 0 ? n : -1);
+}
+
+void FaultySqliteVfs::RunBeforeRead(int64_t n, std::function<void()> hook) {
+  absl::MutexLock lock(&hook_mu_);
+  hook_at_read_ = main_db_reads_.load() + std::max<int64_t>(n, 1);
+  hook_ = std::move(hook);
+}
+
+void FaultySqliteVfs::BeforeMainDbRead() {
+  const int64_t read = main_db_reads_.fetch_add(1) + 1;
+  std::function<void()> hook;
+  {
+    absl::MutexLock lock(&hook_mu_);
+    if (hook_at_read_ == 0 || read < hook_at_read_) return;
+    hook_at_read_ = 0;
+    hook = std::move(hook_);
+    hook_ = nullptr;
+  }
+  if (hook) hook();
 }
 
 FaultySqliteVfs::Fault FaultySqliteVfs::NextWrite() {

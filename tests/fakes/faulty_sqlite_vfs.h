@@ -6,7 +6,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 
 namespace adjutant {
 
@@ -45,6 +49,20 @@ class FaultySqliteVfs {
   // xSync calls that reached the disk (each an fsync) since the start.
   int64_t syncs() const { return syncs_.load(); }
 
+  // Runs `hook` once, on the reading thread, just before the `n`th read
+  // (n >= 1, counted from now) of a main database file that this VFS opened:
+  // another program acting in the middle of a reader's scan (e.g. writing
+  // the file while SqliteJobStore::Open checks it). The hook runs without
+  // any lock of this class held; it may use SQLite on other connections
+  // (through the default VFS, so that its reads are not counted). A new
+  // call replaces a hook that has not run yet.
+  void RunBeforeRead(int64_t n, std::function<void()> hook);
+  // Main database reads through this VFS since the start.
+  int64_t main_db_reads() const { return main_db_reads_.load(); }
+
+  // Used by the VFS's file methods: counts a read of a main database file
+  // and runs the hook set by RunBeforeRead when it is due.
+  void BeforeMainDbRead();
   // Used by the VFS's file methods: the fault for the next write, counting
   // it (kNone: it goes through).
   Fault NextWrite();
@@ -61,6 +79,12 @@ class FaultySqliteVfs {
   std::atomic<int64_t> writes_{0};
   std::atomic<int64_t> refused_{0};
   std::atomic<int64_t> syncs_{0};
+  std::atomic<int64_t> main_db_reads_{0};
+
+  absl::Mutex hook_mu_;
+  // The read count at which hook_ runs; 0 when no hook is set.
+  int64_t hook_at_read_ ABSL_GUARDED_BY(hook_mu_) = 0;
+  std::function<void()> hook_ ABSL_GUARDED_BY(hook_mu_);
 };
 
 }  // namespace adjutant
