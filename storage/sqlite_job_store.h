@@ -45,6 +45,14 @@ struct SqliteOptions {
   // (the default): SQLite's default VFS. For tests that inject I/O faults
   // (tests/fakes/faulty_sqlite_vfs.h) and deployments with special storage.
   std::string vfs;
+  // Enqueue refuses (RESOURCE_EXHAUSTED, QueueFullError in job.h) a call
+  // that would leave a queue holding more than this many pending (PENDING
+  // or LEASED) jobs; 0: no limit. The count is exact: the table
+  // queue_counts holds it per queue, kept by triggers on `jobs` in the
+  // transaction of every write (schema version 4), so the check reads one
+  // row. ApplyCronTransition (a fired tick) and RequeueJob are counted but
+  // never refused. Default 0.
+  int64_t max_pending_per_queue = 0;
 };
 
 // Thread-safe. For now one SQLite connection serves every call, under one
@@ -55,7 +63,7 @@ class SqliteJobStore final : public JobStore {
   // The PRAGMA application_id of an Adjutant database ("ADJT").
   static constexpr int32_t kApplicationId = 0x41444A54;
   // The schema version this build writes and reads (PRAGMA user_version).
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
   // Opens (creating or migrating) the database. Fails without touching the
   // file if it is not an Adjutant database, is corrupt, or has a schema
@@ -149,6 +157,7 @@ class SqliteJobStore final : public JobStore {
                  const SqliteOptions& options);
 
   const BackoffPolicy backoff_;
+  const int64_t max_pending_per_queue_;  // 0: no limit
 
   absl::Mutex mu_;
   // State below is protected by mu_.
