@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +27,10 @@
 
 namespace adjutant {
 namespace {
+
+// The upper ends of --max-batch-size and --max-long-polls.
+constexpr int kMaxBatchSizeFlag = 100000;
+constexpr int kMaxLongPollsFlag = 1000000;
 
 // "--pg-pool-size" -> "ADJUTANT_PG_POOL_SIZE".
 std::string EnvName(const std::string& long_name) {
@@ -150,9 +155,68 @@ void AddOptions(CLI::App& app, DaemonConfig* c) {
   app.add_option("--metrics-port-file", c->metrics_port_file,
                  "once the metrics endpoint listens, write its bound port to "
                  "this file (for --metrics-listen HOST:0)");
+  // Limits against overload (docs/OPERATIONS.md, "Limits").
+  app.add_option("--max-batch-size", c->max_batch_size,
+                 "the most jobs in one EnqueueBatch, and the largest Dequeue "
+                 "max_jobs; more gets INVALID_ARGUMENT")
+      ->check(CLI::Range(1, kMaxBatchSizeFlag))
+      ->capture_default_str();
+  app.add_option("--max-pending-per-queue", c->max_pending_per_queue,
+                 "the most pending (PENDING or LEASED) jobs one queue may "
+                 "hold; an Enqueue past it gets RESOURCE_EXHAUSTED and stores "
+                 "nothing (fired cron ticks are never refused); 0: no limit")
+      ->check(CLI::Range(int64_t{0}, std::numeric_limits<int64_t>::max()))
+      ->capture_default_str();
+  app.add_option("--max-long-polls", c->max_long_polls,
+                 "the most Dequeue calls with a wait in progress at once; "
+                 "one more gets RESOURCE_EXHAUSTED (a Dequeue without a wait "
+                 "still works)")
+      ->check(CLI::Range(1, kMaxLongPollsFlag))
+      ->capture_default_str();
+  app.add_option("--max-message-bytes", c->max_message_bytes,
+                 "the largest request message accepted; gRPC answers a larger "
+                 "one RESOURCE_EXHAUSTED. At least --max-payload-bytes + "
+                 "65536")
+      ->check(CLI::Range(int64_t{1}, kMaxMessageBytesLimit))
+      ->capture_default_str();
+  app.add_option("--max-lease-duration", c->max_lease_duration,
+                 "the longest lease_duration a Dequeue or ExtendLease may ask "
+                 "for (1s..24h); longer gets INVALID_ARGUMENT. A worker "
+                 "holding a job longer extends its lease")
+      ->capture_default_str();
 }
 
 }  // namespace
+
+absl::StatusOr<RequestLimits> RequestLimitsFromConfig(
+    const DaemonConfig& config) {
+  RequestLimits limits;
+  limits.max_payload_bytes = config.max_payload_bytes;
+  limits.default_max_attempts = config.default_max_attempts;
+  limits.max_batch_size = config.max_batch_size;
+  limits.max_long_polls = config.max_long_polls;
+  limits.max_message_bytes = config.max_message_bytes;
+  absl::StatusOr<absl::Duration> lease =
+      ParseDurationFlag("--max-lease-duration", config.max_lease_duration);
+  if (!lease.ok()) return lease.status();
+  limits.max_lease_duration = *lease;
+  if (config.max_batch_size > kMaxBatchSizeFlag) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-batch-size: ", config.max_batch_size,
+                     " is outside 1..", kMaxBatchSizeFlag));
+  }
+  if (config.max_long_polls > kMaxLongPollsFlag) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-long-polls: ", config.max_long_polls,
+                     " is outside 1..", kMaxLongPollsFlag));
+  }
+  if (config.max_pending_per_queue < 0) {
+    return absl::InvalidArgumentError(
+        "--max-pending-per-queue: must not be negative (0: no limit)");
+  }
+  if (absl::Status s = ValidateRequestLimits(limits); !s.ok()) return s;
+  return limits;
+}
 
 bool IsPostgresUri(const std::string& db) {
   return absl::StartsWith(db, "postgresql://") ||
@@ -281,6 +345,10 @@ absl::Status ValidateDaemonConfig(const DaemonConfig& config) {
         !d.ok()) {
       return d.status();
     }
+  }
+  if (absl::StatusOr<RequestLimits> limits = RequestLimitsFromConfig(config);
+      !limits.ok()) {
+    return limits.status();
   }
   if (config.retention_batch_size < 1 ||
       config.retention_batch_size > kMaxRetentionBatchSize) {

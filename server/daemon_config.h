@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/validation.h"
 #include "spdlog/formatter.h"
 
 namespace adjutant {
@@ -107,6 +108,34 @@ struct DaemonConfig {
   // --metrics-port-file: once the metrics endpoint listens, write its bound
   // port here. Default "".
   std::string metrics_port_file;
+
+  // ---- Limits against overload (docs/OPERATIONS.md, "Limits") ----
+  // --max-batch-size: the most jobs in one EnqueueBatch, and the largest
+  // Dequeue max_jobs, 1..100000. More: INVALID_ARGUMENT naming the field
+  // and the flag. Default 1000.
+  int max_batch_size = 1000;
+  // --max-pending-per-queue: the most pending (PENDING or LEASED) jobs one
+  // queue may hold; an Enqueue or EnqueueBatch that would pass it gets
+  // RESOURCE_EXHAUSTED naming the queue, its count and the flag, and stores
+  // nothing. Fired cron ticks and RequeueJob are counted but never refused
+  // (a tick is never lost). 0: no limit. Exact on SQLite and in memory; on
+  // PostgreSQL concurrent Enqueues may pass it by what they insert at once
+  // (docs/POSTGRES.md). Default 10000000.
+  int64_t max_pending_per_queue = 10'000'000;
+  // --max-long-polls: the most Dequeue calls with a wait in progress at
+  // once, 1..1000000; one more gets RESOURCE_EXHAUSTED naming the flag (a
+  // Dequeue without a wait still works). Default 20000.
+  int max_long_polls = 20000;
+  // --max-message-bytes: the largest request message gRPC accepts; larger
+  // ones get RESOURCE_EXHAUSTED from gRPC ("Received message larger than
+  // max (N vs. LIMIT)"). At least --max-payload-bytes + 65536 (one Enqueue
+  // of the largest payload), at most 2147483647. Default 16 MiB (16777216).
+  int64_t max_message_bytes = int64_t{16} << 20;
+  // --max-lease-duration: the longest lease_duration a Dequeue or
+  // ExtendLease may ask for, 1s..24h; longer gets INVALID_ARGUMENT naming
+  // lease_duration and the flag. A worker holding a job longer extends its
+  // lease. Default "24h".
+  std::string max_lease_duration = "24h";
 };
 
 // Parses argv (argv[0] is the program name), the ADJUTANT_* environment and
@@ -124,6 +153,8 @@ int ParseDaemonConfig(int argc, const char* const* argv, DaemonConfig* config);
 // INVALID_ARGUMENT names the flag and the reason. --metrics-listen is
 // HOST:PORT when set, and --metrics-port-file's directory exists and needs
 // --metrics-listen.
+// Limits: each within its range, and --max-message-bytes at least
+// --max-payload-bytes + 65536 (ValidateRequestLimits in server/validation.h).
 // Access control: the TLS files (CheckTlsFiles in server/tls.h), the token
 // file (parsed: a bad line is named with its number), and that a
 // non-loopback --listen has authentication (--auth-tokens or
@@ -143,6 +174,13 @@ bool IsPostgresUri(const std::string& db);
 // or infinite.
 absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& flag,
                                                  const std::string& value);
+
+// The request limits `config` sets (--max-payload-bytes,
+// --default-max-attempts, --max-batch-size, --max-lease-duration,
+// --max-long-polls, --max-message-bytes), checked by
+// ValidateRequestLimits: INVALID_ARGUMENT naming the flag.
+absl::StatusOr<RequestLimits> RequestLimitsFromConfig(
+    const DaemonConfig& config);
 
 // A spdlog formatter writing each record as one JSON object on one line:
 // {"time":"2026-11-27T05:00:00.123456Z","level":"info","logger":"adjutantd",

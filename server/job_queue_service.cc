@@ -22,6 +22,9 @@ constexpr int kMaxRetriesInPlace = 4;
 // Codes that mean the server (not the request) has a problem: worth a log
 // line. The others are the client's business.
 bool IsServerError(const absl::Status& status) {
+  // A queue at its --max-pending-per-queue is the producer's business (and
+  // a log line per refusal would flood the log under overload).
+  if (IsQueueFullError(status)) return false;
   switch (status.code()) {
     case absl::StatusCode::kUnavailable:
     case absl::StatusCode::kResourceExhausted:
@@ -82,12 +85,16 @@ void ToProto(const Job& job, v1::Job* out) {
 class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
                                            public LongPollWaiter {
  public:
+  // `counted`: the call holds one of the service's long-poll slots
+  // (long_polls_), given back in OnDone.
   DequeueCall(JobQueueService* service, DequeueArgs args,
-              absl::Duration deadline, v1::DequeueResponse* response)
+              absl::Duration deadline, v1::DequeueResponse* response,
+              bool counted)
       : service_(service),
         args_(std::move(args)),
         deadline_(deadline),
-        response_(response) {}
+        response_(response),
+        counted_(counted) {}
 
   // Leases what it can; if nothing and the wait is not over, parks.
   // Runs on the executor.
@@ -109,6 +116,7 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
       }
       // A client that left would not see what we lease for it.
       if (IsCancelled()) {
+        PassOnWakeUp();
         Finish(grpc::Status::CANCELLED);
         return;
       }
@@ -126,9 +134,11 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
         if (IsServerError(leases.status())) {
           spdlog::warn("Dequeue: {}", leases.status().ToString());
         }
+        PassOnWakeUp();
         Finish(ToGrpcStatus(leases.status()));
         return;
       }
+      woken_.store(false);  // this attempt looked: the wake-up is spent
       if (!leases->empty()) {
         absl::Time earliest_expiry = absl::InfiniteFuture();
         for (const Lease& lease : *leases) {
@@ -163,6 +173,7 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
         case LongPollRegistry::ParkResult::kRetry:
           continue;
         case LongPollRegistry::ParkResult::kCancelled:
+          PassOnWakeUp();
           Finish(grpc::Status::CANCELLED);
           return;
         case LongPollRegistry::ParkResult::kShuttingDown:
@@ -175,6 +186,7 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
   // LongPollWaiter.
   bool IsCancelled() const override { return cancelled_.load(); }
   void Wake() override {
+    woken_.store(true);
     service_->executor_->Schedule([this] { Attempt(); });
   }
   void Expire() override { Finish(grpc::Status::OK); }
@@ -190,8 +202,16 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
     // Otherwise an attempt is running: it sees the flag when it tries to
     // park, or finishes with what it found.
   }
+  // A woken call that ends without a store attempt that succeeded may
+  // leave behind the job it was woken for (the registry wakes only as many
+  // waiters as there are new jobs): wake the queue's other waiters.
+  void PassOnWakeUp() {
+    if (woken_.exchange(false)) service_->long_poll_->Wake(args_.options.queue);
+  }
+
   void OnDone() override {
     TakeCallFromGrpc(this);
+    if (counted_) service_->long_polls_.fetch_sub(1);
     delete this;
   }
 
@@ -207,7 +227,10 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
   const DequeueArgs args_;
   const absl::Duration deadline_;  // Clock::Monotonic(); the wait ends then
   v1::DequeueResponse* const response_;
+  const bool counted_;
   std::atomic<bool> cancelled_{false};
+  // Set by Wake(): a wake-up was spent on this call.
+  std::atomic<bool> woken_{false};
 };
 
 JobQueueService::JobQueueService(RequestLimits limits, JobStore* store,
@@ -296,7 +319,9 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
         }
         // The earliest new run_at per queue and type is all the registry
         // needs.
-        std::map<std::pair<std::string, std::string>, absl::Time> earliest;
+        std::map<std::pair<std::string, std::string>,
+                 std::pair<absl::Time, size_t>>
+            earliest;  // and how many
         std::map<std::string, int64_t> stored_by_queue;
         int64_t stored = 0;
         for (size_t i = 0; i < jobs.size(); ++i) {
@@ -306,13 +331,18 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
           if ((*results)[i].duplicate) continue;
           ++stored_by_queue[jobs[i].queue];
           ++stored;
-          auto [it, inserted] = earliest.emplace(
-              std::make_pair(jobs[i].queue, jobs[i].type), jobs[i].run_at);
-          if (!inserted) it->second = std::min(it->second, jobs[i].run_at);
+          auto [it, inserted] =
+              earliest.emplace(std::make_pair(jobs[i].queue, jobs[i].type),
+                               std::make_pair(jobs[i].run_at, size_t{1}));
+          if (!inserted) {
+            it->second.first = std::min(it->second.first, jobs[i].run_at);
+            ++it->second.second;
+          }
         }
-        for (const auto& [queue_and_type, at] : earliest) {
+        for (const auto& [queue_and_type, at_and_count] : earliest) {
           long_poll_->JobsAvailableAt(queue_and_type.first,
-                                      queue_and_type.second, at);
+                                      queue_and_type.second, at_and_count.first,
+                                      at_and_count.second);
         }
         if (metrics_ != nullptr) {
           for (const auto& [queue, n] : stored_by_queue) {
@@ -333,8 +363,21 @@ grpc::ServerUnaryReactor* JobQueueService::Dequeue(
   if (!caller.ok()) return Reject(context, caller.status());
   absl::StatusOr<DequeueArgs> args = ValidateDequeue(*request, limits_);
   if (!args.ok()) return Reject(context, args.status());
+  // A long-poll takes a slot before it touches the store, so a refused one
+  // changes nothing; a Dequeue without a wait needs none.
+  const bool counted = args->wait > absl::ZeroDuration();
+  if (counted && long_polls_.fetch_add(1) >= limits_.max_long_polls) {
+    long_polls_.fetch_sub(1);
+    return Reject(context,
+                  absl::ResourceExhaustedError(absl::StrCat(
+                      "wait: ", limits_.max_long_polls,
+                      " Dequeue calls with a wait are in progress, the "
+                      "server's limit (--max-long-polls); retry later, or "
+                      "dequeue without a wait")));
+  }
   const absl::Duration deadline = clock_->Monotonic() + args->wait;
-  auto* call = new DequeueCall(this, *std::move(args), deadline, response);
+  auto* call =
+      new DequeueCall(this, *std::move(args), deadline, response, counted);
   HandCallToGrpc(call);  // gRPC may call OnCancel before the attempt runs
   executor_->Schedule([call] { call->Attempt(); });
   return call;
@@ -405,7 +448,8 @@ grpc::ServerUnaryReactor* JobQueueService::ExtendLease(
   absl::StatusOr<Caller> caller =
       AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.ExtendLease");
   if (!caller.ok()) return Reject(context, caller.status());
-  absl::StatusOr<absl::Duration> lease_duration = ValidateExtendLease(*request);
+  absl::StatusOr<absl::Duration> lease_duration =
+      ValidateExtendLease(*request, limits_);
   if (!lease_duration.ok()) return Reject(context, lease_duration.status());
   return RunOnExecutor(
       context, "ExtendLease",

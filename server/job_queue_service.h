@@ -134,6 +134,10 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   std::atomic<bool> refusing_new_calls_{false};
   // Set once before serving (SetMetrics), read-only after; may stay null.
   ServerMetrics* metrics_ = nullptr;
+  // Dequeue calls with a wait in progress (taken before the first attempt,
+  // given back when gRPC is done with the call); at most
+  // limits_.max_long_polls.
+  std::atomic<int> long_polls_{0};
 };
 
 }  // namespace adjutant

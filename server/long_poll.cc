@@ -1,6 +1,8 @@
 #include "server/long_poll.h"
 
 #include <algorithm>
+#include <limits>
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -92,8 +94,10 @@ LongPollRegistry::ParkResult LongPollRegistry::Park(
     return ParkResult::kRetry;
   }
   auto by_deadline = by_deadline_.emplace(deadline, waiter);
-  parked_.emplace(waiter, Parked{queue, &job_types, attempted_at, by_deadline});
-  by_queue_[queue].insert(waiter);
+  const uint64_t park_order = next_park_order_++;
+  parked_.emplace(
+      waiter, Parked{queue, &job_types, attempted_at, by_deadline, park_order});
+  by_queue_[queue].emplace(park_order, waiter);
   if (by_deadline == by_deadline_.begin()) timer_kicked_ = true;
   spdlog::debug("long-poll: a Dequeue waits on queue '{}' ({} waiting)", queue,
                 parked_.size());
@@ -104,7 +108,7 @@ void LongPollRegistry::Unlink(LongPollWaiter* waiter) {
   auto it = parked_.find(waiter);
   by_deadline_.erase(it->second.by_deadline);
   auto queue = by_queue_.find(it->second.queue);
-  queue->second.erase(waiter);
+  queue->second.erase(it->second.park_order);
   if (queue->second.empty()) by_queue_.erase(queue);
   parked_.erase(it);
 }
@@ -117,13 +121,17 @@ bool LongPollRegistry::Remove(LongPollWaiter* waiter) {
 }
 
 template <typename Admits>
-void LongPollRegistry::WakeWaiters(const std::string& queue, Admits admits) {
+void LongPollRegistry::WakeWaiters(const std::string& queue, Admits admits,
+                                   size_t limit) {
   std::vector<LongPollWaiter*> woken;
   {
     absl::MutexLock l(&mu_);
     auto it = by_queue_.find(queue);
     if (it == by_queue_.end()) return;
-    for (LongPollWaiter* waiter : it->second) {
+    // Untyped waiters admit every job, so with few typed ones this stops
+    // after `limit` steps, not after every waiter of the queue.
+    for (const auto& [order, waiter] : it->second) {
+      if (woken.size() >= limit) break;
       if (admits(*parked_.at(waiter).job_types)) woken.push_back(waiter);
     }
     for (LongPollWaiter* waiter : woken) Unlink(waiter);
@@ -137,30 +145,35 @@ void LongPollRegistry::Wake(const std::string& queue) {
     ++queue_generation_[Bucket(queue)];
     ++untyped_generation_[Bucket(queue)];
   }
-  WakeWaiters(queue, [](const std::vector<std::string>&) { return true; });
+  WakeWaiters(
+      queue, [](const std::vector<std::string>&) { return true; },
+      std::numeric_limits<size_t>::max());
 }
 
 void LongPollRegistry::Wake(const std::string& queue,
-                            absl::string_view job_type) {
+                            absl::string_view job_type, size_t jobs) {
   {
     absl::MutexLock l(&mu_);
     ++queue_generation_[Bucket(queue)];
     ++type_generation_[Bucket(queue, job_type)];
   }
-  WakeWaiters(queue, [job_type](const std::vector<std::string>& types) {
-    return types.empty() ||
-           std::find(types.begin(), types.end(), job_type) != types.end();
-  });
+  WakeWaiters(
+      queue,
+      [job_type](const std::vector<std::string>& types) {
+        return types.empty() ||
+               std::find(types.begin(), types.end(), job_type) != types.end();
+      },
+      jobs);
 }
 
 void LongPollRegistry::JobsAvailableAt(const std::string& queue,
                                        absl::string_view job_type,
-                                       absl::Time at) {
+                                       absl::Time at, size_t jobs) {
   // The clock is read after the store write: any attempt that missed the
   // job read its own `now` before this, so if `at` has not come for us it
   // had not come for that attempt either, and the timer will handle it.
   if (at <= clock_->Now()) {
-    Wake(queue, job_type);
+    Wake(queue, job_type, jobs);
   } else {
     NoteNextAvailable(at);
   }
@@ -213,9 +226,9 @@ void LongPollRegistry::ExpireLeasesIfDue(absl::Time now) {
 }
 
 void LongPollRegistry::HandleExpiredLeases(const std::vector<Job>& jobs) {
-  std::set<std::pair<std::string, std::string>> available;
+  std::map<std::pair<std::string, std::string>, size_t> available;
   for (const Job& job : jobs) {
-    if (job.state == JobState::kPending) available.emplace(job.queue, job.type);
+    if (job.state == JobState::kPending) ++available[{job.queue, job.type}];
     if (metrics_ != nullptr) {
       metrics_->LeaseExpired(job.queue);
       if (job.state == JobState::kDead) metrics_->JobDead(job.queue);
@@ -225,7 +238,9 @@ void LongPollRegistry::HandleExpiredLeases(const std::vector<Job>& jobs) {
   if (!jobs.empty()) {
     spdlog::debug("lease reaper: {} expired lease(s)", jobs.size());
   }
-  for (const auto& [queue, type] : available) Wake(queue, type);
+  for (const auto& [queue_and_type, n] : available) {
+    Wake(queue_and_type.first, queue_and_type.second, n);
+  }
 }
 
 bool LongPollRegistry::TimerShouldWake() const {

@@ -21,6 +21,14 @@
 // came, a fired cron tick). Generations are hashed into fixed buckets, so a
 // collision costs a spurious retry, never a missed wake-up.
 //
+// A typed wake-up for n new jobs wakes at most n parked waiters, the
+// longest parked first, not every waiter of the queue: with 10 000 calls
+// parked on a queue, one Enqueue costs one retry, not 10 000. Every woken
+// waiter takes a job or finds it taken by someone else; one that cannot
+// try (its client left, the store failed) passes the wake-up on with an
+// untyped Wake(queue). Attempts in flight still see the generation move,
+// however many they are.
+//
 // Who calls Wake: the service after every store write that makes a job
 // available now (JobsAvailableAt); the timer thread after it reaps expired
 // leases or reaches a delayed job's run_at. Jobs that become available
@@ -163,16 +171,18 @@ class LongPollRegistry {
   // Jobs of `queue`, of types not known, are available now: wakes every
   // waiter parked on it.
   void Wake(const std::string& queue);
-  // A job of `queue` and `job_type` is available now: wakes the waiters
-  // parked on `queue` whose filter admits `job_type`.
-  void Wake(const std::string& queue, absl::string_view job_type);
+  // `jobs` jobs of `queue` and `job_type` are available now: wakes up to
+  // `jobs` of the waiters parked on `queue` whose filter admits `job_type`,
+  // the longest parked first.
+  void Wake(const std::string& queue, absl::string_view job_type,
+            size_t jobs = 1);
 
-  // A store write made a job of `queue` and `job_type` available at `at`
-  // (InfinitePast: now). Wakes its waiters if `at` has come (read from the
-  // clock after the write, which is what makes this race-free), otherwise
-  // NoteNextAvailable(at).
+  // A store write made `jobs` jobs of `queue` and `job_type` available, the
+  // first at `at` (InfinitePast: now). Wakes up to `jobs` waiters if `at`
+  // has come (read from the clock after the write, which is what makes
+  // this race-free), otherwise NoteNextAvailable(at).
   void JobsAvailableAt(const std::string& queue, absl::string_view job_type,
-                       absl::Time at);
+                       absl::Time at, size_t jobs = 1);
 
   // Something becomes available at `at` (a delayed job, a lease expiry):
   // the timer will wake by then.
@@ -217,6 +227,7 @@ class LongPollRegistry {
     const std::vector<std::string>* job_types;  // empty: any type
     absl::Time attempted_at;
     std::multimap<absl::Duration, LongPollWaiter*>::iterator by_deadline;
+    uint64_t park_order;  // its key in by_queue_
   };
 
   static constexpr size_t kGenerationBuckets = 64;
@@ -236,9 +247,10 @@ class LongPollRegistry {
   absl::Time EndSweepLocked(const absl::StatusOr<absl::Time>& next)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool NotSweeping() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // Wakes the waiters parked on `queue` that `admits` selects.
+  // Wakes up to `limit` of the waiters parked on `queue` that `admits`
+  // selects, in park order.
   template <typename Admits>
-  void WakeWaiters(const std::string& queue, Admits admits)
+  void WakeWaiters(const std::string& queue, Admits admits, size_t limit)
       ABSL_LOCKS_EXCLUDED(mu_);
   // Reports and wakes for jobs returned by ExpireLeases.
   void HandleExpiredLeases(const std::vector<Job>& jobs)
@@ -298,8 +310,10 @@ class LongPollRegistry {
   absl::Time noted_since_sweep_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   int sweep_count_ ABSL_GUARDED_BY(mu_) = 0;  // for SweepCountForTest()
   std::map<LongPollWaiter*, Parked> parked_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::set<LongPollWaiter*>, std::less<>> by_queue_
-      ABSL_GUARDED_BY(mu_);
+  // Parked calls by queue, in the order they parked.
+  std::map<std::string, std::map<uint64_t, LongPollWaiter*>, std::less<>>
+      by_queue_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_park_order_ ABSL_GUARDED_BY(mu_) = 0;
   // Parked calls by their monotonic deadline.
   std::multimap<absl::Duration, LongPollWaiter*> by_deadline_
       ABSL_GUARDED_BY(mu_);

@@ -70,8 +70,8 @@ int main(int argc, char** argv) {
   adjutant::AdjutantServerConfig config;
   config.listen_address = flags.listen;
   config.executor_threads = flags.executor_threads;
-  config.limits.max_payload_bytes = flags.max_payload_bytes;
-  config.limits.default_max_attempts = flags.default_max_attempts;
+  // Validated above (ValidateDaemonConfig): these are consistent.
+  config.limits = *adjutant::RequestLimitsFromConfig(flags);
   config.metrics_listen = flags.metrics_listen;
   const std::string& db = flags.db;
   const std::string& synchronous = flags.sqlite_synchronous;
@@ -88,6 +88,7 @@ int main(int argc, char** argv) {
   adjutant::PostgresOptions postgres;
   postgres.pool_size = flags.pg_pool_size;
   postgres.schema = flags.pg_schema;
+  postgres.max_pending_per_queue = flags.max_pending_per_queue;
 
   // Block the stop signals before any thread exists, so that every thread
   // inherits the mask and only sigwait() below receives them.
@@ -216,11 +217,13 @@ int main(int argc, char** argv) {
     spdlog::info("store: PostgreSQL (schema {}, pool of {})", postgres.schema,
                  postgres.pool_size);
   } else if (db == ":memory:") {
-    store = std::make_unique<adjutant::MemoryJobStore>();
+    store = std::make_unique<adjutant::MemoryJobStore>(
+        adjutant::BackoffPolicy(), flags.max_pending_per_queue);
     spdlog::info("store: in memory (jobs are lost on exit)");
   } else {
     adjutant::SqliteOptions options;
     options.path = db;
+    options.max_pending_per_queue = flags.max_pending_per_queue;
     options.synchronous = synchronous == "normal"
                               ? adjutant::SqliteOptions::Synchronous::kNormal
                               : adjutant::SqliteOptions::Synchronous::kFull;

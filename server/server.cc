@@ -19,11 +19,6 @@
 namespace adjutant {
 namespace {
 
-// gRPC's own default cap on a received message.
-constexpr int64_t kDefaultMaxMessageBytes = 4 << 20;
-// Room for the other fields of a request carrying a full-size payload.
-constexpr int64_t kMessageOverheadBytes = 1 << 20;
-
 class OffsetClock final : public Clock {
  public:
   OffsetClock(Clock* base, absl::Duration offset)
@@ -100,6 +95,9 @@ AdjutantServer::~AdjutantServer() {
 }
 
 absl::Status AdjutantServer::Start() {
+  if (absl::Status s = ValidateRequestLimits(config_.limits); !s.ok()) {
+    return s;
+  }
   // Both process-wide switches: they take effect for servers built after.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -112,10 +110,11 @@ absl::Status AdjutantServer::Start() {
   // Without this, Linux lets a second daemon bind the same port and steal
   // half the connections; we want a clear failure instead.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(
-      std::numeric_limits<int>::max(),
-      std::max(kDefaultMaxMessageBytes,
-               config_.limits.max_payload_bytes + kMessageOverheadBytes))));
+  // gRPC answers a larger request RESOURCE_EXHAUSTED itself ("Received
+  // message larger than max (N vs. LIMIT)"); validated above to fit in an
+  // int and to hold an Enqueue of the largest payload.
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(config_.limits.max_message_bytes));
   builder.RegisterService(job_queue_service_.get());
   builder.RegisterService(scheduler_service_.get());
   // Every call's count and latency, by method and code.

@@ -46,7 +46,11 @@ struct AdjutantServerConfig {
   // DaemonConfig::executor_threads).
   int executor_threads = 64;
   // Payload, attempts and batch limits (--max-payload-bytes,
-  // --default-max-attempts).
+  // --default-max-attempts), and the limits against overload
+  // (--max-batch-size, --max-lease-duration, --max-long-polls,
+  // --max-message-bytes). Start() fails with INVALID_ARGUMENT if they do not
+  // pass ValidateRequestLimits. (--max-pending-per-queue belongs to the
+  // store: see SqliteOptions and the other backends' options.)
   RequestLimits limits;
   // How long Shutdown() lets in-flight calls finish before gRPC cancels
   // them (--shutdown-timeout). Default 20 s: inside systemd's

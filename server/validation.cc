@@ -1,5 +1,6 @@
 #include "server/validation.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -145,9 +146,10 @@ absl::StatusOr<NewJob> ValidateEnqueue(const v1::EnqueueRequest& request,
 absl::StatusOr<std::vector<NewJob>> ValidateEnqueueBatch(
     const v1::EnqueueBatchRequest& request, const RequestLimits& limits) {
   if (request.jobs_size() == 0 || request.jobs_size() > limits.max_batch_size) {
-    return Invalid("jobs",
-                   absl::StrCat("must hold 1 to ", limits.max_batch_size,
-                                " jobs (got ", request.jobs_size(), ")"));
+    return Invalid(
+        "jobs",
+        absl::StrCat("must hold 1 to ", limits.max_batch_size, " jobs (got ",
+                     request.jobs_size(), "; see --max-batch-size)"));
   }
   std::vector<NewJob> jobs;
   jobs.reserve(request.jobs_size());
@@ -173,7 +175,8 @@ absl::StatusOr<DequeueArgs> ValidateDequeue(const v1::DequeueRequest& request,
   if (request.job_types_size() > limits.max_batch_size) {
     return Invalid("job_types",
                    absl::StrCat("must hold at most ", limits.max_batch_size,
-                                " types (got ", request.job_types_size(), ")"));
+                                " types (got ", request.job_types_size(),
+                                "; see --max-batch-size)"));
   }
   for (int i = 0; i < request.job_types_size(); ++i) {
     if (absl::Status s = ValidateText(request.job_types(i),
@@ -185,20 +188,17 @@ absl::StatusOr<DequeueArgs> ValidateDequeue(const v1::DequeueRequest& request,
     args.options.job_types.push_back(request.job_types(i));
   }
   if (request.max_jobs() < 0 || request.max_jobs() > limits.max_batch_size) {
-    return Invalid(
-        "max_jobs",
-        absl::StrCat("must be between 0 (meaning 1) and ",
-                     limits.max_batch_size, " (got ", request.max_jobs(), ")"));
+    return Invalid("max_jobs",
+                   absl::StrCat("must be between 0 (meaning 1) and ",
+                                limits.max_batch_size, " (got ",
+                                request.max_jobs(), "; see --max-batch-size)"));
   }
   args.options.max_jobs = request.max_jobs() == 0 ? 1 : request.max_jobs();
-  args.options.lease_duration = kDefaultLeaseDuration;
-  if (request.has_lease_duration()) {
-    absl::StatusOr<absl::Duration> d =
-        FromProto(request.lease_duration(), "lease_duration", kMinLeaseDuration,
-                  kMaxLeaseDuration);
-    if (!d.ok()) return d.status();
-    args.options.lease_duration = *d;
-  }
+  absl::StatusOr<absl::Duration> lease = ValidateLeaseDuration(
+      request.has_lease_duration() ? &request.lease_duration() : nullptr,
+      limits);
+  if (!lease.ok()) return lease.status();
+  args.options.lease_duration = *lease;
   if (request.has_wait()) {
     absl::StatusOr<absl::Duration> d =
         FromProto(request.wait(), "wait", absl::ZeroDuration(), kMaxWait);
@@ -248,14 +248,75 @@ absl::StatusOr<NackOptions> ValidateNack(const v1::NackRequest& request) {
 }
 
 absl::StatusOr<absl::Duration> ValidateExtendLease(
-    const v1::ExtendLeaseRequest& request) {
+    const v1::ExtendLeaseRequest& request, const RequestLimits& limits) {
   if (absl::Status s = ValidateJobId(request.job_id()); !s.ok()) return s;
   if (absl::Status s = ValidateLeaseToken(request.lease_token()); !s.ok()) {
     return s;
   }
-  if (!request.has_lease_duration()) return kDefaultLeaseDuration;
-  return FromProto(request.lease_duration(), "lease_duration",
-                   kMinLeaseDuration, kMaxLeaseDuration);
+  return ValidateLeaseDuration(
+      request.has_lease_duration() ? &request.lease_duration() : nullptr,
+      limits);
+}
+
+absl::StatusOr<absl::Duration> ValidateLeaseDuration(
+    const google::protobuf::Duration* lease_duration,
+    const RequestLimits& limits, absl::string_view field) {
+  // Clamped so that a limit outside the documented range cannot widen it.
+  const absl::Duration max = std::clamp(limits.max_lease_duration,
+                                        kMinLeaseDuration, kMaxLeaseDuration);
+  if (lease_duration == nullptr) return std::min(kDefaultLeaseDuration, max);
+  absl::StatusOr<absl::Duration> d =
+      FromProto(*lease_duration, field, kMinLeaseDuration, max);
+  if (!d.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        d.status().message(), " (the upper bound is the server's ",
+        "--max-lease-duration; extend a lease to hold a job ", "longer)"));
+  }
+  return d;
+}
+
+absl::Status ValidateRequestLimits(const RequestLimits& limits) {
+  const auto invalid = [](absl::string_view flag, absl::string_view reason) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": ", reason));
+  };
+  if (limits.max_payload_bytes < 0) {
+    return invalid("--max-payload-bytes", "must not be negative");
+  }
+  if (limits.default_max_attempts < 1 ||
+      limits.default_max_attempts > kMaxAttemptsLimit) {
+    return invalid("--default-max-attempts",
+                   absl::StrCat("must be between 1 and ", kMaxAttemptsLimit));
+  }
+  if (limits.max_batch_size < 1) {
+    return invalid("--max-batch-size", "must be at least 1");
+  }
+  if (limits.max_lease_duration < kMinLeaseDuration ||
+      limits.max_lease_duration > kMaxLeaseDuration) {
+    return invalid(
+        "--max-lease-duration",
+        absl::StrCat(absl::FormatDuration(limits.max_lease_duration),
+                     " is outside ", absl::FormatDuration(kMinLeaseDuration),
+                     "..", absl::FormatDuration(kMaxLeaseDuration)));
+  }
+  if (limits.max_long_polls < 1) {
+    return invalid("--max-long-polls", "must be at least 1");
+  }
+  if (limits.max_message_bytes > kMaxMessageBytesLimit) {
+    return invalid("--max-message-bytes",
+                   absl::StrCat(limits.max_message_bytes, " is more than ",
+                                kMaxMessageBytesLimit, " (gRPC's largest)"));
+  }
+  if (limits.max_message_bytes <
+      limits.max_payload_bytes + kMessageOverheadBytes) {
+    return invalid(
+        "--max-message-bytes",
+        absl::StrCat(limits.max_message_bytes,
+                     " is too small for an Enqueue of the largest payload: "
+                     "it must be at least --max-payload-bytes (",
+                     limits.max_payload_bytes, ") + ", kMessageOverheadBytes,
+                     " = ", limits.max_payload_bytes + kMessageOverheadBytes));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ListJobsArgs> ValidateListJobs(

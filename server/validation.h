@@ -55,10 +55,50 @@ struct RequestLimits {
   // The max_attempts of a job enqueued with 0 (--default-max-attempts).
   // Default 25. REQUIRES: in [1, kMaxAttemptsLimit].
   int32_t default_max_attempts = 25;
-  // The most jobs in one EnqueueBatch, and the largest Dequeue max_jobs.
-  // Default 1000.
+  // The most jobs in one EnqueueBatch, and the largest Dequeue max_jobs
+  // (--max-batch-size). Default 1000.
   int max_batch_size = 1000;
+
+  // ---- Limits against overload (docs/OPERATIONS.md, "Limits") ----
+  // The longest lease a Dequeue or ExtendLease (or any other call that
+  // takes a lease_duration) may ask for (--max-lease-duration). Longer:
+  // INVALID_ARGUMENT naming lease_duration and the flag. A Dequeue without
+  // lease_duration gets min(kDefaultLeaseDuration, this). Default 24 h.
+  // REQUIRES: in [kMinLeaseDuration, kMaxLeaseDuration].
+  absl::Duration max_lease_duration = kMaxLeaseDuration;
+  // The most Dequeue calls with a wait in progress at once
+  // (--max-long-polls); one more gets RESOURCE_EXHAUSTED naming the flag. A
+  // parked call holds no thread, only its gRPC call state (a few KiB).
+  // Default 20000. REQUIRES: >= 1.
+  int max_long_polls = 20000;
+  // The largest request message the server accepts, in bytes
+  // (--max-message-bytes): gRPC itself answers a larger one with
+  // RESOURCE_EXHAUSTED "Received message larger than max (N vs. LIMIT)"
+  // before any handler runs. Default 16 MiB. REQUIRES: at least
+  // max_payload_bytes + kMessageOverheadBytes (ValidateRequestLimits).
+  int64_t max_message_bytes = int64_t{16} << 20;
 };
+
+// What an Enqueue message holds besides its payload, at most: the names,
+// key, times and framing (a few hundred bytes), with a wide margin. The
+// message limit must leave room for a payload of the largest size plus this.
+inline constexpr int64_t kMessageOverheadBytes = 64 * 1024;
+// gRPC counts message sizes in an int.
+inline constexpr int64_t kMaxMessageBytesLimit = (int64_t{1} << 31) - 1;
+
+// Checks that `limits` hold together: each within its range, and the
+// message limit large enough for one Enqueue of the largest payload.
+// INVALID_ARGUMENT naming the flag and the reason.
+absl::Status ValidateRequestLimits(const RequestLimits& limits);
+
+// A lease_duration field (Dequeue, ExtendLease, and any other call taking
+// one): absent (nullptr) means min(kDefaultLeaseDuration,
+// limits.max_lease_duration); else in [kMinLeaseDuration,
+// limits.max_lease_duration], or INVALID_ARGUMENT naming `field` and
+// --max-lease-duration.
+absl::StatusOr<absl::Duration> ValidateLeaseDuration(
+    const google::protobuf::Duration* lease_duration,
+    const RequestLimits& limits, absl::string_view field = "lease_duration");
 
 // Enqueue: returns the job to store. `field_prefix` is prepended to field
 // names in errors ("jobs[3]." for a batch element). An empty queue becomes
@@ -80,8 +120,9 @@ struct DequeueArgs {
   absl::Duration wait = absl::ZeroDuration();
 };
 
-// Dequeue: max_jobs 0 means 1; lease_duration absent means 30 s, else in
-// [1 s, 24 h]; wait absent means 0, else in [0, 5 min].
+// Dequeue: max_jobs 0 means 1; lease_duration as ValidateLeaseDuration
+// (absent: 30 s; else in [1 s, limits.max_lease_duration]); wait absent
+// means 0, else in [0, 5 min].
 absl::StatusOr<DequeueArgs> ValidateDequeue(const v1::DequeueRequest& request,
                                             const RequestLimits& limits);
 
@@ -97,10 +138,11 @@ absl::Status ValidateAck(const v1::AckRequest& request);
 // retry_after absent means the backoff policy, else in [0, 30 days].
 absl::StatusOr<NackOptions> ValidateNack(const v1::NackRequest& request);
 
-// ExtendLease: returns the new lease duration (absent: 30 s; else in
-// [1 s, 24 h]).
+// ExtendLease: returns the new lease duration (as ValidateLeaseDuration:
+// absent: 30 s; else in [1 s, limits.max_lease_duration]).
 absl::StatusOr<absl::Duration> ValidateExtendLease(
-    const v1::ExtendLeaseRequest& request);
+    const v1::ExtendLeaseRequest& request,
+    const RequestLimits& limits = RequestLimits());
 
 struct ListJobsArgs {
   std::string queue;                        // empty: every queue

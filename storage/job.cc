@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+
 namespace adjutant {
 
 const char* JobStateName(JobState state) {
@@ -30,6 +33,24 @@ absl::Duration BackoffPolicy::Delay(int attempts, double u) const {
   absl::Duration delay = std::min(max_delay, base * std::ldexp(1.0, exponent));
   double factor = 1.0 - jitter + 2.0 * jitter * std::clamp(u, 0.0, 1.0);
   return delay * factor;
+}
+
+namespace {
+constexpr char kQueueFullPayload[] = "adjutant.dev/queue-full";
+}  // namespace
+
+absl::Status QueueFullError(const std::string& queue, int64_t pending,
+                            int64_t added, int64_t limit) {
+  absl::Status status = absl::ResourceExhaustedError(absl::StrCat(
+      "queue \"", queue, "\" holds ", pending, " pending jobs; ", added,
+      " more would pass the limit of ", limit, " (--max-pending-per-queue)"));
+  status.SetPayload(kQueueFullPayload, absl::Cord(queue));
+  return status;
+}
+
+bool IsQueueFullError(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kResourceExhausted &&
+         status.GetPayload(kQueueFullPayload).has_value();
 }
 
 bool JobTemplate::operator==(const JobTemplate& o) const {

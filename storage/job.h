@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 
 namespace adjutant {
@@ -117,6 +118,28 @@ struct BackoffPolicy {
   // `u` in [0, 1) is the random draw; the result is deterministic in it.
   absl::Duration Delay(int attempts, double u) const;
 };
+
+// ---- Pending limit ---------------------------------------------------------
+//
+// A queue's pending jobs, for the per-queue limit (--max-pending-per-queue),
+// are its unfinished ones: PENDING or LEASED. A leased job counts because
+// it comes back to PENDING whenever its lease ends without an Ack, so a
+// limit on PENDING alone would not bound what the queue may hold. Every
+// backend keeps the count as it writes, in the same transaction: the check
+// never walks the queue.
+
+// The error of an Enqueue that would take `queue` past `limit` pending jobs;
+// `pending` is what the queue holds before the call. RESOURCE_EXHAUSTED:
+//   queue "emails" holds 10 pending jobs; 3 more would pass the limit of
+//   10 (--max-pending-per-queue)
+// The status carries a payload that IsQueueFullError recognizes, so that
+// callers can tell it from a full disk (also RESOURCE_EXHAUSTED).
+absl::Status QueueFullError(const std::string& queue, int64_t pending,
+                            int64_t added, int64_t limit);
+
+// Whether `status` came from QueueFullError: the producer's business, not
+// the server's trouble.
+bool IsQueueFullError(const absl::Status& status);
 
 // ---- Cron schedules ----------------------------------------------------
 

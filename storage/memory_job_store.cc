@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
+#include <set>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
@@ -55,6 +57,10 @@ bool IsActive(JobState state) {
 }  // namespace
 
 MemoryJobStore::MemoryJobStore(BackoffPolicy backoff) : backoff_(backoff) {}
+
+MemoryJobStore::MemoryJobStore(BackoffPolicy backoff,
+                               int64_t max_pending_per_queue)
+    : backoff_(backoff), max_pending_per_queue_(max_pending_per_queue) {}
 
 MemoryJobStore::~MemoryJobStore() = default;
 
@@ -219,6 +225,32 @@ absl::Status MemoryJobStore::Ping() { return absl::OkStatus(); }
 absl::StatusOr<std::vector<EnqueueResult>> MemoryJobStore::Enqueue(
     const std::vector<NewJob>& jobs, absl::Time now) {
   absl::MutexLock lock(&mu_);
+  if (max_pending_per_queue_ > 0) {
+    // The jobs this call would add per queue: not the duplicates, of stored
+    // jobs or of an earlier job of the batch.
+    std::map<std::string, int64_t> added;
+    std::set<std::pair<std::string, std::string>> keys;
+    for (const NewJob& job : jobs) {
+      if (!job.idempotency_key.empty()) {
+        std::pair<std::string, std::string> key{job.queue, job.idempotency_key};
+        if (idempotency_.count(key) > 0 || !keys.insert(key).second) continue;
+      }
+      ++added[job.queue];
+    }
+    for (const auto& [queue, n] : added) {
+      int64_t pending = 0;
+      if (auto q = queues_.find(queue); q != queues_.end()) {
+        pending = static_cast<int64_t>(
+            q->second.seqs_by_state[static_cast<int>(JobState::kPending)]
+                .size() +
+            q->second.seqs_by_state[static_cast<int>(JobState::kLeased)]
+                .size());
+      }
+      if (pending + n > max_pending_per_queue_) {
+        return QueueFullError(queue, pending, n, max_pending_per_queue_);
+      }
+    }
+  }
   // Nothing below can fail, so the batch is stored whole. Duplicates within
   // the batch are found because each new job enters idempotency_ at once.
   std::vector<EnqueueResult> results;

@@ -32,6 +32,12 @@ namespace adjutant {
 class MemoryJobStore final : public JobStore {
  public:
   explicit MemoryJobStore(BackoffPolicy backoff = BackoffPolicy());
+  // With a per-queue limit: Enqueue refuses (RESOURCE_EXHAUSTED,
+  // QueueFullError in job.h) a call that would leave a queue holding more
+  // than `max_pending_per_queue` pending (PENDING or LEASED) jobs; 0: no
+  // limit. The count is exact (the sizes of the queue's state indexes).
+  // ApplyCronTransition and RequeueJob are never refused.
+  MemoryJobStore(BackoffPolicy backoff, int64_t max_pending_per_queue);
   ~MemoryJobStore() override;
 
   MemoryJobStore(const MemoryJobStore&) = delete;
@@ -159,6 +165,7 @@ class MemoryJobStore final : public JobStore {
   void UnindexCron(const CronRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const BackoffPolicy backoff_;
+  const int64_t max_pending_per_queue_ = 0;  // 0: no limit
 
   absl::Mutex mu_;
   // State below is protected by mu_.

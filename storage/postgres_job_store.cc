@@ -126,6 +126,59 @@ CREATE TABLE cron_claims (
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, updated_at)
   WHERE state >= 3;
 )sql",
+    // 2 -> 3: each queue's pending (PENDING or LEASED) jobs, counted, for
+    // the per-queue limit (see PostgresOptions::max_pending_per_queue): a
+    // folded count per queue and the changes not yet folded in, which the
+    // triggers only ever append.
+    R"sql(
+CREATE TABLE queue_counts (
+  queue text PRIMARY KEY,
+  pending bigint NOT NULL
+);
+INSERT INTO queue_counts (queue, pending)
+  SELECT queue, count(*) FROM jobs WHERE state IN (1, 2) GROUP BY queue;
+CREATE TABLE queue_count_deltas (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  queue text NOT NULL,
+  delta bigint NOT NULL
+);
+CREATE INDEX queue_count_deltas_queue ON queue_count_deltas (queue);
+-- One delta row per statement and queue for an insert (a batch Enqueue).
+CREATE FUNCTION count_inserted_jobs() RETURNS trigger LANGUAGE plpgsql
+  SET search_path FROM CURRENT AS $$
+BEGIN
+  INSERT INTO queue_count_deltas (queue, delta)
+    SELECT queue, count(*) FROM inserted_jobs WHERE state IN (1, 2)
+    GROUP BY queue;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs
+  REFERENCING NEW TABLE AS inserted_jobs
+  FOR EACH STATEMENT EXECUTE FUNCTION count_inserted_jobs();
+-- One per job that starts or stops being pending (an Ack, a job going
+-- DEAD, a cancel, a requeue); a Dequeue (PENDING -> LEASED) fires nothing.
+CREATE FUNCTION count_changed_job() RETURNS trigger LANGUAGE plpgsql
+  SET search_path FROM CURRENT AS $$
+BEGIN
+  IF OLD.state IN (1, 2) THEN
+    INSERT INTO queue_count_deltas (queue, delta) VALUES (OLD.queue, -1);
+  END IF;
+  IF TG_OP = 'UPDATE' THEN
+    IF NEW.state IN (1, 2) THEN
+      INSERT INTO queue_count_deltas (queue, delta) VALUES (NEW.queue, 1);
+    END IF;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER jobs_count_update AFTER UPDATE OF state, queue ON jobs
+  FOR EACH ROW
+  WHEN ((OLD.state IN (1, 2)) IS DISTINCT FROM (NEW.state IN (1, 2))
+        OR OLD.queue IS DISTINCT FROM NEW.queue)
+  EXECUTE FUNCTION count_changed_job();
+CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs
+  FOR EACH ROW WHEN (OLD.state IN (1, 2))
+  EXECUTE FUNCTION count_changed_job();
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
                   PostgresJobStore::kSchemaVersion,
@@ -134,6 +187,11 @@ static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
 // The first key of the advisory lock around migrations ("ADJT"); the second
 // is hashtext(schema).
 constexpr int64_t kMigrationLockKey = 0x41444A54;
+// The first key of the advisory lock an Enqueue tries before folding a
+// queue's count deltas ("ADJQ"); the second is hashtext(queue).
+constexpr int64_t kFoldLockKey = 0x41444A51;
+// An Enqueue that reads more delta rows than this for a queue folds them.
+constexpr int64_t kFoldDeltasAbove = 1000;
 constexpr char kHighestTermKey[] = "highest_term";
 constexpr char kJobPageTokenPrefix[] = "seq:";
 constexpr char kCronPageTokenPrefix[] = "name:";
@@ -185,6 +243,23 @@ constexpr char kInsertKeyedJobSql[] =
     "$10, $11) "
     "ON CONFLICT (queue, idempotency_key) WHERE idempotency_key <> '' "
     "DO NOTHING RETURNING id";
+// A queue's pending jobs (folded count plus deltas, one snapshot) and how
+// many delta rows it read.
+constexpr char kQueuePendingSql[] =
+    "SELECT coalesce((SELECT pending FROM queue_counts WHERE queue = $1), 0) "
+    "+ coalesce(sum(delta), 0), count(*) "
+    "FROM queue_count_deltas WHERE queue = $1::text";
+constexpr char kTryFoldLockSql[] =
+    "SELECT pg_try_advisory_xact_lock($1::int, hashtext($2))";
+// Moves the queue's committed deltas (and this transaction's) into its
+// folded count; deltas of transactions still running stay.
+constexpr char kFoldDeltasSql[] =
+    "WITH folded AS (DELETE FROM queue_count_deltas WHERE queue = $1 "
+    "RETURNING delta) "
+    "INSERT INTO queue_counts (queue, pending) "
+    "SELECT $1::text, coalesce(sum(delta), 0) FROM folded "
+    "ON CONFLICT (queue) DO UPDATE "
+    "SET pending = queue_counts.pending + EXCLUDED.pending";
 constexpr char kFindIdempotentSql[] =
     "SELECT id FROM jobs WHERE queue = $1 AND idempotency_key = $2 "
     "AND idempotency_key <> ''";
@@ -702,6 +777,7 @@ PostgresJobStore::PostgresJobStore(std::unique_ptr<PgPool> pool,
                                    const PostgresOptions& options)
     : backoff_(options.backoff),
       max_retries_(options.max_retries),
+      max_pending_per_queue_(options.max_pending_per_queue),
       pool_(std::move(pool)) {}
 
 PostgresJobStore::~PostgresJobStore() = default;
@@ -773,9 +849,31 @@ absl::StatusOr<std::vector<EnqueueResult>> PostgresJobStore::Enqueue(
   RETURN_IF_ERROR(Transact([&](PgConnection& c) -> absl::Status {
     results.clear();
     results.reserve(jobs.size());
+    std::map<std::string, int64_t> added;  // new jobs per queue
     for (const NewJob& job : jobs) {
       ASSIGN_OR_RETURN(EnqueueResult result, InsertJob(c, job, now));
+      if (!result.duplicate) ++added[job.queue];
       results.push_back(std::move(result));
+    }
+    if (max_pending_per_queue_ <= 0) return absl::OkStatus();
+    // The triggers counted the rows just inserted: refuse (the transaction
+    // rolls back) if a queue now holds more than the limit.
+    for (const auto& [queue, n] : added) {
+      ASSIGN_OR_RETURN(PgResult count,
+                       c.Exec(kQueuePendingSql, PgParams().Text(queue)));
+      const int64_t pending = count.Int(0, 0);
+      if (pending > max_pending_per_queue_) {
+        return QueueFullError(queue, pending - n, n, max_pending_per_queue_);
+      }
+      if (count.Int(0, 1) > kFoldDeltasAbove) {
+        ASSIGN_OR_RETURN(
+            PgResult locked,
+            c.Exec(kTryFoldLockSql, PgParams().Int(kFoldLockKey).Text(queue)));
+        if (locked.Text(0, 0) == "t") {
+          RETURN_IF_ERROR(
+              c.Exec(kFoldDeltasSql, PgParams().Text(queue)).status());
+        }
+      }
     }
     return absl::OkStatus();
   }));

@@ -76,6 +76,26 @@ struct PostgresOptions {
   // run again before the call fails with ABORTED. Default 3.
   int max_retries = 3;
   BackoffPolicy backoff;
+  // Enqueue refuses (RESOURCE_EXHAUSTED, QueueFullError in job.h) a call
+  // that would leave a queue holding more than this many pending (PENDING
+  // or LEASED) jobs; 0: no limit. Default 0. ApplyCronTransition (a fired
+  // tick) and RequeueJob are counted but never refused.
+  //
+  // How it is counted without serializing writers (schema version 3): a
+  // single counter row per queue would make every Enqueue, Ack and lease
+  // expiry of a queue wait for each other's commit, across daemons. So
+  // triggers on `jobs` only append rows to queue_count_deltas (an insert
+  // conflicts with nothing), one per Enqueue statement and queue and one per
+  // job that starts or stops being pending; the count is queue_counts.pending
+  // plus the sum of the queue's deltas, read in one statement. An Enqueue
+  // that finds more than kFoldDeltasAbove delta rows folds them into
+  // queue_counts, under a transaction-scoped advisory lock per queue that it
+  // only tries (another folder is never waited for).
+  // Trade-off: the count is exact as of the committed writes, but two
+  // Enqueues in flight at once do not see each other's jobs, so a queue may
+  // pass the limit by at most what the Enqueue transactions running at that
+  // moment insert: (daemons x pg_pool_size x the largest batch) jobs.
+  int64_t max_pending_per_queue = 0;
 };
 
 // Thread-safe: calls run concurrently, each on its own pooled connection
@@ -83,7 +103,7 @@ struct PostgresOptions {
 class PostgresJobStore final : public JobStore {
  public:
   // The schema version this build writes and reads.
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   // Connects, creates the schema if missing and applies any missing
   // migration. INVALID_ARGUMENT for bad options (naming the field);
@@ -170,6 +190,7 @@ class PostgresJobStore final : public JobStore {
 
   const BackoffPolicy backoff_;
   const int max_retries_;
+  const int64_t max_pending_per_queue_;  // 0: no limit
   // Thread-safe; lends each connection to one call at a time.
   const std::unique_ptr<PgPool> pool_;
 };

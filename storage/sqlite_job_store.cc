@@ -10,6 +10,7 @@
 #include <functional>
 #include <iterator>
 #include <limits>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -137,6 +138,42 @@ CREATE INDEX jobs_dequeue_by_type ON jobs (queue, type, priority DESC, run_at,
     // retention deletes the oldest of them without reading pending ones.
     R"sql(
 CREATE INDEX jobs_finished ON jobs (state, updated_at) WHERE state >= 3;
+)sql",
+    // 3 -> 4: each queue's pending (PENDING or LEASED) jobs, counted, for
+    // the per-queue limit (SqliteOptions::max_pending_per_queue). Triggers
+    // keep the count in the transaction of every write; a leased job
+    // changing to PENDING and back costs nothing. A queue with none has no
+    // row.
+    R"sql(
+CREATE TABLE queue_counts (
+  queue TEXT PRIMARY KEY,
+  pending INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO queue_counts (queue, pending)
+  SELECT queue, COUNT(*) FROM jobs WHERE state IN (1, 2) GROUP BY queue;
+CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs
+  WHEN NEW.state IN (1, 2)
+BEGIN
+  INSERT INTO queue_counts (queue, pending) VALUES (NEW.queue, 1)
+    ON CONFLICT (queue) DO UPDATE SET pending = pending + 1;
+END;
+CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs
+  WHEN OLD.state IN (1, 2)
+BEGIN
+  UPDATE queue_counts SET pending = pending - 1 WHERE queue = OLD.queue;
+  DELETE FROM queue_counts WHERE queue = OLD.queue AND pending <= 0;
+END;
+CREATE TRIGGER jobs_count_update AFTER UPDATE OF state, queue ON jobs
+  WHEN (OLD.state IN (1, 2)) <> (NEW.state IN (1, 2))
+    OR (OLD.queue <> NEW.queue AND NEW.state IN (1, 2))
+BEGIN
+  UPDATE queue_counts SET pending = pending - 1
+    WHERE queue = OLD.queue AND OLD.state IN (1, 2);
+  DELETE FROM queue_counts WHERE queue = OLD.queue AND pending <= 0;
+  INSERT INTO queue_counts (queue, pending)
+    SELECT NEW.queue, 1 WHERE NEW.state IN (1, 2)
+    ON CONFLICT (queue) DO UPDATE SET pending = pending + 1;
+END;
 )sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
@@ -976,6 +1013,7 @@ SqliteJobStore::SqliteJobStore(std::unique_ptr<SqliteConnection> connection,
                                std::unique_ptr<SqliteConnection> reader,
                                const SqliteOptions& options)
     : backoff_(options.backoff),
+      max_pending_per_queue_(options.max_pending_per_queue),
       max_group_size_(options.max_group_size),
       connection_(std::move(connection)),
       reader_(std::move(reader)) {
@@ -1115,9 +1153,26 @@ absl::StatusOr<std::vector<EnqueueResult>> SqliteJobStore::Enqueue(
   RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
     results.clear();
     results.reserve(jobs.size());
+    std::map<std::string, int64_t> added;  // new jobs per queue
     for (const NewJob& job : jobs) {
       ASSIGN_OR_RETURN(EnqueueResult result, InsertJob(c, job, now));
+      if (!result.duplicate) ++added[job.queue];
       results.push_back(std::move(result));
+    }
+    if (max_pending_per_queue_ > 0) {
+      // The triggers counted the rows just inserted: refuse (the call's
+      // savepoint rolls back) if a queue now holds more than the limit.
+      for (const auto& [queue, n] : added) {
+        ASSIGN_OR_RETURN(
+            SqliteStatement count,
+            c.Prepare("SELECT pending FROM queue_counts WHERE queue = ?"));
+        count.BindText(1, queue);
+        ASSIGN_OR_RETURN(bool row, count.Step());
+        const int64_t pending = row ? count.ColumnInt(0) : 0;
+        if (pending > max_pending_per_queue_) {
+          return QueueFullError(queue, pending - n, n, max_pending_per_queue_);
+        }
+      }
     }
     return absl::OkStatus();
   }));

@@ -67,6 +67,14 @@ struct SqliteOptions {
   // Most write calls one transaction carries (group commit, see
   // SqliteJobStore), >= 1. 1: every call its own transaction and sync.
   int max_group_size = 256;
+  // Enqueue refuses (RESOURCE_EXHAUSTED, QueueFullError in job.h) a call
+  // that would leave a queue holding more than this many pending (PENDING
+  // or LEASED) jobs; 0: no limit. The count is exact: the table
+  // queue_counts holds it per queue, kept by triggers on `jobs` in the
+  // transaction of every write (schema version 4), so the check reads one
+  // row. ApplyCronTransition (a fired tick) and RequeueJob are counted but
+  // never refused. Default 0.
+  int64_t max_pending_per_queue = 0;
 };
 
 // Thread-safe. Two SQLite connections serve the calls:
@@ -89,7 +97,7 @@ class SqliteJobStore final : public JobStore {
   // The PRAGMA application_id of an Adjutant database ("ADJT").
   static constexpr int32_t kApplicationId = 0x41444A54;
   // The schema version this build writes and reads (PRAGMA user_version).
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
   // Opens (creating or migrating) the database. Fails without touching the
   // file if it is not an Adjutant database, is corrupt, or has a schema
@@ -221,6 +229,7 @@ class SqliteJobStore final : public JobStore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const BackoffPolicy backoff_;
+  const int64_t max_pending_per_queue_;  // 0: no limit
   const int max_group_size_;
   // COMMITs of write transactions begun (sqlite3_commit_hook).
   std::atomic<int64_t> commits_{0};

@@ -355,6 +355,78 @@ TEST_F(DaemonConfigTest, MetricsFlags) {
               HasSubstr("needs --metrics-listen"));
 }
 
+TEST_F(DaemonConfigTest, LimitFlagsDefaultsMatchTheLibraries) {
+  DaemonConfig config;
+  ASSERT_EQ(Parse({}, &config), -1);
+  const RequestLimits limits;
+  EXPECT_EQ(config.max_batch_size, limits.max_batch_size);
+  EXPECT_EQ(config.max_long_polls, limits.max_long_polls);
+  EXPECT_EQ(config.max_message_bytes, limits.max_message_bytes);
+  EXPECT_EQ(
+      *ParseDurationFlag("--max-lease-duration", config.max_lease_duration),
+      limits.max_lease_duration);
+  EXPECT_EQ(config.max_pending_per_queue, 10'000'000);
+  EXPECT_GE(config.max_long_polls, 10000);
+  EXPECT_GE(config.max_message_bytes,
+            config.max_payload_bytes + kMessageOverheadBytes);
+  absl::StatusOr<RequestLimits> from = RequestLimitsFromConfig(config);
+  ASSERT_TRUE(from.ok()) << from.status();
+  EXPECT_EQ(from->max_payload_bytes, config.max_payload_bytes);
+}
+
+TEST_F(DaemonConfigTest, LimitFlagsAreParsedAndChecked) {
+  DaemonConfig config;
+  ASSERT_EQ(Parse({"--max-batch-size", "50", "--max-pending-per-queue", "0",
+                   "--max-long-polls", "7", "--max-message-bytes", "2000000",
+                   "--max-lease-duration", "90m"},
+                  &config),
+            -1);
+  config.db = ":memory:";
+  ASSERT_TRUE(ValidateDaemonConfig(config).ok());
+  absl::StatusOr<RequestLimits> limits = RequestLimitsFromConfig(config);
+  ASSERT_TRUE(limits.ok()) << limits.status();
+  EXPECT_EQ(limits->max_batch_size, 50);
+  EXPECT_EQ(limits->max_long_polls, 7);
+  EXPECT_EQ(limits->max_message_bytes, 2000000);
+  EXPECT_EQ(limits->max_lease_duration, absl::Minutes(90));
+  EXPECT_EQ(config.max_pending_per_queue, 0);
+
+  // Out of range at parse time: CLI11 names the flag.
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--max-long-polls", "0"},
+        {"--max-batch-size", "100001"},
+        {"--max-pending-per-queue", "-1"},
+        {"--max-message-bytes", "2147483648"}}) {
+    DaemonConfig c;
+    testing::internal::CaptureStderr();
+    EXPECT_GT(Parse(bad, &c), 0) << bad[0];
+    EXPECT_THAT(testing::internal::GetCapturedStderr(), HasSubstr(bad[0]));
+  }
+  // Inconsistent or malformed: ValidateDaemonConfig names the flag.
+  const auto invalid = [&](DaemonConfig c, const std::string& flag,
+                           const std::string& reason) {
+    const absl::Status s = ValidateDaemonConfig(c);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << flag;
+    EXPECT_THAT(s.message(), AllOf(HasSubstr(flag), HasSubstr(reason)));
+  };
+  DaemonConfig c = config;
+  c.max_message_bytes = c.max_payload_bytes;
+  invalid(c, "--max-message-bytes", "too small");
+  c = config;
+  c.max_payload_bytes = 8 << 20;
+  c.max_message_bytes = (8 << 20) + kMessageOverheadBytes - 1;
+  invalid(c, "--max-message-bytes", "--max-payload-bytes");
+  c.max_message_bytes = (8 << 20) + kMessageOverheadBytes;
+  EXPECT_TRUE(ValidateDaemonConfig(c).ok());
+  c = config;
+  c.max_lease_duration = "25h";
+  invalid(c, "--max-lease-duration", "outside 1s..24h");
+  c.max_lease_duration = "500ms";
+  invalid(c, "--max-lease-duration", "outside 1s..24h");
+  c.max_lease_duration = "a while";
+  invalid(c, "--max-lease-duration", "not a duration");
+}
+
 TEST(JsonLogFormatterTest, EscapesTheMessage) {
   auto formatter = NewJsonLogFormatter();
   spdlog::details::log_msg msg("adjutantd", spdlog::level::warn,

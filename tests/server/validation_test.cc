@@ -13,6 +13,7 @@
 namespace adjutant {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
@@ -302,6 +303,72 @@ TEST(ValidateJobIdTest, RequiredAndBounded) {
   ExpectInvalid(ValidateJobId(std::string(kMaxJobIdBytes + 1, 'a')), "job_id");
   ExpectInvalid(ValidateJobId("a\rb"), "job_id");
   EXPECT_TRUE(ValidateJobId("0123abcd").ok());
+}
+
+TEST(ValidateLimitsTest, LeaseDurationAboveTheServersLimitNamesTheFlag) {
+  RequestLimits limits;
+  limits.max_lease_duration = absl::Minutes(10);
+  google::protobuf::Duration d;
+  d.set_seconds(601);
+  absl::StatusOr<absl::Duration> lease =
+      ValidateLeaseDuration(&d, limits, "lease_duration");
+  ASSERT_EQ(lease.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(lease.status().message()),
+              AllOf(StartsWith("lease_duration: "), HasSubstr("10m"),
+                    HasSubstr("--max-lease-duration")));
+  d.set_seconds(600);
+  EXPECT_EQ(*ValidateLeaseDuration(&d, limits), absl::Minutes(10));
+  // Absent: the default, capped by the limit.
+  EXPECT_EQ(*ValidateLeaseDuration(nullptr, limits), kDefaultLeaseDuration);
+  limits.max_lease_duration = absl::Seconds(5);
+  EXPECT_EQ(*ValidateLeaseDuration(nullptr, limits), absl::Seconds(5));
+  v1::ExtendLeaseRequest extend;
+  extend.set_job_id("j");
+  extend.set_lease_token("t");
+  extend.mutable_lease_duration()->set_seconds(6);
+  EXPECT_THAT(
+      std::string(ValidateExtendLease(extend, limits).status().message()),
+      HasSubstr("--max-lease-duration"));
+  v1::DequeueRequest dequeue;
+  dequeue.mutable_lease_duration()->set_seconds(6);
+  EXPECT_EQ(ValidateDequeue(dequeue, limits).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ValidateLimitsTest, BatchErrorsNameTheFlag) {
+  RequestLimits limits;
+  limits.max_batch_size = 2;
+  v1::EnqueueBatchRequest batch;
+  for (int i = 0; i < 3; ++i) {
+    batch.add_jobs()->set_job_type("t");
+  }
+  EXPECT_THAT(
+      std::string(ValidateEnqueueBatch(batch, limits).status().message()),
+      AllOf(StartsWith("jobs: "), HasSubstr("--max-batch-size")));
+  v1::DequeueRequest dequeue;
+  dequeue.set_max_jobs(3);
+  EXPECT_THAT(std::string(ValidateDequeue(dequeue, limits).status().message()),
+              AllOf(StartsWith("max_jobs: "), HasSubstr("--max-batch-size")));
+}
+
+TEST(ValidateLimitsTest, RequestLimitsMustHoldTogether) {
+  EXPECT_TRUE(ValidateRequestLimits(RequestLimits()).ok());
+  RequestLimits limits;
+  limits.max_message_bytes = limits.max_payload_bytes;
+  EXPECT_THAT(std::string(ValidateRequestLimits(limits).message()),
+              StartsWith("--max-message-bytes: "));
+  limits = RequestLimits();
+  limits.max_long_polls = 0;
+  EXPECT_THAT(std::string(ValidateRequestLimits(limits).message()),
+              StartsWith("--max-long-polls: "));
+  limits = RequestLimits();
+  limits.max_lease_duration = absl::Hours(25);
+  EXPECT_THAT(std::string(ValidateRequestLimits(limits).message()),
+              StartsWith("--max-lease-duration: "));
+  limits = RequestLimits();
+  limits.max_message_bytes = kMaxMessageBytesLimit + 1;
+  EXPECT_THAT(std::string(ValidateRequestLimits(limits).message()),
+              StartsWith("--max-message-bytes: "));
 }
 
 }  // namespace

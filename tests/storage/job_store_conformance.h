@@ -14,6 +14,7 @@
 #include <memory>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -36,6 +37,11 @@ struct StoreFactory {
   std::function<absl::StatusOr<std::unique_ptr<JobStore>>(
       const std::string& dir)>
       reopen = nullptr;
+  // Makes a fresh, empty store under `dir` (as `make`) whose Enqueue
+  // refuses to take a queue past `max_pending_per_queue` pending jobs.
+  std::function<absl::StatusOr<std::unique_ptr<JobStore>>(
+      const std::string& dir, int64_t max_pending_per_queue)>
+      make_limited = nullptr;
 };
 
 // Prints JobState values by name in test failure messages.
@@ -85,6 +91,34 @@ class JobStoreConformance : public ::testing::TestWithParam<StoreFactory> {
   std::unique_ptr<JobStore> store_;
   // The wall time the cases pass as `now`; they move it by hand.
   absl::Time now_ = absl::FromUnixSeconds(1767225600);  // 2026-01-01 UTC
+};
+
+// The per-queue pending limit (StoreFactory::make_limited); a backend
+// instantiates it next to JobStoreConformance, with the same factory.
+class PendingLimit : public JobStoreConformance {
+ protected:
+  static constexpr int64_t kLimit = 3;
+
+  // A store under its own subdirectory whose queues hold at most kLimit
+  // pending jobs. Skips the case for a backend without one.
+  std::unique_ptr<JobStore> Limited() {
+    if (!GetParam().make_limited) return nullptr;
+    const std::string dir = dir_ + "/limited";
+    std::filesystem::create_directory(dir);
+    auto store = GetParam().make_limited(dir, kLimit);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? *std::move(store) : nullptr;
+  }
+
+  int64_t Pending(JobStore& store, const std::string& queue) {
+    absl::StatusOr<std::vector<QueueStats>> stats = store.QueueStatistics(now_);
+    EXPECT_TRUE(stats.ok()) << stats.status();
+    if (!stats.ok()) return -1;
+    for (const QueueStats& q : *stats) {
+      if (q.queue == queue) return q.pending + q.leased;
+    }
+    return 0;
+  }
 };
 
 }  // namespace adjutant

@@ -32,6 +32,7 @@
 namespace adjutant {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -2140,15 +2141,144 @@ TEST_P(JobStoreConformance, AScheduleOutlivesItsPrunedLastJob) {
             JobState::kPending);
 }
 
+// ---- The per-queue pending limit
+// ---------------------------------------------
+
+TEST_P(PendingLimit, EnqueuePastTheLimitIsRefusedAndStoresNothing) {
+  std::unique_ptr<JobStore> store = Limited();
+  if (store == nullptr) GTEST_SKIP() << "no limited factory";
+  for (int i = 0; i < 2; ++i) EnqueueOne(*store, MakeJob("q"), now_);
+  // A batch that would pass it is refused whole.
+  absl::StatusOr<std::vector<EnqueueResult>> batch =
+      store->Enqueue({MakeJob("q"), MakeJob("q")}, now_);
+  ASSERT_EQ(batch.status().code(), absl::StatusCode::kResourceExhausted)
+      << batch.status();
+  EXPECT_TRUE(IsQueueFullError(batch.status())) << "not a full disk";
+  EXPECT_THAT(std::string(batch.status().message()),
+              AllOf(HasSubstr("queue \"q\" holds 2 pending jobs"),
+                    HasSubstr("2 more would pass the limit of 3"),
+                    HasSubstr("--max-pending-per-queue")));
+  EXPECT_EQ(Pending(*store, "q"), 2);
+  EXPECT_EQ(ListAll(*store, "q").size(), 2u) << "nothing stored";
+  // Up to the limit is fine; one more is not.
+  EnqueueOne(*store, WithKey(MakeJob("q"), "k"), now_);
+  absl::StatusOr<std::vector<EnqueueResult>> one =
+      store->Enqueue({MakeJob("q")}, now_);
+  EXPECT_EQ(one.status().code(), absl::StatusCode::kResourceExhausted);
+  // A duplicate adds nothing, so it is answered, not refused.
+  ASSERT_OK_AND_ASSIGN(std::vector<EnqueueResult> dup,
+                       store->Enqueue({WithKey(MakeJob("q"), "k")}, now_));
+  EXPECT_TRUE(dup[0].duplicate);
+  // Another queue has its own count.
+  EnqueueOne(*store, MakeJob("other"), now_);
+  EXPECT_EQ(Pending(*store, "q"), 3);
+}
+
+TEST_P(PendingLimit, LeasedJobsCountUntilTheyFinish) {
+  std::unique_ptr<JobStore> store = Limited();
+  if (store == nullptr) GTEST_SKIP() << "no limited factory";
+  for (int i = 0; i < 3; ++i) EnqueueOne(*store, MakeJob("q"), now_);
+  Lease first = LeaseOne(*store, now_);
+  Lease second = LeaseOne(*store, now_);
+  EXPECT_EQ(store->Enqueue({MakeJob("q")}, now_).status().code(),
+            absl::StatusCode::kResourceExhausted)
+      << "a leased job comes back if its lease ends: it counts";
+  // Finished jobs free their place: an Ack, a Nack that kills, a cancel.
+  ASSERT_OK(store->Ack(first.job.id, first.token, now_));
+  EnqueueOne(*store, MakeJob("q"), now_);
+  NackOptions dead;
+  dead.dead = true;
+  ASSERT_OK(store->Nack(second.job.id, second.token, dead, now_).status());
+  EnqueueOne(*store, MakeJob("q"), now_);
+  EXPECT_EQ(store->Enqueue({MakeJob("q")}, now_).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  ASSERT_OK(
+      store->CancelJob(ListAll(*store, "q", JobState::kPending)[0].id, now_)
+          .status());
+  EnqueueOne(*store, MakeJob("q"), now_);
+  EXPECT_EQ(Pending(*store, "q"), 3);
+  // A lease that expires with its attempts used up ends as DEAD.
+  NewJob once = MakeJob("r");
+  once.max_attempts = 1;
+  EnqueueOne(*store, once, now_);
+  EnqueueOne(*store, MakeJob("r"), now_);
+  EnqueueOne(*store, MakeJob("r"), now_);
+  LeaseOne(*store, now_, Options("r", 1, absl::Seconds(1)));
+  ASSERT_OK(store->ExpireLeases(now_ + absl::Seconds(2)).status());
+  EnqueueOne(*store, MakeJob("r"), now_ + absl::Seconds(2));
+  EXPECT_EQ(Pending(*store, "r"), 3);
+}
+
+TEST_P(PendingLimit, FiredTicksAndRequeuesAreCountedButNeverRefused) {
+  std::unique_ptr<JobStore> store = Limited();
+  if (store == nullptr) GTEST_SKIP() << "no limited factory";
+  for (int i = 0; i < 3; ++i) EnqueueOne(*store, MakeJob("q"), now_);
+  ASSERT_OK(store->PutCron(MakeCron("nightly"), CronState(), 0, now_).status());
+  CronTransition fire;
+  fire.name = "nightly";
+  fire.expected_version = 1;
+  fire.claim_tick = now_;
+  NewJob job = MakeJob("q", "report");
+  job.cron_name = "nightly";
+  job.cron_tick_time = now_;
+  fire.job = job;
+  fire.new_state.next_fire_time = now_ + absl::Hours(24);
+  // A tick is never lost to the limit.
+  ASSERT_OK(store->ApplyCronTransition(fire, now_).status());
+  EXPECT_EQ(Pending(*store, "q"), 4);
+  // Drain to 2, then revive a dead job: counted, not refused.
+  Lease lease = LeaseOne(*store, now_);
+  NackOptions dead;
+  dead.dead = true;
+  ASSERT_OK(store->Nack(lease.job.id, lease.token, dead, now_).status());
+  Lease other = LeaseOne(*store, now_);
+  ASSERT_OK(store->Ack(other.job.id, other.token, now_));
+  EXPECT_EQ(Pending(*store, "q"), 2);
+  EnqueueOne(*store, MakeJob("q"), now_);
+  ASSERT_OK(store->RequeueJob(lease.job.id, now_).status());
+  EXPECT_EQ(Pending(*store, "q"), 4);
+  EXPECT_EQ(store->Enqueue({MakeJob("q")}, now_).status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+TEST_P(PendingLimit, PruningFinishedJobsLeavesTheCountAlone) {
+  std::unique_ptr<JobStore> store = Limited();
+  if (store == nullptr) GTEST_SKIP() << "no limited factory";
+  for (int i = 0; i < 3; ++i) EnqueueOne(*store, MakeJob("q"), now_);
+  Lease lease = LeaseOne(*store, now_);
+  ASSERT_OK(store->Ack(lease.job.id, lease.token, now_));
+  ASSERT_OK(
+      store
+          ->PruneFinishedJobs(now_ + absl::Hours(1), now_ + absl::Hours(1), 100)
+          .status());
+  EnqueueOne(*store, MakeJob("q"), now_);
+  EXPECT_EQ(store->Enqueue({MakeJob("q")}, now_).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(Pending(*store, "q"), 3);
+}
+
 }  // namespace
 
+StoreFactory MemoryFactory() {
+  StoreFactory factory;
+  factory.name = "Memory";
+  factory.make =
+      [](const std::string&) -> absl::StatusOr<std::unique_ptr<JobStore>> {
+    return std::make_unique<MemoryJobStore>();
+  };
+  factory.make_limited = [](const std::string&, int64_t max_pending_per_queue)
+      -> absl::StatusOr<std::unique_ptr<JobStore>> {
+    return std::make_unique<MemoryJobStore>(BackoffPolicy(),
+                                            max_pending_per_queue);
+  };
+  return factory;
+}
+
 INSTANTIATE_TEST_SUITE_P(Memory, JobStoreConformance,
-                         ::testing::Values(StoreFactory{
-                             "Memory",
-                             [](const std::string& dir)
-                                 -> absl::StatusOr<std::unique_ptr<JobStore>> {
-                               return std::make_unique<MemoryJobStore>();
-                             }}),
+                         ::testing::Values(MemoryFactory()),
+                         JobStoreConformance::Name);
+INSTANTIATE_TEST_SUITE_P(Memory, PendingLimit,
+                         ::testing::Values(MemoryFactory()),
                          JobStoreConformance::Name);
 
 }  // namespace adjutant

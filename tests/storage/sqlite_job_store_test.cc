@@ -74,10 +74,24 @@ StoreFactory SqliteFactory() {
   factory.name = "Sqlite";
   factory.make = OpenInDir;
   factory.reopen = OpenInDir;
+  factory.make_limited = [](const std::string& dir,
+                            int64_t max_pending_per_queue)
+      -> absl::StatusOr<std::unique_ptr<JobStore>> {
+    SqliteOptions options;
+    options.path = dir + "/adjutant.db";
+    options.max_pending_per_queue = max_pending_per_queue;
+    absl::StatusOr<std::unique_ptr<SqliteJobStore>> store =
+        SqliteJobStore::Open(options);
+    if (!store.ok()) return store.status();
+    return std::unique_ptr<JobStore>(std::move(*store));
+  };
   return factory;
 }
 
 INSTANTIATE_TEST_SUITE_P(Sqlite, JobStoreConformance,
+                         ::testing::Values(SqliteFactory()),
+                         JobStoreConformance::Name);
+INSTANTIATE_TEST_SUITE_P(Sqlite, PendingLimit,
                          ::testing::Values(SqliteFactory()),
                          JobStoreConformance::Name);
 
@@ -498,8 +512,8 @@ TEST_F(SqliteJobStoreTest, MigratesAnEmptyFile) {
       std::vector<std::string> tables,
       store->QueryForTest("SELECT name FROM sqlite_schema WHERE type = "
                           "'table' AND name NOT LIKE 'sqlite_%' ORDER BY 1"));
-  EXPECT_THAT(tables,
-              ::testing::ElementsAre("cron_claims", "crons", "jobs", "meta"));
+  EXPECT_THAT(tables, ::testing::ElementsAre("cron_claims", "crons", "jobs",
+                                             "meta", "queue_counts"));
   ASSERT_OK(store->Enqueue({MakeJob()}, now_).status());
   EXPECT_THAT(*store->Dequeue(LeaseOptions(), now_), SizeIs(1));
 }
@@ -856,6 +870,43 @@ TEST_F(SqliteJobStoreTest, SynchronousIsWhatTheOptionsSay) {
               ::testing::ElementsAre("1"));  // NORMAL
 }
 
+// What schema version 4 added (the pending counts), undone.
+constexpr char kDropVersion4[] =
+    "DROP TRIGGER jobs_count_insert; DROP TRIGGER jobs_count_delete; "
+    "DROP TRIGGER jobs_count_update; DROP TABLE queue_counts; ";
+
+TEST_F(SqliteJobStoreTest, MigratesAVersion3FileCountingItsPendingJobs) {
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_OK(store->Enqueue({MakeJob()}, now_).status());
+    }
+    ASSERT_OK(store->Enqueue({MakeJob("other")}, now_).status());
+    // One leased (counts), one acked (does not).
+    ASSERT_OK_AND_ASSIGN(std::vector<Lease> leases,
+                         store->Dequeue(LeaseOptions("q", 2), now_));
+    ASSERT_EQ(leases.size(), 2u);
+    ASSERT_OK(store->Ack(leases[0].job.id, leases[0].token, now_));
+  }
+  ASSERT_OK(
+      RawExec(path_, kDropVersion4 + std::string("PRAGMA user_version = 3")));
+  SqliteOptions options;
+  options.path = path_;
+  options.max_pending_per_queue = 3;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store,
+                       SqliteJobStore::Open(options));
+  EXPECT_THAT(*store->QueryForTest("PRAGMA user_version"),
+              ::testing::ElementsAre("4"));
+  EXPECT_THAT(
+      *store->QueryForTest("SELECT queue || '=' || pending FROM queue_counts "
+                           "ORDER BY queue"),
+      ::testing::ElementsAre("other=1", "q=2"));
+  // The migrated count drives the limit.
+  ASSERT_OK(store->Enqueue({MakeJob()}, now_).status());
+  EXPECT_EQ(store->Enqueue({MakeJob()}, now_).status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
 TEST_F(SqliteJobStoreTest, MigratesAVersion2FileAddingTheRetentionIndex) {
   std::string id;
   {
@@ -866,10 +917,12 @@ TEST_F(SqliteJobStoreTest, MigratesAVersion2FileAddingTheRetentionIndex) {
   }
   // What schema version 2 looked like.
   ASSERT_OK(
-      RawExec(path_, "DROP INDEX jobs_finished; PRAGMA user_version = 2"));
+      RawExec(path_, kDropVersion4 + std::string("DROP INDEX jobs_finished; "
+                                                 "PRAGMA user_version = 2")));
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
-  EXPECT_THAT(*store->QueryForTest("PRAGMA user_version"),
-              ::testing::ElementsAre("3"));
+  EXPECT_THAT(
+      *store->QueryForTest("PRAGMA user_version"),
+      ::testing::ElementsAre(absl::StrCat(SqliteJobStore::kSchemaVersion)));
   EXPECT_THAT(*store->QueryForTest("SELECT name FROM sqlite_schema WHERE name "
                                    "= 'jobs_finished'"),
               ::testing::ElementsAre("jobs_finished"));
