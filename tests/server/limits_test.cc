@@ -219,6 +219,21 @@ TEST_P(LimitsTest, EnqueuePastThePendingLimitIsResourceExhaustedNamingIt) {
   EXPECT_TRUE(Enqueue("r").ok()) << "each queue has its own count";
 }
 
+TEST_P(LimitsTest, AMessageOverTheLimitIsRefusedByGrpcAndStoresNothing) {
+  // The default --max-message-bytes (16 MiB): a larger request is refused
+  // by gRPC before any handler runs.
+  v1::EnqueueRequest request;
+  request.set_queue("big");
+  request.set_job_type("t");
+  request.set_payload(std::string(RequestLimits().max_message_bytes + 1, 'x'));
+  v1::EnqueueResponse response;
+  grpc::Status refused = stub_->Enqueue(Context().get(), request, &response);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(refused.error_message(),
+              HasSubstr("Received message larger than max"));
+  EXPECT_EQ(JobsIn("big"), 0);
+}
+
 TEST_P(LimitsTest, LongPollsPastTheLimitAreRefusedButDequeueWithoutWaitWorks) {
   std::vector<std::unique_ptr<AsyncDequeue>> polls;
   for (int i = 0; i < kMaxLongPolls; ++i) {
