@@ -26,7 +26,8 @@ MeteredJobStore::MeteredJobStore(std::unique_ptr<JobStore> store,
       delete_cron_(metrics, "delete_cron"),
       apply_cron_transition_(metrics, "apply_cron_transition"),
       prune_finished_jobs_(metrics, "prune_finished_jobs",
-                           /*counts_jobs=*/true) {}
+                           /*counts_jobs=*/true),
+      ack_batch_(metrics, "ack_batch", /*counts_jobs=*/true) {}
 
 template <typename Call>
 auto MeteredJobStore::Timed(const Op& op, Call call) -> decltype(call()) {
@@ -59,6 +60,18 @@ absl::StatusOr<std::vector<Lease>> MeteredJobStore::Dequeue(
 absl::Status MeteredJobStore::Ack(const std::string& job_id,
                                   const std::string& token, absl::Time now) {
   return Timed(ack_, [&] { return store_->Ack(job_id, token, now); });
+}
+
+absl::StatusOr<std::vector<absl::Status>> MeteredJobStore::AckBatch(
+    const std::vector<AckItem>& items, absl::Time now) {
+  auto results =
+      Timed(ack_batch_, [&] { return store_->AckBatch(items, now); });
+  if (results.ok()) {
+    int64_t acked = 0;
+    for (const absl::Status& s : *results) acked += s.ok() ? 1 : 0;
+    if (acked > 0) ack_batch_.batch_size->Observe(static_cast<double>(acked));
+  }
+  return results;
 }
 
 absl::StatusOr<Job> MeteredJobStore::Nack(const std::string& job_id,

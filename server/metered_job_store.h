@@ -6,7 +6,8 @@
 // Each store write is one transaction, so the duration includes its commit.
 // Batch size is per call: jobs stored by one Enqueue, leased by one Dequeue
 // (recorded only when it leased any), ended by one ExpireLeases, deleted by
-// one PruneFinishedJobs (likewise).
+// one PruneFinishedJobs (likewise), acked by one AckBatch (items that
+// succeeded; recorded only when any did).
 // Reads (GetJob, ListJobs, QueueStatistics, DueCrons...) are not timed.
 #ifndef ADJUTANT_SERVER_METERED_JOB_STORE_H_
 #define ADJUTANT_SERVER_METERED_JOB_STORE_H_
@@ -35,6 +36,10 @@ class MeteredJobStore final : public JobStore {
                                              absl::Time now) override;
   absl::Status Ack(const std::string& job_id, const std::string& token,
                    absl::Time now) override;
+  // Forwarded whole to the wrapped store (its one-transaction version, if it
+  // has one), timed as op "ack_batch".
+  absl::StatusOr<std::vector<absl::Status>> AckBatch(
+      const std::vector<AckItem>& items, absl::Time now) override;
   absl::StatusOr<Job> Nack(const std::string& job_id, const std::string& token,
                            const NackOptions& options, absl::Time now) override;
   absl::StatusOr<absl::Time> ExtendLease(const std::string& job_id,
@@ -108,7 +113,7 @@ class MeteredJobStore final : public JobStore {
   Clock* const clock_;
   const Op enqueue_, dequeue_, ack_, nack_, extend_lease_, cancel_job_,
       requeue_job_, expire_leases_, observe_term_, put_cron_, delete_cron_,
-      apply_cron_transition_, prune_finished_jobs_;
+      apply_cron_transition_, prune_finished_jobs_, ack_batch_;
 };
 
 }  // namespace adjutant
