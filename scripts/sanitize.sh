@@ -61,7 +61,7 @@ run_asan() {
   end "asan ctest"
 }
 
-tsan_grpc_tests='^(AuthServerTest|Backends/RetentionAcceptanceTest|Backends/ServerMetricsTest|DaemonTest|SchedulerDaemonTest|SchedulerServiceTest|ShutdownTest|SqliteFaultTest|Stores/JobQueueTest)\.|^StoreWatchdogTest\.FedByTheServersHealthChecks$'
+tsan_grpc_tests='^(AuthServerTest|Backends/RetentionAcceptanceTest|Backends/ServerMetricsTest|DaemonTest|SchedulerDaemonTest|SchedulerServiceTest|ShutdownTest|SqliteFaultTest|Stores/JobQueueTest|Stores/WorkStreamTest)\.|^StoreWatchdogTest\.FedByTheServersHealthChecks$'
 run_tsan() {
   begin "tsan: build (server, scheduler, storage tests)"
   configure build-tsan -DADJUTANT_SANITIZE=thread

@@ -531,7 +531,7 @@ class JobQueueService::WorkCall final
       }
       // Read before `now` and before the store call (see long_poll.h).
       const uint64_t generation =
-          long_poll->Generation(options.queue, args_.options.job_types);
+          long_poll->Generation(options.queue, options.job_types);
       const absl::Time now = clock->Now();
       long_poll->ExpireLeasesIfDue(now);
       absl::StatusOr<std::vector<::adjutant::Lease>> leases =
