@@ -174,6 +174,86 @@ absl::StatusOr<v1::NackResponse> Client::Nack(const v1::NackRequest& r,
                                               const CallOptions& options) {
   return Call(queue_.get(), &v1::JobQueue::Stub::Nack, r, options);
 }
+absl::StatusOr<v1::AckBatchResponse> Client::AckBatch(
+    const v1::AckBatchRequest& r, const CallOptions& options) {
+  return Call(queue_.get(), &v1::JobQueue::Stub::AckBatch, r, options);
+}
+
+absl::StatusOr<std::unique_ptr<WorkStream>> Client::Work(
+    const v1::WorkStart& start, const CallOptions& options) {
+  std::unique_ptr<WorkStream> stream(new WorkStream());
+  if (options.deadline.has_value()) {
+    stream->context_.set_deadline(
+        absl::ToChronoTime(absl::Now() + *options.deadline));
+  }
+  if (!authorization_.empty()) {
+    stream->context_.AddMetadata("authorization", authorization_);
+  }
+  stream->stream_ = queue_->Work(&stream->context_);
+  v1::WorkRequest request;
+  *request.mutable_start() = start;
+  // A failed write shows as Read() returning false.
+  stream->Write(request).IgnoreError();
+  return stream;
+}
+
+WorkStream::~WorkStream() {
+  if (stream_ != nullptr && !finished_) {
+    context_.TryCancel();
+    v1::WorkResponse ignored;
+    while (!ended_.load() && stream_->Read(&ignored)) {
+    }
+    stream_->Finish().IgnoreError();
+  }
+}
+
+bool WorkStream::Read(v1::WorkResponse* response) {
+  if (ended_.load()) return false;
+  if (stream_->Read(response)) return true;
+  ended_.store(true);
+  return false;
+}
+
+absl::Status WorkStream::Write(const v1::WorkRequest& request) {
+  absl::MutexLock lock(&write_mu_);
+  if (closed_) {
+    return absl::FailedPreconditionError("Work stream: closed for writing");
+  }
+  if (broken_ || !stream_->Write(request)) {
+    broken_ = true;
+    return absl::UnavailableError("Work stream: broken");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WorkStream::Ack(const v1::AckRequest& ack) {
+  v1::WorkRequest request;
+  *request.mutable_ack() = ack;
+  return Write(request);
+}
+
+absl::Status WorkStream::Nack(const v1::NackRequest& nack) {
+  v1::WorkRequest request;
+  *request.mutable_nack() = nack;
+  return Write(request);
+}
+
+void WorkStream::Close() {
+  absl::MutexLock lock(&write_mu_);
+  if (closed_) return;
+  closed_ = true;
+  if (!broken_) stream_->WritesDone();
+}
+
+void WorkStream::Cancel() { context_.TryCancel(); }
+
+absl::Status WorkStream::Finish() {
+  finished_ = true;
+  grpc::Status status = stream_->Finish();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
 absl::StatusOr<v1::ExtendLeaseResponse> Client::ExtendLease(
     const v1::ExtendLeaseRequest& r, const CallOptions& options) {
   return Call(queue_.get(), &v1::JobQueue::Stub::ExtendLease, r, options);

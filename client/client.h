@@ -11,6 +11,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -89,6 +90,55 @@ struct CallOptions {
   CallCanceller* canceller = nullptr;
 };
 
+// One Work stream (JobQueue.Work): the server pushes leased jobs (up to the
+// start's capacity unsettled), the worker settles them with Ack and Nack,
+// each answered by a `settled` message. Made by Client::Work.
+//
+// Thread-safety: Read() is for one thread at a time (the reader); Ack(),
+// Nack() and Close() may be called from any threads, also while Read()
+// blocks (writes are serialized inside); Cancel() from any thread at any
+// time. Finish() once, after Read() returned false. Destroying the stream
+// before Read() returned false cancels it.
+class WorkStream {
+ public:
+  ~WorkStream();
+  WorkStream(const WorkStream&) = delete;
+  WorkStream& operator=(const WorkStream&) = delete;
+
+  // Blocks for the next message (a job, or a settlement's result). False
+  // when the stream has ended: then Finish() tells why.
+  bool Read(v1::WorkResponse* response);
+  // Sends an ack (or nack) for a job this stream pushed; its result comes
+  // back through Read() as `settled`. FAILED_PRECONDITION after Close();
+  // UNAVAILABLE if the stream is broken (Read() then returns false).
+  absl::Status Ack(const v1::AckRequest& ack);
+  absl::Status Nack(const v1::NackRequest& nack);
+  // Half-closes: the server leases nothing more, answers the settlements
+  // already sent, sends what it has queued and ends the stream (OK).
+  // Idempotent.
+  void Close();
+  // Ends the stream now, with CANCELLED. The jobs it pushed stay leased
+  // until their leases expire.
+  void Cancel();
+  // The stream's final status. REQUIRES: Read() returned false; called once.
+  absl::Status Finish();
+
+ private:
+  friend class Client;
+  WorkStream() = default;
+  absl::Status Write(const v1::WorkRequest& request);
+
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::WorkRequest, v1::WorkResponse>>
+      stream_;
+  absl::Mutex write_mu_;
+  bool closed_ ABSL_GUARDED_BY(write_mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(write_mu_) = false;
+  // Set by the reader when Read() returned false.
+  std::atomic<bool> ended_{false};
+  bool finished_ = false;  // the reader's
+};
+
 class Client {
  public:
   // Makes the channel (it connects lazily, on the first call).
@@ -108,6 +158,16 @@ class Client {
                                       const CallOptions& options = {});
   absl::StatusOr<v1::NackResponse> Nack(const v1::NackRequest& r,
                                         const CallOptions& options = {});
+  absl::StatusOr<v1::AckBatchResponse> AckBatch(
+      const v1::AckBatchRequest& r, const CallOptions& options = {});
+  // Opens a Work stream and sends `start`. The stream has no deadline
+  // unless options.deadline is set (it then bounds the whole stream);
+  // options.canceller is not used (WorkStream::Cancel). A server that
+  // refuses the stream (UNIMPLEMENTED for an older daemon, INVALID_ARGUMENT
+  // for a bad start, UNAUTHENTICATED...) says so through the first Read()
+  // returning false and Finish().
+  absl::StatusOr<std::unique_ptr<WorkStream>> Work(
+      const v1::WorkStart& start, const CallOptions& options = {});
   absl::StatusOr<v1::ExtendLeaseResponse> ExtendLease(
       const v1::ExtendLeaseRequest& r, const CallOptions& options = {});
   absl::StatusOr<v1::Job> GetJob(const v1::GetJobRequest& r,

@@ -210,7 +210,7 @@ absl::Status Worker::Start() {
   for (int i = 0; i < options_.concurrency; ++i) {
     handler_threads_.emplace_back([this] { HandlerLoop(); });
   }
-  poller_ = std::thread([this] { PollLoop(); });
+  poller_ = std::thread([this] { ReceiveLoop(); });
   return absl::OkStatus();
 }
 
@@ -223,6 +223,22 @@ void Worker::Stop() {
     stats_.stopping = true;
   }
   poll_canceller_.Cancel();
+  std::shared_ptr<WorkStream> stream;
+  {
+    absl::MutexLock lock(&mu_);
+    stream = stream_;
+  }
+  if (stream != nullptr) {
+    // The server answers the settlements already sent, sends the jobs it
+    // leased meanwhile (handed back below) and ends the stream.
+    stream->Close();
+    absl::MutexLock lock(&mu_);
+    if (!mu_.AwaitWithTimeout(absl::Condition(&receiver_done_),
+                              kStopStreamGrace) &&
+        stream_ != nullptr) {
+      stream_->Cancel();
+    }
+  }
   poller_.join();
 
   // Every lease the poller received is in leases_ now. Hand the unstarted
@@ -278,6 +294,130 @@ bool Worker::AwaitStatsForTest(
   auto holds = [this, &predicate]()
                    ABSL_NO_THREAD_SAFETY_ANALYSIS { return predicate(stats_); };
   return mu_.AwaitWithTimeout(absl::Condition(&holds), timeout);
+}
+
+void Worker::ReceiveLoop() {
+  v1::WorkStart start;
+  start.set_queue(options_.queue);
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [type, handler] : handlers_) start.add_job_types(type);
+  }
+  const int64_t lease_ns = absl::ToInt64Nanoseconds(options_.lease_duration);
+  start.mutable_lease_duration()->set_seconds(lease_ns / 1000000000);
+  start.mutable_lease_duration()->set_nanos(lease_ns % 1000000000);
+  start.set_worker_id(options_.worker_id);
+  const auto done = [this] {
+    absl::MutexLock lock(&mu_);
+    receiver_done_ = true;
+  };
+  absl::Duration backoff = absl::ZeroDuration();
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto can_receive = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return stopping_ || stats_.in_hand < options_.concurrency;
+      };
+      mu_.Await(absl::Condition(&can_receive));
+      if (stopping_) {
+        receiver_done_ = true;
+        return;
+      }
+      start.set_capacity(options_.concurrency -
+                         static_cast<int>(stats_.in_hand));
+    }
+    absl::StatusOr<std::unique_ptr<WorkStream>> opened = client_->Work(start);
+    absl::Status status;
+    bool received = false;
+    if (!opened.ok()) {
+      status = opened.status();
+    } else {
+      std::shared_ptr<WorkStream> stream = *std::move(opened);
+      uint64_t id = 0;
+      bool close = false;
+      {
+        absl::MutexLock lock(&mu_);
+        id = ++stream_id_;
+        stream_ = stream;
+        stream_capacity_ = start.capacity();
+        ++stats_.streams;
+        close = stopping_;  // Stop() may have looked before stream_ was set
+      }
+      if (close) stream->Close();
+      v1::WorkResponse message;
+      while (stream->Read(&message)) {
+        received = true;
+        absl::MutexLock lock(&mu_);
+        if (message.has_job()) {
+          const v1::LeasedJob& leased = message.job();
+          // Taken on receipt, so later than the server's lease time by the
+          // message's transit: small beside the extension's margin.
+          const absl::Time received_at = absl::Now();
+          HeldLease lease;
+          lease.job_id = leased.job().job_id();
+          lease.token = leased.lease_token();
+          lease.stream_id = id;
+          lease.context =
+              std::shared_ptr<JobContext>(new JobContext(leased.job()));
+          lease.expires_at = received_at + options_.lease_duration;
+          lease.next_extension =
+              received_at + options_.lease_duration * options_.extend_fraction;
+          const std::string job_id = lease.job_id;
+          if (!leases_.emplace(job_id, std::move(lease)).second) continue;
+          unstarted_.push_back(job_id);
+          ++stats_.leased;
+          ++stats_.in_hand;
+          ++leases_generation_;
+        } else if (message.has_settled()) {
+          const v1::SettleResult& result = message.settled();
+          auto it = stream_settlements_.find(result.job_id());
+          if (it != stream_settlements_.end() && it->second.stream_id == id &&
+              !it->second.answered) {
+            it->second.answered = true;
+            it->second.status = absl::Status(
+                static_cast<absl::StatusCode>(result.code()), result.message());
+          }
+        }
+      }
+      status = stream->Finish();
+      absl::MutexLock lock(&mu_);
+      if (stream_ == stream) stream_ = nullptr;
+      for (auto& [job_id, settlement] : stream_settlements_) {
+        if (settlement.stream_id == id) settlement.answered = true;
+      }
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) {
+        receiver_done_ = true;
+        return;
+      }
+    }
+    if (absl::IsUnimplemented(status)) {
+      ReportError("Work (not served here; long-polling Dequeue instead)",
+                  status);
+      {
+        absl::MutexLock lock(&mu_);
+        stats_.polling = true;
+      }
+      PollLoop();
+      done();
+      return;
+    }
+    if (status.ok()) {
+      // Closed by us to reopen with the whole concurrency.
+      backoff = absl::ZeroDuration();
+      continue;
+    }
+    ReportError("Work", status);
+    if (received) backoff = absl::ZeroDuration();
+    backoff = NextBackoff(backoff);
+    absl::MutexLock lock(&mu_);
+    if (SleepUntil(absl::Now() + backoff)) {
+      receiver_done_ = true;
+      return;
+    }
+  }
 }
 
 void Worker::PollLoop() {
@@ -407,6 +547,10 @@ void Worker::RunJob(const std::string& job_id) {
   if (context->cancelled()) {
     settled = absl::FailedPreconditionError(
         "lease lost while the handler ran; result not reported");
+    // The server holds the job's slot on the stream until it is settled:
+    // a Nack frees it (the lost lease makes the store refuse it).
+    static const std::string kLost = "lease lost; result not reported";
+    SettleOnStream(job_id, token, &kLost, std::nullopt);
   } else {
     settled = Settle(job_id, token, failure ? &*failure : nullptr,
                      options_.failure_retry_after);
@@ -416,22 +560,100 @@ void Worker::RunJob(const std::string& job_id) {
     }
   }
 
-  absl::MutexLock lock(&mu_);
-  leases_.erase(job_id);
-  --stats_.running;
-  --stats_.in_hand;
-  if (!settled.ok()) {
-    ++stats_.lost;
-  } else if (!failure) {
-    ++stats_.acked;
-  } else {
-    ++stats_.nacked;
+  std::shared_ptr<WorkStream> to_resize;
+  {
+    absl::MutexLock lock(&mu_);
+    leases_.erase(job_id);
+    --stats_.running;
+    --stats_.in_hand;
+    if (!settled.ok()) {
+      ++stats_.lost;
+    } else if (!failure) {
+      ++stats_.acked;
+    } else {
+      ++stats_.nacked;
+    }
+    to_resize = StreamToResizeLocked();
   }
+  if (to_resize != nullptr) to_resize->Close();
+}
+
+std::shared_ptr<WorkStream> Worker::StreamToResizeLocked() {
+  if (stopping_ || stream_ == nullptr || stats_.in_hand != 0 ||
+      stream_capacity_ >= options_.concurrency) {
+    return nullptr;
+  }
+  stream_capacity_ = options_.concurrency;  // close it once
+  return stream_;
+}
+
+v1::NackRequest Worker::MakeNack(const std::string& job_id,
+                                 const std::string& token,
+                                 const std::string& error,
+                                 std::optional<absl::Duration> retry_after) {
+  v1::NackRequest request;
+  request.set_job_id(job_id);
+  request.set_lease_token(token);
+  request.set_error(NackErrorText(error));
+  if (retry_after.has_value()) {
+    const int64_t ns = absl::ToInt64Nanoseconds(*retry_after);
+    request.mutable_retry_after()->set_seconds(ns / 1000000000);
+    request.mutable_retry_after()->set_nanos(ns % 1000000000);
+  }
+  return request;
+}
+
+std::optional<absl::Status> Worker::SettleOnStream(
+    const std::string& job_id, const std::string& token,
+    const std::string* error, std::optional<absl::Duration> retry_after) {
+  std::shared_ptr<WorkStream> stream;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = leases_.find(job_id);
+    if (it == leases_.end() || it->second.stream_id == 0 ||
+        it->second.stream_id != stream_id_ || stream_ == nullptr) {
+      return std::nullopt;
+    }
+    stream = stream_;
+    // Registered before the write: the answer may come at once.
+    stream_settlements_[job_id] = StreamSettlement{stream_id_, false, {}};
+  }
+  absl::Status sent;
+  if (error == nullptr) {
+    v1::AckRequest ack;
+    ack.set_job_id(job_id);
+    ack.set_lease_token(token);
+    sent = stream->Ack(ack);
+  } else {
+    sent = stream->Nack(MakeNack(job_id, token, *error, retry_after));
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = stream_settlements_.find(job_id);
+  if (!sent.ok()) {
+    stream_settlements_.erase(it);
+    return std::nullopt;
+  }
+  // The receiver answers it, or marks it answered (without a status) when
+  // the stream ends.
+  auto answered = [&it]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return it->second.answered;
+  };
+  mu_.Await(absl::Condition(&answered));
+  std::optional<absl::Status> status = it->second.status;
+  stream_settlements_.erase(it);
+  return status;
 }
 
 absl::Status Worker::Settle(const std::string& job_id, const std::string& token,
                             const std::string* error,
                             std::optional<absl::Duration> retry_after) {
+  // On the stream that pushed the job while it is open; otherwise (or
+  // after a transient store error) with the RPCs, which retry.
+  std::optional<absl::Status> on_stream =
+      SettleOnStream(job_id, token, error, retry_after);
+  if (on_stream.has_value() && (on_stream->ok() || !IsTransient(*on_stream))) {
+    return *on_stream;
+  }
   absl::Duration backoff = absl::ZeroDuration();
   for (;;) {
     absl::Status status;
@@ -441,16 +663,8 @@ absl::Status Worker::Settle(const std::string& job_id, const std::string& token,
       request.set_lease_token(token);
       status = client_->Ack(request).status();
     } else {
-      v1::NackRequest request;
-      request.set_job_id(job_id);
-      request.set_lease_token(token);
-      request.set_error(NackErrorText(*error));
-      if (retry_after.has_value()) {
-        const int64_t ns = absl::ToInt64Nanoseconds(*retry_after);
-        request.mutable_retry_after()->set_seconds(ns / 1000000000);
-        request.mutable_retry_after()->set_nanos(ns % 1000000000);
-      }
-      status = client_->Nack(request).status();
+      status =
+          client_->Nack(MakeNack(job_id, token, *error, retry_after)).status();
     }
     if (status.ok() || !IsTransient(status)) return status;
     ReportError(absl::StrCat(error == nullptr ? "Ack" : "Nack", " job ", job_id,

@@ -14,10 +14,18 @@
 //   ...
 //   worker.Stop();  // finishes the jobs in hand, gives back the others
 //
-// How it works. One poller thread long-polls Dequeue for the registered job
-// types, asking for as many jobs as there are free handler slots (never
-// more), so every job it leases has a handler ready for it. `concurrency`
-// handler threads run the handlers. A lease keeper thread extends the lease
+// How it works. One receiver thread keeps a Work stream open for the
+// registered job types with capacity = the free handler slots (never more),
+// so every job the server pushes has a handler ready for it; the handlers
+// settle their jobs on the same stream (acks sent together are settled in
+// one store transaction), and each settlement frees a slot on the server,
+// which pushes the next job at once. `concurrency` handler threads run the
+// handlers. When the stream breaks, the jobs in hand are settled with the
+// Ack and Nack RPCs instead, and the stream is opened again (with backoff,
+// for the free slots; once the worker is idle it reopens with its whole
+// concurrency). A server that answers the stream UNIMPLEMENTED (a daemon
+// older than the Work RPC) is long-polled with Dequeue instead, asking for
+// as many jobs as there are free slots. A lease keeper thread extends the lease
 // of every job in hand once `extend_fraction` of the lease has passed, until
 // the job is acked or nacked. When an extension fails with
 // FAILED_PRECONDITION or NOT_FOUND the lease is lost (the job was cancelled,
@@ -28,8 +36,9 @@
 //
 // Delivery is at least once: a handler may run again for a job whose earlier
 // run lost its lease, or whose Ack never reached the server. One rare case:
-// a Dequeue that Stop() cuts short may have leased jobs whose response is
-// lost; they come back when their lease expires.
+// a Dequeue that Stop() cuts short, or a Work stream that breaks, may have
+// leased jobs whose message is lost; they come back when their lease
+// expires.
 //
 // Thread-safety: Register(), Start(), Stop() and stats() may be called from
 // any thread, but Stop() (and the destructor) must not be called from a
@@ -100,8 +109,9 @@ struct WorkerOptions {
   // The duration of each lease and of each extension. Default 30 s.
   // REQUIRES: in [1 s, 24 h].
   absl::Duration lease_duration = absl::Seconds(30);
-  // How long each Dequeue long-polls when the queue is empty. Stop() does
-  // not wait it out. Default 30 s. REQUIRES: in (0, 5 min].
+  // How long each Dequeue long-polls when the queue is empty (with a server
+  // without the Work stream). Stop() does not wait it out. Default 30 s.
+  // REQUIRES: in (0, 5 min].
   absl::Duration poll_wait = absl::Seconds(30);
   // A lease is extended once this fraction of lease_duration has passed
   // since it was granted or last extended. Default 1/3, which leaves two
@@ -115,7 +125,8 @@ struct WorkerOptions {
   // the server's backoff policy.
   std::optional<absl::Duration> failure_retry_after;
   // Backoff between retries of a call that failed with UNAVAILABLE or
-  // DEADLINE_EXCEEDED (or, for Dequeue, any error): doubles from
+  // DEADLINE_EXCEEDED (or, for Dequeue and the Work stream, any error):
+  // doubles from
   // retry_initial_backoff up to retry_max_backoff. Defaults 100 ms and 5 s.
   absl::Duration retry_initial_backoff = absl::Milliseconds(100);
   absl::Duration retry_max_backoff = absl::Seconds(5);
@@ -129,7 +140,7 @@ struct WorkerOptions {
 
 // Counters since Start().
 struct WorkerStats {
-  int64_t leased = 0;     // jobs received from Dequeue
+  int64_t leased = 0;     // jobs received (Work stream or Dequeue)
   int64_t in_hand = 0;    // leased and not yet acked, nacked or given up
   int64_t running = 0;    // handlers running now
   int64_t acked = 0;      // handler OK, Ack succeeded
@@ -138,6 +149,8 @@ struct WorkerStats {
   int64_t lost = 0;       // leases lost (cancelled, expired) or not settled
   int64_t extended = 0;   // successful lease extensions
   bool stopping = false;  // Stop() has begun
+  int64_t streams = 0;    // Work streams opened
+  bool polling = false;   // the server lacks Work: Dequeue is used
 };
 
 class Worker {
@@ -160,7 +173,9 @@ class Worker {
   // already started (or stopped).
   absl::Status Start();
 
-  // Stops polling; waits for the running handlers and acks or nacks their
+  // Stops receiving (half-closes the Work stream and waits for its end, at
+  // most kStopStreamGrace before cancelling it; or cancels the Dequeue);
+  // waits for the running handlers and acks or nacks their
   // jobs; gives back every lease not yet started (Nack with retry_after 0,
   // so it is available again at once) — except a job on its last attempt,
   // which a Nack would make DEAD: that one is run instead. Returns when the
@@ -177,10 +192,16 @@ class Worker {
                          absl::Duration timeout) const;
 
  private:
+  // How long Stop() waits for a half-closed Work stream to end before it
+  // cancels it (a server that stopped answering).
+  static constexpr absl::Duration kStopStreamGrace = absl::Seconds(10);
+
   // One lease in hand, from Dequeue until it is settled.
   struct HeldLease {
     std::string job_id;
     std::string token;
+    // The Work stream that pushed it (see stream_id_), 0 from Dequeue.
+    uint64_t stream_id = 0;
     std::shared_ptr<JobContext> context;
     // Local estimates (wall time, taken before the call that set them, so
     // never later than the server's).
@@ -190,7 +211,25 @@ class Worker {
     bool lost = false;
   };
 
+  // Keeps a Work stream open; falls back to PollLoop() on UNIMPLEMENTED.
+  void ReceiveLoop();
   void PollLoop();
+  // Settles the job on the Work stream that pushed it, if it is still open.
+  // Returns the server's answer, or nullopt if the stream could not
+  // answer (closed or broken): the caller then uses the RPCs.
+  std::optional<absl::Status> SettleOnStream(
+      const std::string& job_id, const std::string& token,
+      const std::string* error, std::optional<absl::Duration> retry_after);
+  // A Nack request for `error`, `retry_after`.
+  static v1::NackRequest MakeNack(const std::string& job_id,
+                                  const std::string& token,
+                                  const std::string& error,
+                                  std::optional<absl::Duration> retry_after);
+  // Half-closes the stream when the worker is idle and the stream's
+  // capacity is below `concurrency`, so that it reopens with all of it.
+  // Returns the stream to close (with mu_ released).
+  std::shared_ptr<WorkStream> StreamToResizeLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandlerLoop();
   void LeaseKeeperLoop();
 
@@ -237,6 +276,22 @@ class Worker {
   // Leased jobs no handler has started yet, in Dequeue order.
   std::deque<std::string> unstarted_ ABSL_GUARDED_BY(mu_);
   WorkerStats stats_ ABSL_GUARDED_BY(mu_);
+  // The open Work stream (null between streams, and when polling), its id
+  // (counts streams from 1) and the capacity it was opened with.
+  std::shared_ptr<WorkStream> stream_ ABSL_GUARDED_BY(mu_);
+  uint64_t stream_id_ ABSL_GUARDED_BY(mu_) = 0;
+  int stream_capacity_ ABSL_GUARDED_BY(mu_) = 0;
+  // Settlements sent on the stream, by job id, until answered; an answer
+  // that will not come (the stream ended) is nullopt with answered = true.
+  struct StreamSettlement {
+    uint64_t stream_id = 0;
+    bool answered = false;
+    std::optional<absl::Status> status;
+  };
+  std::map<std::string, StreamSettlement> stream_settlements_
+      ABSL_GUARDED_BY(mu_);
+  // Set by the receiver thread when it has returned.
+  bool receiver_done_ ABSL_GUARDED_BY(mu_) = false;
 
   std::thread poller_;
   std::vector<std::thread> handler_threads_;

@@ -89,6 +89,8 @@ RoleSet RolesAllowed(absl::string_view method) {
           {"adjutant.v1.JobQueue.Dequeue", {Role::kWorker, Role::kAdmin}},
           {"adjutant.v1.JobQueue.Ack", {Role::kWorker, Role::kAdmin}},
           {"adjutant.v1.JobQueue.Nack", {Role::kWorker, Role::kAdmin}},
+          {"adjutant.v1.JobQueue.AckBatch", {Role::kWorker, Role::kAdmin}},
+          {"adjutant.v1.JobQueue.Work", {Role::kWorker, Role::kAdmin}},
           {"adjutant.v1.JobQueue.ExtendLease", {Role::kWorker, Role::kAdmin}},
           {"adjutant.v1.JobQueue.CancelJob", {Role::kAdmin}},
           {"adjutant.v1.JobQueue.RequeueJob", {Role::kAdmin}},

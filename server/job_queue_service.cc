@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <deque>
+#include <iterator>
 #include <map>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -233,6 +236,561 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
   std::atomic<bool> woken_{false};
 };
 
+// A Work stream. Owned by gRPC (deleted in OnDone). Its state is under mu_;
+// gRPC operations (StartRead, StartWrite, Finish) are started with mu_
+// released, because gRPC may run a reaction on the starting thread. Exactly
+// one party calls Finish: whoever sets finished_ (FinishIfDoneLocked).
+//
+// Lock order: mu_, then the registry's (Park and Remove are called under
+// mu_; the registry calls back only IsCancelled, an atomic, under its own).
+class JobQueueService::WorkCall final
+    : public grpc::ServerBidiReactor<v1::WorkRequest, v1::WorkResponse>,
+      public LongPollWaiter {
+ public:
+  explicit WorkCall(JobQueueService* service) : service_(service) {
+    StartRead(&request_);
+  }
+
+  // Ends the stream with UNAVAILABLE (the server is shutting down) once its
+  // store task in flight is done. Returns the status to Finish with when the
+  // caller must finish it now (with no lock held). Called with the
+  // service's streams_mu_ held, which keeps `this` alive.
+  std::optional<grpc::Status> BeginShutdown() {
+    absl::MutexLock l(&mu_);
+    if (!error_.has_value()) error_ = ToGrpcStatus(ShuttingDownError());
+    return FinishIfDoneLocked();
+  }
+
+  // grpc::ServerBidiReactor.
+  void OnReadDone(bool ok) override {
+    std::optional<grpc::Status> finish;
+    bool read_more = false;
+    bool lease = false;
+    {
+      absl::MutexLock l(&mu_);
+      reading_ = false;
+      if (!ok) {
+        // The client half-closed (or the call broke: OnCancel says so).
+        if (!started_ && !error_.has_value()) {
+          error_ = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                "start: required as the first message (the "
+                                "stream was closed without one)");
+        }
+        read_done_ = true;
+        finish = FinishIfDoneLocked();
+      } else if (!started_) {
+        lease = HandleStartLocked();
+        finish = FinishIfDoneLocked();
+      } else {
+        HandleSettlementLocked();
+        finish = FinishIfDoneLocked();
+      }
+      read_more = !finish.has_value() && ShouldReadLocked();
+      if (read_more) reading_ = true;
+    }
+    if (lease) service_->executor_->Schedule([this] { LeaseJobs(); });
+    if (finish.has_value()) Finish(*finish);
+    if (read_more) StartRead(&request_);
+    StartWriteIfAny();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::optional<grpc::Status> finish;
+    bool read_more = false;
+    {
+      absl::MutexLock l(&mu_);
+      writing_ = false;
+      if (!ok && !error_.has_value()) {
+        // The stream is broken (the client went away).
+        error_ = grpc::Status(grpc::StatusCode::CANCELLED,
+                              "the stream broke while writing");
+      }
+      finish = FinishIfDoneLocked();
+      read_more = !finish.has_value() && ShouldReadLocked();
+      if (read_more) reading_ = true;
+    }
+    if (finish.has_value()) Finish(*finish);
+    if (read_more) StartRead(&request_);
+    StartWriteIfAny();
+  }
+
+  void OnCancel() override {
+    cancelled_.store(true);
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock l(&mu_);
+      if (!error_.has_value()) error_ = grpc::Status::CANCELLED;
+      finish = FinishIfDoneLocked();
+    }
+    if (finish.has_value()) Finish(*finish);
+  }
+
+  void OnDone() override {
+    {
+      absl::MutexLock l(&service_->streams_mu_);
+      service_->streams_.erase(this);
+    }
+    {
+      absl::MutexLock l(&mu_);
+      if (!pushed_unsettled_.empty()) {
+        // Their leases run out by themselves (then another worker gets
+        // them).
+        spdlog::debug("Work: stream of worker '{}' ended holding {} job(s)",
+                      args_.options.worker_id, pushed_unsettled_.size());
+      }
+    }
+    delete this;
+  }
+
+  // LongPollWaiter.
+  bool IsCancelled() const override { return cancelled_.load(); }
+  void Wake() override {
+    absl::MutexLock l(&mu_);
+    lease_state_ = LeaseState::kRunning;
+    service_->executor_->Schedule([this] { LeaseJobs(); });
+  }
+  void Expire() override { Wake(); }  // parked without a deadline: unused
+  void ShutDown() override {
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock l(&mu_);
+      lease_state_ = LeaseState::kIdle;
+      if (!error_.has_value()) error_ = ToGrpcStatus(ShuttingDownError());
+      finish = FinishIfDoneLocked();
+    }
+    if (finish.has_value()) Finish(*finish);
+  }
+
+ private:
+  // Where the stream's leasing stands.
+  enum class LeaseState {
+    kIdle,     // no task: every slot is taken, or the stream is ending
+    kRunning,  // Lease() is scheduled or running on the executor
+    kParked,   // in the registry, which calls Wake() or ShutDown()
+  };
+
+  // A job pushed on this stream and not yet settled.
+  struct Pushed {
+    std::string token;
+    Job job;  // as leased, without its payload (for metrics and the hook)
+    bool settling = false;
+  };
+
+  // A settlement accepted for the executor.
+  struct Settlement {
+    std::string job_id;
+    std::string token;
+    std::optional<NackOptions> nack;  // unset: an ack
+  };
+
+  // Handles request_ as the first message. Returns whether to start
+  // leasing.
+  bool HandleStartLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (request_.kind_case() != v1::WorkRequest::kStart) {
+      error_ = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "start: required as the first message");
+      return false;
+    }
+    absl::StatusOr<WorkStartArgs> args =
+        ValidateWorkStart(request_.start(), service_->limits_);
+    if (!args.ok()) {
+      error_ = ToGrpcStatus(args.status());
+      return false;
+    }
+    args_ = *std::move(args);
+    started_ = true;
+    lease_state_ = LeaseState::kRunning;
+    spdlog::debug("Work: worker '{}' on queue {}, capacity {}",
+                  args_.options.worker_id, args_.options.queue, args_.capacity);
+    return true;
+  }
+
+  // Handles request_ as a later message.
+  void HandleSettlementLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Settlement settlement;
+    absl::Status invalid;
+    switch (request_.kind_case()) {
+      case v1::WorkRequest::kAck:
+        invalid = ValidateAck(request_.ack(), "ack.");
+        settlement.job_id = request_.ack().job_id();
+        settlement.token = request_.ack().lease_token();
+        break;
+      case v1::WorkRequest::kNack: {
+        absl::StatusOr<NackOptions> options =
+            ValidateNack(request_.nack(), "nack.");
+        invalid = options.status();
+        if (options.ok()) settlement.nack = *std::move(options);
+        settlement.job_id = request_.nack().job_id();
+        settlement.token = request_.nack().lease_token();
+        break;
+      }
+      case v1::WorkRequest::kStart:
+        error_ = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              "start: only the first message may be start");
+        return;
+      case v1::WorkRequest::KIND_NOT_SET:
+        error_ = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              "kind: empty message (expected ack or nack)");
+        return;
+    }
+    if (!invalid.ok()) {
+      // The job (if it is one of ours) stays pushed: the worker may send a
+      // well-formed settlement for it.
+      AnswerLocked(settlement.job_id, invalid);
+      return;
+    }
+    auto it = pushed_unsettled_.find(settlement.job_id);
+    if (it == pushed_unsettled_.end()) {
+      AnswerLocked(settlement.job_id,
+                   absl::FailedPreconditionError(absl::StrCat(
+                       "job ", settlement.job_id,
+                       " is not held on this stream (not pushed on it, or "
+                       "already settled)")));
+      return;
+    }
+    if (it->second.token != settlement.token) {
+      AnswerLocked(settlement.job_id,
+                   absl::FailedPreconditionError(
+                       absl::StrCat("lease_token: not the token job ",
+                                    settlement.job_id, " was pushed with")));
+      return;
+    }
+    if (it->second.settling) {
+      AnswerLocked(settlement.job_id,
+                   absl::FailedPreconditionError(absl::StrCat(
+                       "job ", settlement.job_id,
+                       " is already being settled on this stream")));
+      return;
+    }
+    it->second.settling = true;
+    pending_.push_back(std::move(settlement));
+    if (!settling_) {
+      settling_ = true;
+      service_->executor_->Schedule([this] { Settle(); });
+    }
+  }
+
+  // Queues a `settled` answer.
+  void AnswerLocked(const std::string& job_id, const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    v1::WorkResponse response;
+    v1::SettleResult* result = response.mutable_settled();
+    result->set_job_id(job_id);
+    result->set_code(static_cast<int32_t>(status.code()));
+    result->set_message(std::string(status.message()));
+    outgoing_.push_back(std::move(response));
+    ++queued_answers_;
+  }
+
+  // Whether to read the next message: not while capacity answers (queued or
+  // to come from pending settlements) wait for the client to take them.
+  bool ShouldReadLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (reading_ || read_done_ || finished_ || error_.has_value()) {
+      return false;
+    }
+    return queued_answers_ + static_cast<int>(pending_.size()) <
+           std::max(1, args_.capacity);
+  }
+
+  // Starts the next write if none is in flight.
+  void StartWriteIfAny() {
+    {
+      absl::MutexLock l(&mu_);
+      if (writing_ || finished_ || outgoing_.empty()) return;
+      if (error_.has_value()) return;  // ending: nothing more is sent
+      writing_ = true;
+      write_ = std::move(outgoing_.front());
+      outgoing_.pop_front();
+      if (write_.kind_case() == v1::WorkResponse::kSettled) --queued_answers_;
+    }
+    StartWrite(&write_);
+  }
+
+  // Returns the status to finish the call with now, and marks it finished,
+  // when nothing is in flight that could still touch `this`: no lease task
+  // (a parked one is taken back from the registry), no settle task, no
+  // write.
+  std::optional<grpc::Status> FinishIfDoneLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return std::nullopt;
+    const bool ending = error_.has_value() || read_done_;
+    if (!ending) return std::nullopt;
+    if (lease_state_ == LeaseState::kParked) {
+      // False: the registry is waking or shutting us down; it calls back.
+      if (!service_->long_poll_->Remove(this)) return std::nullopt;
+      lease_state_ = LeaseState::kIdle;
+    }
+    if (lease_state_ == LeaseState::kRunning || settling_ || writing_) {
+      return std::nullopt;
+    }
+    if (error_.has_value()) {
+      finished_ = true;
+      return *error_;
+    }
+    // Half-closed: finish once every settlement is answered and sent.
+    if (!pending_.empty() || !outgoing_.empty()) return std::nullopt;
+    finished_ = true;
+    return grpc::Status::OK;
+  }
+
+  // Whether Lease() should stop: the stream is ending or every slot taken.
+  bool LeaseShouldStopLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return error_.has_value() || read_done_ ||
+           static_cast<int>(pushed_unsettled_.size()) >= args_.capacity;
+  }
+
+  // Leases jobs for the free slots until every slot is taken (then idle) or
+  // nothing is available (then parked). Runs on the executor.
+  void LeaseJobs() {
+    LongPollRegistry* const long_poll = service_->long_poll_;
+    Clock* const clock = service_->clock_;
+    for (int retries = 0;; ++retries) {
+      if (retries == kMaxRetriesInPlace) {  // as DequeueCall::Attempt
+        service_->executor_->Schedule([this] { LeaseJobs(); });
+        return;
+      }
+      DequeueOptions options;
+      {
+        absl::MutexLock l(&mu_);
+        if (service_->refusing_new_calls_.load() && !error_.has_value()) {
+          error_ = ToGrpcStatus(ShuttingDownError());
+        }
+        if (LeaseShouldStopLocked()) {
+          lease_state_ = LeaseState::kIdle;
+          FinishLater();
+          return;
+        }
+        options = args_.options;
+        options.max_jobs =
+            args_.capacity - static_cast<int>(pushed_unsettled_.size());
+      }
+      // Read before `now` and before the store call (see long_poll.h).
+      const uint64_t generation =
+          long_poll->Generation(options.queue, options.job_types);
+      const absl::Time now = clock->Now();
+      long_poll->ExpireLeasesIfDue(now);
+      absl::StatusOr<std::vector<::adjutant::Lease>> leases =
+          service_->store_->Dequeue(options, now);
+      absl::MutexLock l(&mu_);
+      if (!leases.ok()) {
+        if (IsServerError(leases.status())) {
+          spdlog::warn("Work: {}", leases.status().ToString());
+        }
+        if (!error_.has_value()) error_ = ToGrpcStatus(leases.status());
+        lease_state_ = LeaseState::kIdle;
+        FinishLater();
+        return;
+      }
+      if (!leases->empty()) {
+        absl::Time earliest_expiry = absl::InfiniteFuture();
+        for (::adjutant::Lease& lease : *leases) {
+          v1::WorkResponse response;
+          v1::LeasedJob* out = response.mutable_job();
+          ToProto(lease.job, out->mutable_job());
+          out->set_lease_token(lease.token);
+          ToProto(lease.expires_at, out->mutable_lease_expires_at());
+          earliest_expiry = std::min(earliest_expiry, lease.expires_at);
+          outgoing_.push_back(std::move(response));
+          lease.job.payload.clear();
+          const std::string id = lease.job.id;
+          pushed_unsettled_[id] =
+              Pushed{std::move(lease.token), std::move(lease.job), false};
+        }
+        long_poll->NoteNextAvailable(earliest_expiry);
+        if (service_->metrics_ != nullptr) {
+          service_->metrics_->JobsLeased(options.queue,
+                                         static_cast<int64_t>(leases->size()));
+        }
+        spdlog::debug("Work: {} job(s) of queue {} pushed to worker '{}'",
+                      leases->size(), options.queue, args_.options.worker_id);
+        WriteLater();
+        continue;
+      }
+      switch (long_poll->Park(this, args_.options.queue,
+                              args_.options.job_types, generation, now,
+                              absl::InfiniteDuration())) {
+        case LongPollRegistry::ParkResult::kParked:
+          // The registry may call Wake() at once: it waits for mu_.
+          lease_state_ = LeaseState::kParked;
+          return;
+        case LongPollRegistry::ParkResult::kRetry:
+          continue;
+        case LongPollRegistry::ParkResult::kCancelled:
+          if (!error_.has_value()) error_ = grpc::Status::CANCELLED;
+          break;
+        case LongPollRegistry::ParkResult::kShuttingDown:
+          if (!error_.has_value()) error_ = ToGrpcStatus(ShuttingDownError());
+          break;
+      }
+      lease_state_ = LeaseState::kIdle;
+      FinishLater();
+      return;
+    }
+  }
+
+  // Runs the accepted settlements: the acks together (one AckBatch), the
+  // nacks one by one; answers each. Runs on the executor.
+  void Settle() {
+    for (;;) {
+      std::vector<Settlement> batch;
+      {
+        absl::MutexLock l(&mu_);
+        if (pending_.empty()) {
+          settling_ = false;
+          // Reading resumes in OnWriteDone, as the answers are sent.
+          FinishLater();
+          return;
+        }
+        batch.assign(std::make_move_iterator(pending_.begin()),
+                     std::make_move_iterator(pending_.end()));
+        pending_.clear();
+      }
+      const absl::Time now = service_->clock_->Now();
+      std::vector<AckItem> acks;
+      std::vector<size_t> ack_index;  // into batch
+      std::vector<absl::Status> results(batch.size());
+      std::vector<std::optional<Job>> nacked(batch.size());
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if (batch[i].nack.has_value()) {
+          absl::StatusOr<Job> job = service_->store_->Nack(
+              batch[i].job_id, batch[i].token, *batch[i].nack, now);
+          results[i] = job.status();
+          if (job.ok()) nacked[i] = *std::move(job);
+        } else {
+          acks.push_back(AckItem{batch[i].job_id, batch[i].token});
+          ack_index.push_back(i);
+        }
+      }
+      if (acks.size() == 1) {
+        results[ack_index[0]] =
+            service_->store_->Ack(acks[0].job_id, acks[0].token, now);
+      } else if (!acks.empty()) {
+        absl::StatusOr<std::vector<absl::Status>> acked =
+            service_->store_->AckBatch(acks, now);
+        for (size_t k = 0; k < acks.size(); ++k) {
+          if (!acked.ok()) {
+            results[ack_index[k]] = acked.status();
+          } else if (acked->size() != acks.size()) {
+            results[ack_index[k]] = absl::InternalError(
+                absl::StrCat("the store returned ", acked->size(),
+                             " results for ", acks.size(), " acks"));
+          } else {
+            results[ack_index[k]] = (*acked)[k];
+          }
+        }
+      }
+      // What the jobs' settlements mean for others: without mu_.
+      std::vector<Job> finished;
+      {
+        absl::MutexLock l(&mu_);
+        for (size_t i = 0; i < batch.size(); ++i) {
+          const absl::Status& status = results[i];
+          if (IsServerError(status)) {
+            spdlog::warn("Work: settling job {}: {}", batch[i].job_id,
+                         status.ToString());
+          }
+          auto it = pushed_unsettled_.find(batch[i].job_id);
+          if (status.ok() && !batch[i].nack.has_value() &&
+              it != pushed_unsettled_.end()) {
+            Job job = it->second.job;
+            job.state = JobState::kSucceeded;
+            finished.push_back(std::move(job));
+          }
+          if (it != pushed_unsettled_.end()) {
+            if (status.ok() || absl::IsFailedPrecondition(status) ||
+                absl::IsNotFound(status)) {
+              pushed_unsettled_.erase(it);  // the slot is free
+            } else {
+              it->second.settling = false;  // the worker may try again
+            }
+          }
+          AnswerLocked(batch[i].job_id, status);
+        }
+        WriteLater();
+        if (lease_state_ == LeaseState::kIdle && !LeaseShouldStopLocked()) {
+          lease_state_ = LeaseState::kRunning;
+          service_->executor_->Schedule([this] { LeaseJobs(); });
+        }
+      }
+      ServerMetrics* const metrics = service_->metrics_;
+      for (const Job& job : finished) {
+        if (metrics != nullptr) metrics->JobAcked(job.queue);
+        spdlog::debug("Work: job {} of queue {} succeeded", job.id, job.queue);
+        NotifyIfCronJobFinished(service_->on_cron_job_finished_, job);
+      }
+      for (const std::optional<Job>& job : nacked) {
+        if (!job.has_value()) continue;
+        if (job->state == JobState::kPending) {
+          service_->long_poll_->JobsAvailableAt(job->queue, job->type,
+                                                job->run_at);
+        }
+        if (metrics != nullptr) {
+          metrics->JobNacked(job->queue);
+          if (job->state == JobState::kDead) metrics->JobDead(job->queue);
+        }
+        spdlog::debug("Work: job {} of queue {} nacked, now {}", job->id,
+                      job->queue, JobStateName(job->state));
+        NotifyIfCronJobFinished(service_->on_cron_job_finished_, *job);
+      }
+    }
+  }
+
+  // Helpers for the executor tasks, which hold mu_ when they decide: the
+  // gRPC operation is started on the executor once mu_ is released.
+  void FinishLater() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::optional<grpc::Status> finish = FinishIfDoneLocked();
+    if (finish.has_value()) {
+      service_->executor_->Schedule(
+          [this, status = *finish] { Finish(status); });
+    }
+  }
+  void WriteLater() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || outgoing_.empty() || error_.has_value()) return;
+    writing_ = true;
+    write_ = std::move(outgoing_.front());
+    outgoing_.pop_front();
+    if (write_.kind_case() == v1::WorkResponse::kSettled) --queued_answers_;
+    service_->executor_->Schedule([this] { StartWrite(&write_); });
+  }
+
+  JobQueueService* const service_;
+  std::atomic<bool> cancelled_{false};
+
+  absl::Mutex mu_;
+  // State below is protected by mu_ (request_ and write_ by the protocol:
+  // one read and one write in flight at a time).
+  v1::WorkRequest request_;
+  v1::WorkResponse write_;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  WorkStartArgs args_ ABSL_GUARDED_BY(mu_);
+  // Set when the stream must end with this status (not OK).
+  std::optional<grpc::Status> error_ ABSL_GUARDED_BY(mu_);
+  bool read_done_ ABSL_GUARDED_BY(mu_) = false;  // the client half-closed
+  bool reading_ ABSL_GUARDED_BY(mu_) = true;     // a Read is in flight
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;    // a Write is in flight
+  bool settling_ ABSL_GUARDED_BY(mu_) = false;   // Settle() scheduled/running
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;   // Finish called (or due)
+  LeaseState lease_state_ ABSL_GUARDED_BY(mu_) = LeaseState::kIdle;
+  std::map<std::string, Pushed> pushed_unsettled_ ABSL_GUARDED_BY(mu_);
+  std::deque<Settlement> pending_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::WorkResponse> outgoing_ ABSL_GUARDED_BY(mu_);
+  int queued_answers_ ABSL_GUARDED_BY(mu_) = 0;  // settled in outgoing_
+};
+
+namespace {
+
+// A Work stream refused before it began (shutting down, not authorized).
+class RejectedStream final
+    : public grpc::ServerBidiReactor<v1::WorkRequest, v1::WorkResponse> {
+ public:
+  explicit RejectedStream(const absl::Status& status) {
+    Finish(ToGrpcStatus(status));
+  }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
 JobQueueService::JobQueueService(RequestLimits limits, JobStore* store,
                                  Clock* clock, Executor* executor,
                                  LongPollRegistry* long_poll,
@@ -439,6 +997,83 @@ grpc::ServerUnaryReactor* JobQueueService::Nack(
         ToProto(*job, response->mutable_job());
         return absl::OkStatus();
       });
+}
+
+grpc::ServerUnaryReactor* JobQueueService::AckBatch(
+    grpc::CallbackServerContext* context, const v1::AckBatchRequest* request,
+    v1::AckBatchResponse* response) {
+  if (refusing_new_calls_.load()) return Reject(context, ShuttingDownError());
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.AckBatch");
+  if (!caller.ok()) return Reject(context, caller.status());
+  absl::StatusOr<std::vector<AckItem>> items =
+      ValidateAckBatch(*request, limits_);
+  if (!items.ok()) return Reject(context, items.status());
+  return RunOnExecutor(
+      context, "AckBatch",
+      [this, items = *std::move(items), response]() -> absl::Status {
+        absl::StatusOr<std::vector<absl::Status>> results =
+            store_->AckBatch(items, clock_->Now());
+        if (!results.ok()) return results.status();
+        if (results->size() != items.size()) {
+          return absl::InternalError(
+              absl::StrCat("the store returned ", results->size(),
+                           " results for ", items.size(), " acks"));
+        }
+        int64_t acked = 0;
+        for (size_t i = 0; i < items.size(); ++i) {
+          const absl::Status& status = (*results)[i];
+          v1::SettleResult* out = response->add_results();
+          out->set_job_id(items[i].job_id);
+          out->set_code(static_cast<int32_t>(status.code()));
+          out->set_message(std::string(status.message()));
+          if (!status.ok()) continue;
+          ++acked;
+          if (!on_cron_job_finished_ && metrics_ == nullptr) continue;
+          // As for Ack: the store answers no job; read it to learn its
+          // queue and whether a schedule fired it.
+          absl::StatusOr<Job> job = store_->GetJob(items[i].job_id);
+          if (!job.ok()) continue;
+          if (metrics_ != nullptr) metrics_->JobAcked(job->queue);
+          NotifyIfCronJobFinished(on_cron_job_finished_, *job);
+        }
+        spdlog::debug("AckBatch: {} job(s), {} acked", items.size(), acked);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerBidiReactor<v1::WorkRequest, v1::WorkResponse>*
+JobQueueService::Work(grpc::CallbackServerContext* context) {
+  absl::StatusOr<Caller> caller =
+      AuthorizeCall(authorizer_, *context, "adjutant.v1.JobQueue.Work");
+  if (!caller.ok()) return new RejectedStream(caller.status());
+  absl::MutexLock l(&streams_mu_);
+  // Checked under streams_mu_: RefuseNewCalls() ends every stream in
+  // streams_, so none may join after it.
+  if (refusing_new_calls_.load())
+    return new RejectedStream(ShuttingDownError());
+  auto* call = new WorkCall(this);
+  streams_.insert(call);
+  return call;
+}
+
+void JobQueueService::RefuseNewCalls() {
+  std::vector<std::pair<WorkCall*, grpc::Status>> to_finish;
+  {
+    absl::MutexLock l(&streams_mu_);
+    refusing_new_calls_.store(true);
+    for (WorkCall* call : streams_) {
+      std::optional<grpc::Status> finish = call->BeginShutdown();
+      if (finish.has_value()) to_finish.emplace_back(call, *finish);
+    }
+  }
+  // Not deleted yet: a call is deleted only after it is finished.
+  for (auto& [call, status] : to_finish) call->Finish(status);
+}
+
+int JobQueueService::WorkStreamCount() {
+  absl::MutexLock l(&streams_mu_);
+  return static_cast<int>(streams_.size());
 }
 
 grpc::ServerUnaryReactor* JobQueueService::ExtendLease(

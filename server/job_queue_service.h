@@ -7,7 +7,18 @@
 // input at once with INVALID_ARGUMENT, before anything is touched. Everything
 // else — every store call — runs on the Executor, which finishes the RPC. No
 // handler ever blocks a gRPC thread: a long-polling Dequeue parks in the
-// LongPollRegistry.
+// LongPollRegistry, and so does a Work stream with a free slot and nothing
+// to lease.
+//
+// A Work stream (WorkCall) keeps up to its `capacity` jobs pushed and
+// unsettled. Leasing (a store Dequeue for the free slots) and settling (the
+// worker's acks, together in one AckBatch, and nacks) run on the Executor,
+// one task of each kind at a time per stream; one Write is in flight at a
+// time, the others queued (at most capacity jobs plus the answers to
+// pending settlements, because the stream stops reading while capacity
+// answers wait). A settlement answered OK, FAILED_PRECONDITION or NOT_FOUND
+// frees its slot (the job is no longer the worker's); another answer (the
+// store failed) leaves the job pushed so the worker may send it again.
 //
 // After each store write the service tells the registry what became
 // available (waking long-polls), and calls the JobFinishedHook for cron jobs
@@ -19,8 +30,11 @@
 
 #include <atomic>
 #include <functional>
+#include <set>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "adjutant/v1/job_queue.grpc.pb.h"
 #include "scheduler/clock.h"
 #include "scheduler/scheduler.h"
@@ -64,6 +78,14 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   grpc::ServerUnaryReactor* Nack(grpc::CallbackServerContext* context,
                                  const v1::NackRequest* request,
                                  v1::NackResponse* response) override;
+  // Acks each item as Ack would (one store AckBatch, one transaction where
+  // the store has one) and answers one SettleResult per item.
+  grpc::ServerUnaryReactor* AckBatch(grpc::CallbackServerContext* context,
+                                     const v1::AckBatchRequest* request,
+                                     v1::AckBatchResponse* response) override;
+  // A worker's session (see the top of this file and the proto).
+  grpc::ServerBidiReactor<v1::WorkRequest, v1::WorkResponse>* Work(
+      grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* ExtendLease(
       grpc::CallbackServerContext* context,
       const v1::ExtendLeaseRequest* request,
@@ -98,10 +120,15 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   void SetAuthorizer(const Authorizer* authorizer) { authorizer_ = authorizer; }
 
   // From now on every new call is answered UNAVAILABLE (ShuttingDownError)
-  // at once, without touching the store; calls already running finish.
-  // AdjutantServer::Shutdown() calls it before gRPC's own shutdown, which
-  // then refuses calls at the transport. Thread-safe; cannot be undone.
-  void RefuseNewCalls() { refusing_new_calls_.store(true); }
+  // at once, without touching the store; calls already running finish, and
+  // every Work stream ends with UNAVAILABLE once its store task in flight
+  // (if any) is done. AdjutantServer::Shutdown() calls it before gRPC's own
+  // shutdown, which then refuses calls at the transport. Thread-safe;
+  // cannot be undone.
+  void RefuseNewCalls();
+
+  // How many Work streams are open now. Thread-safe.
+  int WorkStreamCount();
 
   // Counts jobs enqueued, leased, acked, nacked, dead and cancelled by queue
   // into `metrics` (see ServerMetrics). Not owned; must outlive the service.
@@ -110,6 +137,7 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
 
  private:
   class DequeueCall;
+  class WorkCall;
 
   // Finishes the call at once with `status` (a validation failure).
   grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* context,
@@ -138,6 +166,11 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   // given back when gRPC is done with the call); at most
   // limits_.max_long_polls.
   std::atomic<int> long_polls_{0};
+
+  absl::Mutex streams_mu_;
+  // The open Work streams (each adds itself once started, removes itself in
+  // OnDone), so that RefuseNewCalls can end them.
+  std::set<WorkCall*> streams_ ABSL_GUARDED_BY(streams_mu_);
 };
 
 }  // namespace adjutant

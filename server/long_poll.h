@@ -92,7 +92,9 @@ using JobFinishedHook = std::function<void(const Job&)>;
 // Calls `hook` (if set) when `job` is one it is meant to hear about.
 void NotifyIfCronJobFinished(const JobFinishedHook& hook, const Job& job);
 
-// A parked Dequeue call; implemented by the service's reactor.
+// A parked Dequeue call or Work stream; implemented by the service's
+// reactors (a Work stream parks with an infinite deadline: it is never
+// expired, only woken, shut down or removed).
 class LongPollWaiter {
  public:
   // Whether the client has gone away. Thread-safe.
@@ -205,7 +207,7 @@ class LongPollRegistry {
   // Start().
   void SetMetrics(ServerMetrics* metrics) { metrics_ = metrics; }
 
-  // How many Dequeue calls are parked now.
+  // How many Dequeue calls and Work streams are parked now.
   int WaitingCount() ABSL_LOCKS_EXCLUDED(mu_);
 
   // ---- For tests ----------------------------------------------------------

@@ -7,7 +7,8 @@
 // (on SQLite, the commit of the group that carried it: group commit).
 // Batch size is per call: jobs stored by one Enqueue, leased by one Dequeue
 // (recorded only when it leased any), ended by one ExpireLeases, deleted by
-// one PruneFinishedJobs, acked by one AckBatch (likewise).
+// one PruneFinishedJobs (likewise), acked by one AckBatch (items that
+// succeeded; recorded only when any did).
 // Reads (GetJob, ListJobs, QueueStatistics, DueCrons...) are not timed.
 #ifndef ADJUTANT_SERVER_METERED_JOB_STORE_H_
 #define ADJUTANT_SERVER_METERED_JOB_STORE_H_
@@ -36,8 +37,8 @@ class MeteredJobStore final : public JobStore {
                                              absl::Time now) override;
   absl::Status Ack(const std::string& job_id, const std::string& token,
                    absl::Time now) override;
-  // Passed through whole, so that the wrapped store's native batch runs;
-  // batch size: the items acked.
+  // Forwarded whole to the wrapped store (its one-transaction version, if it
+  // has one), timed as op "ack_batch".
   absl::StatusOr<std::vector<absl::Status>> AckBatch(
       const std::vector<AckItem>& items, absl::Time now) override;
   absl::StatusOr<Job> Nack(const std::string& job_id, const std::string& token,

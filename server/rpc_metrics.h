@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "scheduler/clock.h"
 #include "server/server_metrics.h"
 
@@ -18,12 +19,15 @@ namespace adjutant {
 // without sending one (the client went away first) counts as CANCELLED. The
 // latency is monotonic: from the call's arrival (when gRPC creates its
 // interceptors) to its status. `metrics` and `clock` must outlive the
-// grpc::Server.
+// grpc::Server. The instruments of every method of the services this
+// daemon serves (and of gRPC health) are resolved when the factory is made,
+// into a map that is read-only afterwards: a call's accounting takes no
+// shared mutex but its histogram child's. A call to another method (gRPC
+// reflection) resolves its method under ServerMetrics' mutex.
 class RpcMetricsInterceptorFactory final
     : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
-  RpcMetricsInterceptorFactory(ServerMetrics* metrics, Clock* clock)
-      : metrics_(metrics), clock_(clock) {}
+  RpcMetricsInterceptorFactory(ServerMetrics* metrics, Clock* clock);
 
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override;
@@ -31,6 +35,9 @@ class RpcMetricsInterceptorFactory final
  private:
   ServerMetrics* const metrics_;
   Clock* const clock_;
+  // By gRPC's method path ("/adjutant.v1.JobQueue/Enqueue"). Read-only
+  // after construction.
+  absl::flat_hash_map<std::string, ServerMetrics::RpcMethod*> known_;
 };
 
 // "INVALID_ARGUMENT" for grpc::StatusCode::INVALID_ARGUMENT, and so on.

@@ -235,6 +235,37 @@ void ServerMetrics::RpcFinished(const std::string& method,
       ->Observe(absl::ToDoubleSeconds(latency));
 }
 
+ServerMetrics::RpcMethod* ServerMetrics::ResolveRpcMethod(
+    const std::string& method) {
+  absl::MutexLock l(&rpc_methods_mu_);
+  std::unique_ptr<RpcMethod>& entry = rpc_methods_[method];
+  if (entry == nullptr) entry.reset(new RpcMethod(this, method));
+  return entry.get();
+}
+
+void ServerMetrics::RpcMethod::Finished(int code, absl::Duration latency) {
+  if (code < 0 || code >= kCodes) {
+    metrics_->RpcFinished(
+        method_, absl::StatusCodeToString(static_cast<absl::StatusCode>(code)),
+        latency);
+    return;
+  }
+  Counter* calls = calls_[code].load(std::memory_order_acquire);
+  Histogram* duration = durations_[code].load(std::memory_order_acquire);
+  if (calls == nullptr || duration == nullptr) {
+    // First call with this code: resolve the children (the families hand
+    // out the same pointer to every racer).
+    const std::string name =
+        absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+    calls = metrics_->rpcs_->WithLabels({method_, name});
+    duration = metrics_->rpc_duration_->WithLabels({method_, name});
+    calls_[code].store(calls, std::memory_order_release);
+    durations_[code].store(duration, std::memory_order_release);
+  }
+  calls->Increment();
+  duration->Observe(absl::ToDoubleSeconds(latency));
+}
+
 Histogram* ServerMetrics::StoreWriteDuration(const std::string& op) {
   return store_write_duration_->WithLabels({op});
 }

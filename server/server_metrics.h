@@ -5,9 +5,15 @@
 #ifndef ADJUTANT_SERVER_SERVER_METRICS_H_
 #define ADJUTANT_SERVER_SERVER_METRICS_H_
 
+#include <array>
+#include <atomic>
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "scheduler/clock.h"
 #include "scheduler/scheduler.h"
@@ -31,7 +37,7 @@ class ServerMetrics {
 
   // New jobs stored (Enqueue, EnqueueBatch without duplicates, cron fires).
   void JobsEnqueued(const std::string& queue, int64_t n);
-  // Leases handed out by Dequeue.
+  // Leases handed out by Dequeue and pushed on Work streams.
   void JobsLeased(const std::string& queue, int64_t n);
   // Acks answered OK (a retried Ack of an acked job counts again).
   void JobAcked(const std::string& queue);
@@ -51,6 +57,29 @@ class ServerMetrics {
   // canonical code name ("OK", "NOT_FOUND"...).
   void RpcFinished(const std::string& method, const std::string& code,
                    absl::Duration latency);
+  // The RPC instruments of one method, resolved once per (method, code) and
+  // then reached through atomics: recording a finished call takes no
+  // family mutex (only the histogram child's own short one).
+  // Thread-safe; lives as long as the ServerMetrics.
+  class RpcMethod {
+   public:
+    // As RpcFinished(method, StatusCodeName(code), latency).
+    void Finished(int code, absl::Duration latency);
+
+   private:
+    friend class ServerMetrics;
+    static constexpr int kCodes = 17;  // the canonical codes, 0..16
+    RpcMethod(ServerMetrics* metrics, std::string method)
+        : metrics_(metrics), method_(std::move(method)) {}
+    ServerMetrics* const metrics_;
+    const std::string method_;
+    std::array<std::atomic<Counter*>, kCodes> calls_{};
+    std::array<std::atomic<Histogram*>, kCodes> durations_{};
+  };
+  // The instruments of `method` ("adjutant.v1.JobQueue/Enqueue"), created
+  // on first use. Takes a mutex: resolve once, keep the pointer.
+  RpcMethod* ResolveRpcMethod(const std::string& method);
+
   // adjutant_store_write_duration_seconds{op} and
   // adjutant_store_batch_size{op}: the children for `op`, to resolve once.
   Histogram* StoreWriteDuration(const std::string& op);
@@ -91,6 +120,9 @@ class ServerMetrics {
   HistogramFamily* const store_write_duration_;
   HistogramFamily* const store_batch_size_;
   Counter* const store_errors_;
+  absl::Mutex rpc_methods_mu_;
+  std::map<std::string, std::unique_ptr<RpcMethod>> rpc_methods_
+      ABSL_GUARDED_BY(rpc_methods_mu_);
 };
 
 }  // namespace adjutant

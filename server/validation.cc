@@ -1,6 +1,7 @@
 #include "server/validation.h"
 
 #include <algorithm>
+#include <map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -70,8 +71,9 @@ absl::Status ValidateText(absl::string_view value, absl::string_view field,
   return absl::OkStatus();
 }
 
-absl::Status ValidateLeaseToken(absl::string_view token) {
-  return ValidateText(token, "lease_token", kMaxKeyBytes, /*required=*/true);
+absl::Status ValidateLeaseToken(absl::string_view token,
+                                absl::string_view field = "lease_token") {
+  return ValidateText(token, field, kMaxKeyBytes, /*required=*/true);
 }
 
 }  // namespace
@@ -162,6 +164,75 @@ absl::StatusOr<std::vector<NewJob>> ValidateEnqueueBatch(
   return jobs;
 }
 
+namespace {
+
+// The fields Dequeue and WorkStart share, named `field_prefix` + name in
+// errors: queue, job_types, lease_duration, worker_id.
+template <typename Message>
+absl::Status ValidateLeaseRequest(const Message& request,
+                                  const RequestLimits& limits,
+                                  absl::string_view field_prefix,
+                                  DequeueOptions* options) {
+  const auto field = [field_prefix](absl::string_view name) {
+    return absl::StrCat(field_prefix, name);
+  };
+  if (absl::Status s = ValidateText(request.queue(), field("queue"),
+                                    kMaxNameBytes, /*required=*/false);
+      !s.ok()) {
+    return s;
+  }
+  options->queue =
+      request.queue().empty() ? std::string(kDefaultQueue) : request.queue();
+  if (request.job_types_size() > limits.max_batch_size) {
+    return Invalid(field("job_types"),
+                   absl::StrCat("must hold at most ", limits.max_batch_size,
+                                " types (got ", request.job_types_size(),
+                                "; see --max-batch-size)"));
+  }
+  for (int i = 0; i < request.job_types_size(); ++i) {
+    if (absl::Status s = ValidateText(request.job_types(i),
+                                      field(absl::StrCat("job_types[", i, "]")),
+                                      kMaxNameBytes, /*required=*/true);
+        !s.ok()) {
+      return s;
+    }
+    options->job_types.push_back(request.job_types(i));
+  }
+  absl::StatusOr<absl::Duration> lease = ValidateLeaseDuration(
+      request.has_lease_duration() ? &request.lease_duration() : nullptr,
+      limits, field("lease_duration"));
+  if (!lease.ok()) return lease.status();
+  options->lease_duration = *lease;
+  if (absl::Status s = ValidateText(request.worker_id(), field("worker_id"),
+                                    kMaxNameBytes, /*required=*/false);
+      !s.ok()) {
+    return s;
+  }
+  options->worker_id = request.worker_id();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<WorkStartArgs> ValidateWorkStart(const v1::WorkStart& start,
+                                                const RequestLimits& limits) {
+  WorkStartArgs args;
+  if (absl::Status s =
+          ValidateLeaseRequest(start, limits, "start.", &args.options);
+      !s.ok()) {
+    return s;
+  }
+  if (start.capacity() < 1 || start.capacity() > limits.max_batch_size) {
+    return Invalid(
+        "start.capacity",
+        absl::StrCat("must be between 1 and ", limits.max_batch_size, " (got ",
+                     start.capacity(), "; see --max-batch-size)"));
+  }
+  args.capacity = start.capacity();
+  args.options.max_jobs = args.capacity;
+  return args;
+}
+
 absl::StatusOr<DequeueArgs> ValidateDequeue(const v1::DequeueRequest& request,
                                             const RequestLimits& limits) {
   DequeueArgs args;
@@ -218,28 +289,72 @@ absl::Status ValidateJobId(absl::string_view job_id, absl::string_view field) {
   return ValidateText(job_id, field, kMaxJobIdBytes, /*required=*/true);
 }
 
-absl::Status ValidateAck(const v1::AckRequest& request) {
-  if (absl::Status s = ValidateJobId(request.job_id()); !s.ok()) return s;
-  return ValidateLeaseToken(request.lease_token());
+absl::Status ValidateAck(const v1::AckRequest& request,
+                         absl::string_view field_prefix) {
+  if (absl::Status s =
+          ValidateJobId(request.job_id(), absl::StrCat(field_prefix, "job_id"));
+      !s.ok()) {
+    return s;
+  }
+  return ValidateLeaseToken(request.lease_token(),
+                            absl::StrCat(field_prefix, "lease_token"));
 }
 
-absl::StatusOr<NackOptions> ValidateNack(const v1::NackRequest& request) {
-  if (absl::Status s = ValidateJobId(request.job_id()); !s.ok()) return s;
-  if (absl::Status s = ValidateLeaseToken(request.lease_token()); !s.ok()) {
+absl::StatusOr<std::vector<AckItem>> ValidateAckBatch(
+    const v1::AckBatchRequest& request, const RequestLimits& limits) {
+  if (request.acks_size() == 0 || request.acks_size() > limits.max_batch_size) {
+    return Invalid(
+        "acks",
+        absl::StrCat("must hold 1 to ", limits.max_batch_size, " items (got ",
+                     request.acks_size(), "; see --max-batch-size)"));
+  }
+  std::vector<AckItem> items;
+  items.reserve(request.acks_size());
+  // Job id -> the index of its first item.
+  std::map<absl::string_view, int> seen;
+  for (int i = 0; i < request.acks_size(); ++i) {
+    const v1::AckRequest& ack = request.acks(i);
+    if (absl::Status s = ValidateAck(ack, absl::StrCat("acks[", i, "]."));
+        !s.ok()) {
+      return s;
+    }
+    auto [it, inserted] = seen.emplace(ack.job_id(), i);
+    if (!inserted) {
+      return Invalid(absl::StrCat("acks[", i, "].job_id"),
+                     absl::StrCat("the job is already in the batch at acks[",
+                                  it->second, "]"));
+    }
+    items.push_back(AckItem{ack.job_id(), ack.lease_token()});
+  }
+  return items;
+}
+
+absl::StatusOr<NackOptions> ValidateNack(const v1::NackRequest& request,
+                                         absl::string_view field_prefix) {
+  const auto field = [field_prefix](absl::string_view name) {
+    return absl::StrCat(field_prefix, name);
+  };
+  if (absl::Status s = ValidateJobId(request.job_id(), field("job_id"));
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s =
+          ValidateLeaseToken(request.lease_token(), field("lease_token"));
+      !s.ok()) {
     return s;
   }
   NackOptions options;
   // Free text (a stack trace may span lines), so only its size is limited.
   if (request.error().size() > kMaxErrorBytes) {
-    return Invalid("error",
+    return Invalid(field("error"),
                    absl::StrCat("must be at most ", kMaxErrorBytes,
                                 " bytes (got ", request.error().size(), ")"));
   }
   options.error = request.error();
   if (request.has_retry_after()) {
     absl::StatusOr<absl::Duration> d =
-        FromProto(request.retry_after(), "retry_after", absl::ZeroDuration(),
-                  kMaxRetryAfter);
+        FromProto(request.retry_after(), field("retry_after"),
+                  absl::ZeroDuration(), kMaxRetryAfter);
     if (!d.ok()) return d.status();
     options.retry_after = *d;
   }

@@ -55,8 +55,8 @@ struct RequestLimits {
   // The max_attempts of a job enqueued with 0 (--default-max-attempts).
   // Default 25. REQUIRES: in [1, kMaxAttemptsLimit].
   int32_t default_max_attempts = 25;
-  // The most jobs in one EnqueueBatch, and the largest Dequeue max_jobs
-  // (--max-batch-size). Default 1000.
+  // The most jobs in one EnqueueBatch or AckBatch, the largest Dequeue
+  // max_jobs and the largest Work capacity (--max-batch-size). Default 1000.
   int max_batch_size = 1000;
 
   // ---- Limits against overload (docs/OPERATIONS.md, "Limits") ----
@@ -131,18 +131,40 @@ absl::StatusOr<DequeueArgs> ValidateDequeue(const v1::DequeueRequest& request,
 absl::Status ValidateJobId(absl::string_view job_id,
                            absl::string_view field = "job_id");
 
-// Ack: job_id and lease_token required.
-absl::Status ValidateAck(const v1::AckRequest& request);
+// Ack: job_id and lease_token required. `field_prefix` is prepended to
+// field names in errors ("acks[3]." for an AckBatch item, "ack." on a Work
+// stream).
+absl::Status ValidateAck(const v1::AckRequest& request,
+                         absl::string_view field_prefix = "");
+
+// AckBatch: one AckItem per item, in order. The batch must hold 1 to
+// limits.max_batch_size items, each valid as for Ack, and no job id twice
+// (the second names itself: "acks[4].job_id: ... also at acks[1]").
+absl::StatusOr<std::vector<AckItem>> ValidateAckBatch(
+    const v1::AckBatchRequest& request, const RequestLimits& limits);
 
 // Nack: job_id and lease_token required; error at most kMaxErrorBytes;
 // retry_after absent means the backoff policy, else in [0, 30 days].
-absl::StatusOr<NackOptions> ValidateNack(const v1::NackRequest& request);
+// `field_prefix` as for ValidateAck.
+absl::StatusOr<NackOptions> ValidateNack(const v1::NackRequest& request,
+                                         absl::string_view field_prefix = "");
 
 // ExtendLease: returns the new lease duration (as ValidateLeaseDuration:
 // absent: 30 s; else in [1 s, limits.max_lease_duration]).
 absl::StatusOr<absl::Duration> ValidateExtendLease(
     const v1::ExtendLeaseRequest& request,
     const RequestLimits& limits = RequestLimits());
+
+// The first message of a Work stream: queue, job_types, lease_duration and
+// worker_id as for Dequeue; capacity in [1, limits.max_batch_size]. Fields
+// are named "start.<field>" in errors. Returns the options of each lease
+// (max_jobs = capacity) and the capacity.
+struct WorkStartArgs {
+  DequeueOptions options;
+  int capacity = 1;
+};
+absl::StatusOr<WorkStartArgs> ValidateWorkStart(const v1::WorkStart& start,
+                                                const RequestLimits& limits);
 
 struct ListJobsArgs {
   std::string queue;                        // empty: every queue

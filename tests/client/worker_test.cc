@@ -31,6 +31,7 @@ namespace adjutant {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // Generous: only a guard against a hung test.
 constexpr absl::Duration kGuard = absl::Seconds(60);
@@ -543,7 +544,7 @@ TEST_F(WorkerTest, AServerShuttingDownMidPollIsRetriedUntilOneAnswers) {
   std::vector<absl::Status> errors;
   options.on_error = [&](absl::string_view what, const absl::Status& status) {
     absl::MutexLock lock(&mu);
-    EXPECT_EQ(what, "Dequeue");
+    EXPECT_EQ(what, "Work");
     errors.push_back(status);
   };
   Journal journal;
@@ -597,7 +598,7 @@ TEST_F(WorkerTest, UnreachableServerIsRetriedWithBackoff) {
   std::vector<absl::Status> errors;
   options.on_error = [&](absl::string_view what, const absl::Status& status) {
     absl::MutexLock lock(&mu);
-    EXPECT_EQ(what, "Dequeue");
+    EXPECT_EQ(what, "Work");
     errors.push_back(status);
   };
   Worker worker(client_.get(), options);
@@ -612,6 +613,126 @@ TEST_F(WorkerTest, UnreachableServerIsRetriedWithBackoff) {
     }
   }
   worker.Stop();
+}
+
+// The worker takes its jobs from a Work stream and settles them on it: the
+// server answers no Dequeue, Ack or Nack RPC.
+TEST_F(WorkerTest, JobsComeFromTheWorkStreamAndAreSettledOnIt) {
+  WorkerOptions options = Options(4);
+  options.failure_retry_after = absl::ZeroDuration();
+  Worker worker(client_.get(), options);
+  ASSERT_TRUE(worker
+                  .Register("t",
+                            [](const JobContext& job) -> absl::Status {
+                              if (job.attempt() == 1 &&
+                                  absl::EndsWith(job.payload(), "#0")) {
+                                return absl::InternalError("first try fails");
+                              }
+                              return absl::OkStatus();
+                            })
+                  .ok());
+  const std::vector<std::string> ids = EnqueueJobs("t", 20);
+  ASSERT_TRUE(worker.Start().ok());
+  ASSERT_TRUE(worker.AwaitStatsForTest(
+      [](const WorkerStats& s) { return s.acked == 20; }, kGuard));
+  worker.Stop();
+  const WorkerStats stats = worker.stats();
+  EXPECT_EQ(stats.nacked, 1);
+  EXPECT_EQ(stats.lost, 0);
+  EXPECT_GE(stats.streams, 1);
+  EXPECT_FALSE(stats.polling);
+  for (const std::string& id : ids) {
+    EXPECT_EQ(GetJob(id).state(), v1::JOB_STATE_SUCCEEDED);
+  }
+  const std::string metrics = server_->metrics()->registry()->Render();
+  EXPECT_THAT(metrics, HasSubstr("adjutant_jobs_acked_total{queue=\"q\"} 20"));
+  EXPECT_THAT(metrics, HasSubstr("adjutant_jobs_nacked_total{queue=\"q\"} 1"));
+  EXPECT_THAT(metrics,
+              HasSubstr("adjutant_rpcs_total{method=\"adjutant.v1.JobQueue/"
+                        "Work\",code=\"OK\"}"));
+  for (const char* rpc : {"Dequeue", "Ack\"", "Nack"}) {
+    EXPECT_THAT(
+        metrics,
+        Not(HasSubstr(absl::StrCat("method=\"adjutant.v1.JobQueue/", rpc))))
+        << rpc;
+  }
+}
+
+// A daemon older than the Work RPC: the methods the Worker needs besides it,
+// forwarded to the real server; Work (like every method not overridden)
+// answers UNIMPLEMENTED.
+class ServerWithoutWork final : public v1::JobQueue::CallbackService {
+ public:
+  explicit ServerWithoutWork(std::shared_ptr<grpc::Channel> backend)
+      : stub_(v1::JobQueue::NewStub(backend)) {}
+
+#define ADJUTANT_FORWARD(Method, Request, Response)                         \
+  grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* context,    \
+                                   const v1::Request* request,              \
+                                   v1::Response* response) override {       \
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();          \
+    /* The deadline and a cancellation of the call reach the backend. */    \
+    grpc::ClientContext* client_context =                                   \
+        grpc::ClientContext::FromCallbackServerContext(*context).release(); \
+    stub_->async()->Method(client_context, request, response,               \
+                           [reactor, client_context](grpc::Status status) { \
+                             delete client_context;                         \
+                             reactor->Finish(status);                       \
+                           });                                              \
+    return reactor;                                                         \
+  }
+  ADJUTANT_FORWARD(Dequeue, DequeueRequest, DequeueResponse)
+  ADJUTANT_FORWARD(Ack, AckRequest, AckResponse)
+  ADJUTANT_FORWARD(Nack, NackRequest, NackResponse)
+  ADJUTANT_FORWARD(ExtendLease, ExtendLeaseRequest, ExtendLeaseResponse)
+#undef ADJUTANT_FORWARD
+
+ private:
+  std::unique_ptr<v1::JobQueue::Stub> stub_;
+};
+
+TEST_F(WorkerTest, AServerWithoutWorkIsLongPolledWithDequeue) {
+  ServerWithoutWork service(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", port_), grpc::InsecureChannelCredentials()));
+  grpc::ServerBuilder builder;
+  int old_port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &old_port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> old_server = builder.BuildAndStart();
+  ASSERT_NE(old_server, nullptr);
+  ClientOptions client_options;
+  client_options.target = absl::StrCat("127.0.0.1:", old_port);
+  absl::StatusOr<std::unique_ptr<Client>> old_client =
+      Client::Create(client_options);
+  ASSERT_TRUE(old_client.ok()) << old_client.status();
+
+  WorkerOptions options = Options(2);
+  absl::Mutex mu;
+  std::vector<std::string> errors;
+  options.on_error = [&](absl::string_view what, const absl::Status& status) {
+    absl::MutexLock lock(&mu);
+    errors.push_back(absl::StrCat(what, ": ", status.ToString()));
+  };
+  Worker worker(old_client->get(), options);
+  ASSERT_TRUE(worker.Register("t", Ok).ok());
+  const std::vector<std::string> ids = EnqueueJobs("t", 5);
+  ASSERT_TRUE(worker.Start().ok());
+  ASSERT_TRUE(worker.AwaitStatsForTest(
+      [](const WorkerStats& s) { return s.acked == 5; }, kGuard));
+  worker.Stop();
+  old_server->Shutdown();
+  const WorkerStats stats = worker.stats();
+  EXPECT_TRUE(stats.polling);
+  EXPECT_EQ(stats.streams, 1);
+  for (const std::string& id : ids) {
+    EXPECT_EQ(GetJob(id).state(), v1::JOB_STATE_SUCCEEDED);
+  }
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_THAT(errors[0], HasSubstr("UNIMPLEMENTED"));
+  const std::string metrics = server_->metrics()->registry()->Render();
+  EXPECT_THAT(metrics, HasSubstr("method=\"adjutant.v1.JobQueue/Dequeue\""));
 }
 
 }  // namespace

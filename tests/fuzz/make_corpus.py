@@ -80,7 +80,8 @@ def load_stubs(out):
 
 # Must match the Kind enum of validation_fuzz.cc.
 (ENQUEUE, ENQUEUE_BATCH, DEQUEUE, ACK, NACK, EXTEND_LEASE, JOB_ID, LIST_JOBS,
- REGISTER_CRON, CRON_NAME, PREVIEW_CRON, SET_LEADERSHIP, LIST_CRONS) = range(13)
+ REGISTER_CRON, CRON_NAME, PREVIEW_CRON, SET_LEADERSHIP, LIST_CRONS,
+ ACK_BATCH, WORK_START) = range(15)
 
 
 def validation_corpus(jq, sc):
@@ -160,6 +161,21 @@ def validation_corpus(jq, sc):
     add(SET_LEADERSHIP, sc.SetLeadershipRequest(leader=False, term=8))
     add(LIST_CRONS, sc.ListCronsRequest(page_size=20, page_token="next"))
     add(LIST_CRONS, sc.ListCronsRequest(page_size=-1))
+    acks = jq.AckBatchRequest()
+    for i in range(3):
+        acks.acks.add(job_id="j%d" % i, lease_token="tok-%d" % i)
+    add(ACK_BATCH, acks)
+    add(ACK_BATCH, acks, tight=True)
+    twice = jq.AckBatchRequest()
+    twice.acks.add(job_id="j", lease_token="a")
+    twice.acks.add(job_id="j", lease_token="b")
+    add(ACK_BATCH, twice)
+    start = jq.WorkStart(queue="emails", job_types=["a", "b"],
+                         worker_id="worker-1", capacity=8)
+    start.lease_duration.seconds = 60
+    add(WORK_START, start)
+    add(WORK_START, jq.WorkStart(capacity=5), tight=True)
+    add(WORK_START, jq.WorkStart(capacity=0))
     return seeds
 
 

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <set>
 #include <string>
 
 #include "absl/status/status.h"
@@ -43,6 +44,8 @@ enum Kind {
   kPreviewCron,
   kSetLeadership,
   kListCrons,
+  kAckBatch,
+  kWorkStart,
   kNumKinds,
 };
 
@@ -307,6 +310,51 @@ void Run(Kind kind, const RequestLimits& limits, const uint8_t* data,
             "page_size out of range", r);
       Check(r.page_token().size() <= kMaxPageTokenBytes,
             "page_token over the limit", r);
+      return;
+    }
+    case kAckBatch: {
+      v1::AckBatchRequest r;
+      if (!Parse(data, size, &r)) return;
+      absl::StatusOr<std::vector<AckItem>> items = ValidateAckBatch(r, limits);
+      CheckRejection(items.status(), r);
+      if (!items.ok()) return;
+      Check(!items->empty() &&
+                static_cast<int>(items->size()) <= limits.max_batch_size &&
+                static_cast<int>(items->size()) == r.acks_size(),
+            "batch size out of limits", r);
+      std::set<std::string> ids;
+      for (const AckItem& item : *items) {
+        Check(!item.job_id.empty() && IsCleanText(item.job_id, kMaxJobIdBytes),
+              "job_id out of limits", r);
+        Check(!item.token.empty() && IsCleanText(item.token, kMaxKeyBytes),
+              "lease_token out of limits", r);
+        Check(ids.insert(item.job_id).second, "a job id twice", r);
+      }
+      return;
+    }
+    case kWorkStart: {
+      v1::WorkStart r;
+      if (!Parse(data, size, &r)) return;
+      absl::StatusOr<WorkStartArgs> args = ValidateWorkStart(r, limits);
+      CheckRejection(args.status(), r);
+      if (!args.ok()) return;
+      const DequeueOptions& o = args->options;
+      Check(!o.queue.empty() && IsCleanText(o.queue, kMaxNameBytes),
+            "queue out of limits", r);
+      Check(static_cast<int>(o.job_types.size()) <= limits.max_batch_size,
+            "too many job_types", r);
+      for (const std::string& type : o.job_types) {
+        Check(!type.empty() && IsCleanText(type, kMaxNameBytes),
+              "job_types element out of limits", r);
+      }
+      Check(args->capacity >= 1 && args->capacity <= limits.max_batch_size &&
+                o.max_jobs == args->capacity,
+            "capacity out of range", r);
+      Check(o.lease_duration >= kMinLeaseDuration &&
+                o.lease_duration <= kMaxLeaseDuration,
+            "lease_duration out of range", r);
+      Check(IsCleanText(o.worker_id, kMaxNameBytes), "worker_id out of limits",
+            r);
       return;
     }
     case kNumKinds:

@@ -163,6 +163,30 @@ std::vector<Rpc> Rpcs(v1::JobQueue::Stub* q, v1::Scheduler::Stub* s) {
          v1::NackResponse out;
          return q->Nack(c, r, &out);
        }},
+      {"AckBatch",
+       {Role::kWorker},
+       [q](AuthServerTest*, grpc::ClientContext* c) {
+         v1::AckBatchRequest r;
+         v1::AckRequest* ack = r.add_acks();
+         ack->set_job_id("no-such-job");
+         ack->set_lease_token("t");
+         v1::AckBatchResponse out;
+         return q->AckBatch(c, r, &out);
+       }},
+      {"Work",
+       {Role::kWorker},
+       [q](AuthServerTest*, grpc::ClientContext* c) {
+         auto stream = q->Work(c);
+         v1::WorkRequest r;
+         r.mutable_start()->set_queue("auth-empty");  // nothing to lease
+         r.mutable_start()->set_capacity(1);
+         stream->Write(r);
+         stream->WritesDone();
+         v1::WorkResponse out;
+         while (stream->Read(&out)) {
+         }
+         return stream->Finish();
+       }},
       {"ExtendLease",
        {Role::kWorker},
        [q, job_id](AuthServerTest*, grpc::ClientContext* c) {

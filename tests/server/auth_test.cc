@@ -148,6 +148,8 @@ TEST(RoleTableTest, EveryRpcHasTheDocumentedRoles) {
       {"adjutant.v1.JobQueue.Dequeue", worker},
       {"adjutant.v1.JobQueue.Ack", worker},
       {"adjutant.v1.JobQueue.Nack", worker},
+      {"adjutant.v1.JobQueue.AckBatch", worker},
+      {"adjutant.v1.JobQueue.Work", worker},
       {"adjutant.v1.JobQueue.ExtendLease", worker},
       {"adjutant.v1.JobQueue.GetJob", any},
       {"adjutant.v1.JobQueue.CancelJob", admin},
