@@ -935,6 +935,10 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
                  : "PRAGMA synchronous = NORMAL"));
   RETURN_IF_ERROR(c.Exec("PRAGMA foreign_keys = ON"));
   RETURN_IF_ERROR(c.Exec("PRAGMA temp_store = MEMORY"));
+  // A page cache of up to 32 MiB (SQLite's default is 2 MiB), filled only
+  // as pages are read: with a million jobs the indexes' hot pages stay in
+  // memory instead of being read back from the OS on every commit.
+  RETURN_IF_ERROR(c.Exec("PRAGMA cache_size = -32768"));
 
   // 3. Migrate, in one write transaction: a second process opening the file
   // at the same time waits here, then finds the schema current. The checks
@@ -972,6 +976,7 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
   RETURN_IF_ERROR(SetBusyTimeout(*reader, options.busy_timeout));
   RETURN_IF_ERROR(reader->Exec("PRAGMA query_only = ON"));
   RETURN_IF_ERROR(reader->Exec("PRAGMA temp_store = MEMORY"));
+  RETURN_IF_ERROR(reader->Exec("PRAGMA cache_size = -16384"));  // 16 MiB
   return std::unique_ptr<SqliteJobStore>(
       new SqliteJobStore(std::move(connection), std::move(reader), options));
 }
