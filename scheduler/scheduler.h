@@ -77,11 +77,12 @@ struct SchedulerConfig {
   int due_batch_size = 1024;
   // Due schedules processed at once in a pass: the threads of the firing
   // pool (the scheduler thread included). 1: one after another on the
-  // scheduler thread. Values below 1 count as 1; at most
-  // kMaxCronParallelism. The pool's threads start
-  // at the first pass that has more than one schedule due, and sleep
-  // between passes. Default 32.
-  int cron_parallelism = 32;
+  // scheduler thread. Values below 1 count as 1, above kMaxCronParallelism
+  // as that. The pool's threads start at the first pass that has more than
+  // one schedule due, and sleep between passes. On SQLite a round costs
+  // about (due schedules / cron_parallelism) group commits, each one sync.
+  // Default 64 (like the server's executor threads).
+  int cron_parallelism = 64;
   // Register retries a lost compare-and-set this many times before giving up
   // with ABORTED. Default 16.
   int max_register_attempts = 16;

@@ -103,9 +103,9 @@ struct DaemonConfig {
   // --cron-parallelism: due schedules the scheduler processes at once in a
   // round (its firing threads; their transitions share the SQLite store's
   // group commits, or use several PostgreSQL connections: see
-  // --pg-pool-size), 1..1024; 1 fires them one after another. Default 32
+  // --pg-pool-size), 1..1024; 1 fires them one after another. Default 64
   // (SchedulerConfig::cron_parallelism).
-  int cron_parallelism = 32;
+  int cron_parallelism = 64;
 
   // ---- Metrics (docs/METRICS.md) ----
   // --metrics-listen: HOST:PORT to serve Prometheus metrics on, at

@@ -98,7 +98,7 @@ TEST_F(DaemonConfigTest, DefaultsMatchTheLibraries) {
 TEST_F(DaemonConfigTest, CronParallelismFlag) {
   DaemonConfig config;
   ASSERT_EQ(Parse({}, &config), -1);
-  EXPECT_EQ(config.cron_parallelism, 32);
+  EXPECT_EQ(config.cron_parallelism, 64);
   SetEnv("ADJUTANT_CRON_PARALLELISM", "8");
   ASSERT_EQ(Parse({}, &config), -1);
   EXPECT_EQ(config.cron_parallelism, 8);
