@@ -1,7 +1,11 @@
 #include "scheduler/scheduler.h"
 
 #include <algorithm>
+#include <functional>
+#include <memory>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
@@ -95,11 +99,102 @@ bool IsRetryableRegisterError(const absl::Status& s) {
 
 }  // namespace
 
+// A fixed set of threads that run the tasks of one RunAll call, the calling
+// thread among them. The other threads start at the first RunAll with more
+// than one task and sleep on mu_ between calls: an idle pool costs nothing.
+// Thread-safe; RunAll is not reentrant and is called by one thread at a
+// time (the scheduler thread, or RunPassForTest's caller).
+class FirePool {
+ public:
+  // `threads` >= 1 counts the caller of RunAll.
+  explicit FirePool(int threads)
+      : threads_(std::clamp(threads, 1, kMaxCronParallelism)) {}
+  ~FirePool() { Shutdown(); }
+
+  FirePool(const FirePool&) = delete;
+  FirePool& operator=(const FirePool&) = delete;
+
+  // Runs tasks[0..n) once each, at most `threads` at a time, and returns
+  // when every one has returned. After Shutdown(), runs them all on the
+  // calling thread.
+  void RunAll(const std::vector<std::function<void()>>& tasks)
+      ABSL_LOCKS_EXCLUDED(mu_) {
+    if (tasks.empty()) return;
+    {
+      absl::MutexLock l(&mu_);
+      if (tasks.size() > 1 && threads_ > 1 && workers_.empty() && !stopping_) {
+        for (int i = 1; i < threads_; ++i) {
+          workers_.emplace_back([this] { Work(); });
+        }
+      }
+      tasks_ = &tasks;
+      next_ = 0;
+      done_ = 0;
+    }
+    Work(/*until_taken=*/true);
+    absl::MutexLock l(&mu_);
+    auto all_done = [this, &tasks]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return done_ == tasks.size();
+    };
+    mu_.Await(absl::Condition(&all_done));
+    tasks_ = nullptr;
+  }
+
+  // Stops and joins the threads. A RunAll in progress finishes its tasks
+  // (its caller runs those not taken). Idempotent.
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_) {
+    std::vector<std::thread> workers;
+    {
+      absl::MutexLock l(&mu_);
+      stopping_ = true;
+      workers.swap(workers_);
+    }
+    for (std::thread& t : workers) t.join();
+  }
+
+ private:
+  // Takes and runs tasks. The caller of RunAll (until_taken) returns once
+  // every task is taken; a pool thread sleeps until the next RunAll or
+  // Shutdown().
+  void Work(bool until_taken = false) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock l(&mu_);
+    for (;;) {
+      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || (tasks_ != nullptr && next_ < tasks_->size());
+      };
+      if (until_taken) {
+        if (tasks_ == nullptr || next_ >= tasks_->size()) return;
+      } else {
+        mu_.Await(absl::Condition(&has_work));
+        if (tasks_ == nullptr || next_ >= tasks_->size()) return;  // stopping
+      }
+      const std::function<void()>& task = (*tasks_)[next_++];
+      mu_.Unlock();
+      task();
+      mu_.Lock();
+      ++done_;
+    }
+  }
+
+  const int threads_;
+  absl::Mutex mu_;
+  // State below is protected by mu_.
+  std::vector<std::thread> workers_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // The tasks of the RunAll in progress (nullptr: none), the next one to
+  // take, and how many have returned.
+  const std::vector<std::function<void()>>* tasks_ ABSL_GUARDED_BY(mu_) =
+      nullptr;
+  size_t next_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t done_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
 Scheduler::Scheduler(JobStore* store, Clock* clock, SchedulerConfig config)
     : store_(store),
       clock_(clock),
       config_(config),
-      plan_options_(PlanOptionsFrom(config)) {}
+      plan_options_(PlanOptionsFrom(config)),
+      pool_(std::make_unique<FirePool>(config.cron_parallelism)) {}
 
 Scheduler::~Scheduler() { Stop(); }
 
@@ -115,6 +210,7 @@ void Scheduler::Stop() {
     shutting_down_ = true;
   }
   if (thread_.joinable()) thread_.join();
+  pool_->Shutdown();
 }
 
 // ---- Schedules ------------------------------------------------------------
@@ -239,7 +335,7 @@ absl::StatusOr<LeadershipState> Scheduler::SetLeadership(
 
   // Waits for a transition in flight, so that a revocation is complete when
   // this returns.
-  absl::MutexLock fire(&fire_mu_);
+  absl::WriterMutexLock fire(&fire_mu_);
   absl::MutexLock l(&mu_);
   const bool was_leader = LeaderTermLocked().has_value();
   const uint64_t old_term = term_;
@@ -436,7 +532,9 @@ Scheduler::PassOutcome Scheduler::RunPass() {
   // Ticks are judged late against the instant the pass began, the instant
   // the thread woke: a long pass does not make its own ticks late.
   const absl::Time now = clock_->Now();
+  const absl::Time started = now;
   const int batch = std::max(1, config_.due_batch_size);
+  int processed = 0;
   for (;;) {
     // Stop() may come in the middle of a long catch-up: leave at once.
     if (ShuttingDown()) return outcome;
@@ -445,16 +543,53 @@ Scheduler::PassOutcome Scheduler::RunPass() {
       outcome.status = due.status();
       return outcome;
     }
-    const bool progressed_before = outcome.progressed;
-    outcome.progressed = false;
+    // Parsed here, on the scheduler thread, which alone owns parsed_ and
+    // unparsable_logged_; the pool gets the expressions.
+    std::vector<CronRecord> runnable;
+    std::vector<CronExpression> expressions;
+    runnable.reserve(due->size());
+    expressions.reserve(due->size());
     for (CronRecord& record : *due) {
-      // Not leader any more, too close to the lapse, or stopping.
-      if (!FiringTerm().has_value()) return outcome;
-      absl::Status s = ProcessCron(std::move(record), now, &outcome);
-      if (!s.ok() && outcome.status.ok()) outcome.status = s;
+      absl::StatusOr<CronExpression> expression = ParseFor(record);
+      if (!expression.ok()) {
+        if (unparsable_logged_.insert(record.definition.name).second) {
+          spdlog::error(
+              "cron {}: stored expression no longer parses ({}); not "
+              "firing it",
+              record.definition.name, expression.status().ToString());
+        }
+        continue;
+      }
+      expressions.push_back(*std::move(expression));
+      runnable.push_back(std::move(record));
     }
-    const bool progressed_now = outcome.progressed;
-    outcome.progressed = progressed_before || progressed_now;
+    // One schedule per task, each with an outcome of its own: a batch holds
+    // a schedule once, so no two threads step the same schedule, and the
+    // next batch is read only once every task has returned.
+    std::vector<PassOutcome> outcomes(runnable.size());
+    std::vector<std::function<void()>> tasks;
+    tasks.reserve(runnable.size());
+    for (size_t i = 0; i < runnable.size(); ++i) {
+      tasks.push_back([this, &runnable, &expressions, &outcomes, i, now] {
+        ProcessCron(std::move(runnable[i]), std::move(expressions[i]), now,
+                    &outcomes[i]);
+      });
+    }
+    if (config_.cron_parallelism > 1) {
+      pool_->RunAll(tasks);
+    } else {
+      for (const std::function<void()>& task : tasks) task();
+    }
+    processed += static_cast<int>(runnable.size());
+    bool progressed_now = false;
+    for (const PassOutcome& o : outcomes) {
+      progressed_now = progressed_now || o.progressed;
+      outcome.next_wake = std::min(outcome.next_wake, o.next_wake);
+      if (!o.status.ok() && outcome.status.ok()) outcome.status = o.status;
+    }
+    outcome.progressed = outcome.progressed || progressed_now;
+    // Not leader any more, too close to the lapse, or stopping.
+    if (!FiringTerm().has_value()) return outcome;
     // A full batch may hide more due schedules behind it; the ones that
     // stayed due (held WAIT ticks) sort last, so stop once a batch moves
     // nothing.
@@ -468,6 +603,11 @@ Scheduler::PassOutcome Scheduler::RunPass() {
     if (outcome.status.ok()) outcome.status = next.status();
   } else {
     outcome.next_wake = std::min(outcome.next_wake, *next);
+  }
+  if (processed > 0) {
+    spdlog::debug("scheduler: pass at {} looked at {} due schedule(s) in {}",
+                  TimeText(now), processed,
+                  absl::FormatDuration(clock_->Now() - started));
   }
   return outcome;
 }
@@ -491,19 +631,20 @@ absl::StatusOr<CronExpression> Scheduler::ParseFor(const CronRecord& record) {
   return it->second.expression;
 }
 
-absl::Status Scheduler::ProcessCron(CronRecord record, absl::Time now,
-                                    PassOutcome* outcome) {
-  absl::StatusOr<CronExpression> expression = ParseFor(record);
+void Scheduler::ProcessCron(CronRecord record, CronExpression expression,
+                            absl::Time now, PassOutcome* outcome) {
+  // Not leader any more, too close to the lapse, or stopping: the other
+  // tasks of the batch leave at once too.
+  if (!FiringTerm().has_value()) return;
+  absl::Status s =
+      ProcessCronSteps(std::move(record), std::move(expression), now, outcome);
+  if (!s.ok() && outcome->status.ok()) outcome->status = s;
+}
+
+absl::Status Scheduler::ProcessCronSteps(CronRecord record,
+                                         CronExpression expression,
+                                         absl::Time now, PassOutcome* outcome) {
   for (int steps = 0; steps < kMaxStepsPerCronPerPass; ++steps) {
-    if (!expression.ok()) {
-      if (unparsable_logged_.insert(record.definition.name).second) {
-        spdlog::error(
-            "cron {}: stored expression no longer parses ({}); not "
-            "firing it",
-            record.definition.name, expression.status().ToString());
-      }
-      return absl::OkStatus();
-    }
     std::optional<JobState> previous_job;
     if (NeedsPreviousJobState(record.definition, record.state, now)) {
       absl::StatusOr<Job> job = store_->GetJob(record.state.last_job_id);
@@ -513,7 +654,7 @@ absl::Status Scheduler::ProcessCron(CronRecord record, absl::Time now,
         return job.status();
       }
     }
-    CronStep step = PlanCronStep(record.definition, record.state, *expression,
+    CronStep step = PlanCronStep(record.definition, record.state, expression,
                                  now, previous_job, plan_options_);
     if (step.kind == CronStepKind::kIdle) {
       if (step.blocked_on_previous_job) {
@@ -576,7 +717,16 @@ absl::Status Scheduler::ProcessCron(CronRecord record, absl::Time now,
                              reloaded->created_at != record.created_at;
       record = *std::move(reloaded);
       if (record.definition.paused) return absl::OkStatus();
-      if (redefined) expression = ParseFor(record);
+      if (redefined) {
+        // Parsed here without the scheduler thread's cache (parsed_), which
+        // this pool thread must not touch; the next pass caches it. One that
+        // no longer parses is logged by the next pass.
+        absl::StatusOr<CronExpression> reparsed = CronExpression::Parse(
+            record.definition.schedule, record.definition.timezone,
+            record.created_at);
+        if (!reparsed.ok()) return absl::OkStatus();
+        expression = *std::move(reparsed);
+      }
       continue;
     }
     if (absl::IsNotFound(status)) return absl::OkStatus();  // unregistered
@@ -591,7 +741,8 @@ absl::Status Scheduler::ProcessCron(CronRecord record, absl::Time now,
 
 std::optional<absl::StatusOr<CronRecord>> Scheduler::ApplyAsLeader(
     CronTransition* transition) {
-  absl::MutexLock fire(&fire_mu_);
+  // Shared: transitions run side by side; SetLeadership waits for them all.
+  absl::ReaderMutexLock fire(&fire_mu_);
   // Also refuses once Stop() began: the transition in flight (if any) was
   // the last.
   std::optional<uint64_t> term = FiringTerm();
@@ -616,7 +767,8 @@ NewJob Scheduler::JobFor(const CronDefinition& definition,
 }
 
 void Scheduler::LogStep(const CronRecord& before, const CronStep& step,
-                        const CronRecord& after, uint64_t term) {
+                        const CronRecord& after, uint64_t term) const {
+  // Below info nothing is logged, debug included.
   if (!spdlog::should_log(spdlog::level::info)) return;  // skip formatting
   const std::string& name = before.definition.name;
   if (step.missed > 0) {
@@ -628,7 +780,9 @@ void Scheduler::LogStep(const CronRecord& before, const CronStep& step,
   switch (step.kind) {
     case CronStepKind::kFire:
     case CronStepKind::kFireBuffered:
-      spdlog::info(
+      // Debug: a thousand per-second schedules would write a thousand lines
+      // a second (adjutant_cron_fired_total counts them).
+      spdlog::debug(
           "cron {}: fired tick {} as job {} (term {}{}{})", name,
           TimeText(step.tick), after.state.last_job_id, term,
           step.kind == CronStepKind::kFireBuffered

@@ -18,6 +18,15 @@
 // starts in the last leadership_safety_margin of a TTL, since a transition
 // may block on the store and must not commit long after the lapse.
 //
+// A pass processes the schedules due in it concurrently, on a fixed pool of
+// cron_parallelism threads owned by the Scheduler (the scheduler thread is
+// one of them): their reads and transitions meet in the store's group
+// commit (SQLite) or use several of its connections (PostgreSQL), so a
+// round of a thousand due schedules costs a few syncs rather than a
+// thousand. Within a pass one schedule is stepped by one thread at a time,
+// in order; the pass waits for every schedule of a batch before it reads
+// the next batch.
+//
 // The thread sleeps (Clock::AwaitWithDeadline) until the earliest of: the
 // next fire time of any active schedule, the leadership TTL lapsing, a look
 // at a held WAIT tick whose previous job may have finished elsewhere
@@ -30,6 +39,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -63,8 +73,16 @@ struct SchedulerConfig {
   absl::Duration wait_recheck_interval = absl::Seconds(1);
   // After a store error the thread retries this much later. Default 1 s.
   absl::Duration retry_backoff = absl::Seconds(1);
-  // Due schedules read from the store at a time. Default 256.
-  int due_batch_size = 256;
+  // Due schedules read from the store at a time. Default 1024.
+  int due_batch_size = 1024;
+  // Due schedules processed at once in a pass: the threads of the firing
+  // pool (the scheduler thread included). 1: one after another on the
+  // scheduler thread. Values below 1 count as 1, above kMaxCronParallelism
+  // as that. The pool's threads start at the first pass that has more than
+  // one schedule due, and sleep between passes. On SQLite a round costs
+  // about (due schedules / cron_parallelism) group commits, each one sync.
+  // Default 64 (like the server's executor threads).
+  int cron_parallelism = 64;
   // Register retries a lost compare-and-set this many times before giving up
   // with ABORTED. Default 16.
   int max_register_attempts = 16;
@@ -79,8 +97,9 @@ struct SchedulerConfig {
   // Negative counts as 0. Default 1 s.
   absl::Duration leadership_safety_margin = absl::Seconds(1);
   // Optional: told after a tick enqueued a job (runnable now) in `queue`, so
-  // the server can wake the long-polls of that queue. Called on the
-  // scheduler thread with no lock held; must not block. Default: none.
+  // the server can wake the long-polls of that queue. Called on the firing
+  // pool's threads, several at once (so it must be thread-safe), with no
+  // lock of the Scheduler held; must not block. Default: none.
   std::function<void(const std::string& queue)> on_job_fired;
 };
 
@@ -102,6 +121,12 @@ struct LeadershipState {
 // Thread-safe: every public method may be called from any thread. The
 // methods that touch the store block on it; call them off gRPC reaction
 // threads.
+class FirePool;
+
+// The largest SchedulerConfig::cron_parallelism (the daemon's
+// --cron-parallelism refuses more); larger values count as this.
+inline constexpr int kMaxCronParallelism = 1024;
+
 class Scheduler {
  public:
   // `store` and `clock` must outlive the Scheduler.
@@ -115,13 +140,14 @@ class Scheduler {
 
   // Starts the background thread. REQUIRES: not started before.
   void Start();
-  // Stops the thread and waits for it: a transition in flight finishes, no
-  // other starts, and the thread leaves its pass at once (a catch-up of
-  // thousands of ticks is abandoned part-way; the claims already stored keep
-  // it exact when the next leader resumes it). Idempotent; after it the
-  // Scheduler may still register and answer, but fires nothing. REQUIRES:
-  // not called from the scheduler thread (e.g. from on_job_fired), nor from
-  // two threads at once.
+  // Stops the thread and the firing pool and waits for them: the
+  // transitions in flight (at most cron_parallelism) finish, no other
+  // starts, and the thread leaves its pass at once (a catch-up of thousands
+  // of ticks is abandoned part-way; the claims already stored keep it exact
+  // when the next leader resumes it). Idempotent; after it the Scheduler
+  // may still register and answer, but fires nothing. REQUIRES: not called
+  // from the scheduler thread or a pool thread (e.g. from on_job_fired),
+  // nor from two threads at once.
   void Stop();
 
   // Creates or updates the schedule `definition.name`, and returns it as
@@ -165,7 +191,8 @@ class Scheduler {
   // store and for a transition in flight: a grant that lapsed meanwhile
   // returns leader false and fires nothing. INVALID_ARGUMENT if ttl < 0.
   // Returns the leadership after the call. When it returns false-leadership,
-  // no transition is in flight and none starts. Wakes the thread.
+  // no transition is in flight and none starts, on any pool thread: it
+  // waits for the transitions in flight (see fire_mu_). Wakes the thread.
   absl::StatusOr<LeadershipState> SetLeadership(
       bool leader, uint64_t term, absl::Duration ttl,
       std::optional<absl::Duration> granted_at = std::nullopt);
@@ -180,9 +207,10 @@ class Scheduler {
 
   // Test hooks.
 
-  // Runs one pass of the thread on the calling thread at clock->Now(): fires
-  // everything due while leader. Returns the wall time the thread would
-  // sleep until (InfiniteFuture: until woken). REQUIRES: Start() not called.
+  // Runs one pass of the thread on the calling thread (and the firing pool)
+  // at clock->Now(): fires everything due while leader. Returns the wall
+  // time the thread would sleep until (InfiniteFuture: until woken).
+  // REQUIRES: Start() not called; not called from two threads at once.
   absl::Time RunPassForTest();
   // Blocks (in real time) until the thread is asleep with nothing to do at
   // the clock's current time: no Wake() pending and a deadline later than
@@ -205,20 +233,27 @@ class Scheduler {
   // One pass, then the wall time to sleep until.
   absl::Time RunPassAndPlanSleep();
   PassOutcome RunPass();
-  // Steps one due schedule until it is idle at `now` (or stops being ours).
-  absl::Status ProcessCron(CronRecord record, absl::Time now,
-                           PassOutcome* outcome);
+  // Steps one due schedule until it is idle at `now` (or stops being ours),
+  // `expression` being its parsed schedule. Runs on any pool thread: touches
+  // no state of the scheduler thread (parsed_, unparsable_logged_); fills
+  // *outcome, which is its own.
+  void ProcessCron(CronRecord record, CronExpression expression, absl::Time now,
+                   PassOutcome* outcome);
+  absl::Status ProcessCronSteps(CronRecord record, CronExpression expression,
+                                absl::Time now, PassOutcome* outcome);
   // Applies `transition` under this scheduler's term (which it fills in).
-  // nullopt, and nothing applied, when not leader at that moment.
+  // nullopt, and nothing applied, when not leader at that moment. Holds
+  // fire_mu_ shared across the store call. Thread-safe.
   std::optional<absl::StatusOr<CronRecord>> ApplyAsLeader(
       CronTransition* transition);
-  // The expression of `record` (parsed once per definition).
+  // The expression of `record` (parsed once per definition). Scheduler
+  // thread only.
   absl::StatusOr<CronExpression> ParseFor(const CronRecord& record);
   absl::StatusOr<CronRecord> RegisterOnce(const CronDefinition& definition,
                                           absl::Time now);
   NewJob JobFor(const CronDefinition& definition, absl::Time tick) const;
   void LogStep(const CronRecord& before, const CronStep& step,
-               const CronRecord& after, uint64_t term);
+               const CronRecord& after, uint64_t term) const;
   // Notes that the store refused `term` as lower than its highest.
   void Depose(uint64_t term);
 
@@ -241,9 +276,16 @@ class Scheduler {
   // order the store observed them.
   absl::Mutex set_leadership_mu_;
 
-  // Held around "am I leader? apply the transition", and by SetLeadership
-  // while it changes the leadership: once a revocation returns, no
-  // transition is in flight. Acquired before mu_.
+  // A reader-writer lock between the transitions and the leadership. Each
+  // pool thread holds it shared around "am I leader? apply the transition"
+  // (ApplyAsLeader), so transitions run side by side; SetLeadership holds it
+  // exclusively while it changes the leadership. An exclusive holder waits
+  // for every shared holder to leave, and a waiting one keeps new shared
+  // holders out (absl::Mutex lets a waiting writer block new readers), so
+  // once SetLeadership has the lock no transition is in flight, and every
+  // transition that starts after it reads the new leadership under mu_
+  // before it reaches the store: once a revocation returns, no transition
+  // with the old term is in flight or can start. Acquired before mu_.
   absl::Mutex fire_mu_ ABSL_ACQUIRED_BEFORE(mu_);
 
   absl::Mutex mu_;
@@ -263,7 +305,12 @@ class Scheduler {
   absl::Time sleep_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   int64_t passes_ ABSL_GUARDED_BY(mu_) = 0;
 
-  // Used by the firing thread only (or RunPassForTest's caller).
+  // Runs a pass's due schedules on cron_parallelism threads (defined in
+  // scheduler.cc). Thread-safe.
+  const std::unique_ptr<FirePool> pool_;
+
+  // Used by the scheduler thread only (or RunPassForTest's caller), never
+  // by the pool's other threads.
   bool store_error_logged_ = false;  // so a store outage logs once
   // Parsed expressions by schedule name, with what they were parsed from.
   struct ParsedExpression {

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
+#include "scheduler/scheduler.h"
 #include "server/auth.h"
 #include "server/metrics_http.h"
 #include "server/retention.h"
@@ -141,6 +142,13 @@ void AddOptions(CLI::App& app, DaemonConfig* c) {
                  "on SIGTERM, how long in-flight calls may take to finish "
                  "before they are cancelled (e.g. 20s); waiting long-polls "
                  "end at once with UNAVAILABLE")
+      ->capture_default_str();
+  // Scheduler.
+  app.add_option("--cron-parallelism", c->cron_parallelism,
+                 "due schedules the scheduler processes at once in a round "
+                 "(their store writes share commits); 1 fires them one after "
+                 "another")
+      ->check(CLI::Range(1, kMaxCronParallelism))
       ->capture_default_str();
   // Hidden (empty group): test-only.
   app.add_option("--clock-offset-for-test", c->clock_offset_for_test,
@@ -355,6 +363,12 @@ absl::Status ValidateDaemonConfig(const DaemonConfig& config) {
     return absl::InvalidArgumentError(
         absl::StrCat("--retention-batch-size: ", config.retention_batch_size,
                      " is outside 1..", kMaxRetentionBatchSize));
+  }
+  if (config.cron_parallelism < 1 ||
+      config.cron_parallelism > kMaxCronParallelism) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--cron-parallelism: ", config.cron_parallelism,
+                     " is outside 1..", kMaxCronParallelism));
   }
   if (!config.metrics_listen.empty()) {
     std::string host;

@@ -100,6 +100,14 @@ struct DaemonConfig {
   // "20s".
   std::string shutdown_timeout = "20s";
 
+  // ---- Scheduler ----
+  // --cron-parallelism: due schedules the scheduler processes at once in a
+  // round (its firing threads; their transitions share the SQLite store's
+  // group commits, or use several PostgreSQL connections: see
+  // --pg-pool-size), 1..1024; 1 fires them one after another. Default 64
+  // (SchedulerConfig::cron_parallelism).
+  int cron_parallelism = 64;
+
   // ---- Metrics (docs/METRICS.md) ----
   // --metrics-listen: HOST:PORT to serve Prometheus metrics on, at
   // http://HOST:PORT/metrics; port 0 picks a free port (see
@@ -149,7 +157,8 @@ int ParseDaemonConfig(int argc, const char* const* argv, DaemonConfig* config);
 // path whose directory exists and which is not itself a directory), that
 // --port-file's directory exists, that --clock-offset-for-test is a
 // duration, and that --retention, --dead-retention and --shutdown-timeout
-// are non-negative durations. Opens nothing and binds nothing.
+// are non-negative durations, and --cron-parallelism is in 1..1024. Opens
+// nothing and binds nothing.
 // INVALID_ARGUMENT names the flag and the reason. --metrics-listen is
 // HOST:PORT when set, and --metrics-port-file's directory exists and needs
 // --metrics-listen.

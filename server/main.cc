@@ -83,6 +83,7 @@ int main(int argc, char** argv) {
   config.retention.dead =
       *adjutant::ParseDurationFlag("--dead-retention", flags.dead_retention);
   config.retention.batch_size = flags.retention_batch_size;
+  config.scheduler.cron_parallelism = flags.cron_parallelism;
   config.shutdown_grace = *adjutant::ParseDurationFlag("--shutdown-timeout",
                                                        flags.shutdown_timeout);
   adjutant::PostgresOptions postgres;

@@ -61,6 +61,8 @@ AdjutantServer::AdjutantServer(AdjutantServerConfig config,
   SchedulerConfig scheduler_config = config_.scheduler;
   scheduler_config.default_max_attempts = config_.limits.default_max_attempts;
   // A fired job is available at once: wake the long-polls of its queue.
+  // Called from the scheduler's firing threads, several at once: the
+  // metrics and the long-poll registry are thread-safe.
   scheduler_config.on_job_fired = [this](const std::string& queue) {
     metrics_->JobsEnqueued(queue, 1);
     long_poll_->Wake(queue);

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "storage/job.h"
 #include "storage/job_store.h"
@@ -29,7 +30,10 @@ namespace adjutant {
 // Thread-safety: the calls are as thread-safe as `base`, but the fault and
 // hook fields are plain data: set them while no call that reads them can
 // run (before starting the thread that calls, or between calls made on the
-// test's own thread).
+// test's own thread). Calls may then run on several threads at once (the
+// scheduler's firing pool): a fault's count is taken under a mutex, and a
+// hook runs on each calling thread, so a hook that several threads may run
+// must be thread-safe itself.
 class FaultyJobStore final : public JobStore {
  public:
   // `base` must outlive this store.
@@ -48,6 +52,9 @@ class FaultyJobStore final : public JobStore {
   std::function<void()> on_observe_term;
   std::function<void()> on_due_crons;
   std::function<void()> on_apply_transition;
+  // Runs after the forwarded ApplyCronTransition returned (not when a fault
+  // answers instead), with whether it succeeded.
+  std::function<void(bool ok)> on_apply_transition_end;
   std::function<void()> on_prune_finished_jobs;
   std::function<void()> on_enqueue;
   std::function<void()> on_queue_statistics;
@@ -159,20 +166,37 @@ class FaultyJobStore final : public JobStore {
   absl::StatusOr<CronRecord> ApplyCronTransition(const CronTransition& t,
                                                  absl::Time now) override {
     if (on_apply_transition) on_apply_transition();
-    return Inject(&apply_transition,
-                  [&] { return base_->ApplyCronTransition(t, now); });
+    return Inject(&apply_transition, [&] {
+      absl::StatusOr<CronRecord> r = base_->ApplyCronTransition(t, now);
+      if (on_apply_transition_end) on_apply_transition_end(r.ok());
+      return r;
+    });
   }
 
  private:
   template <typename F>
   auto Inject(Fault* fault, F call) -> decltype(call()) {
-    if (fault->remaining == 0) return call();
-    --fault->remaining;
-    if (fault->after_effect) (void)call();
-    return fault->status;
+    bool inject = false;
+    absl::Status status;
+    bool after_effect = false;
+    {
+      absl::MutexLock l(&fault_mu_);
+      if (fault->remaining > 0) {
+        --fault->remaining;
+        inject = true;
+        status = fault->status;
+        after_effect = fault->after_effect;
+      }
+    }
+    if (!inject) return call();  // outside the mutex: calls run side by side
+    if (after_effect) (void)call();
+    return status;
   }
 
   JobStore* const base_;
+  // Taken around a fault's count; the Fault fields themselves are set by
+  // the test while no call runs (see the class comment).
+  absl::Mutex fault_mu_;
 };
 
 }  // namespace adjutant

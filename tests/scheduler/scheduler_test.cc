@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -18,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
@@ -623,10 +625,14 @@ TEST_P(SchedulerTest, LostAnswersAndLostRacesNeverFireTwice) {
 
 // Stop() in the middle of a long FIRE_ALL catch-up: the transition in flight
 // finishes, no other starts, and the thread leaves its pass, so Stop() returns
-// after a bounded amount of store work however much catch-up was left.
+// after a bounded amount of store work however much catch-up was left. One
+// schedule at a time here (the hooks count on one thread); the concurrent
+// round is StopDuringAConcurrentRoundStartsNoOtherTransition.
 TEST_P(SchedulerTest, StopDuringACatchUpStartsNoOtherTransition) {
   FaultyJobStore faulty(store_.get());
-  auto s = NewScheduler(&faulty);
+  SchedulerConfig serial;
+  serial.cron_parallelism = 1;
+  auto s = NewScheduler(&faulty, serial);
   const int crons = GetParam().name == "Memory" ? 20 : 5;
   constexpr int kMissed = 30;
   for (int i = 0; i < crons; ++i) {
@@ -682,6 +688,242 @@ TEST_P(SchedulerTest, StopDuringACatchUpStartsNoOtherTransition) {
   for (const Job& job : jobs) fired.insert({job.cron_name, job.cron_tick_time});
   EXPECT_EQ(jobs.size(), static_cast<size_t>(crons * kMissed));
   EXPECT_EQ(fired.size(), jobs.size());
+}
+
+// ---- Concurrent rounds ------------------------------------------------------
+
+// Holds every ApplyCronTransition at its start until `open_at` of them are
+// inside the store call at once (then lets every one go, for good), or
+// until Release(); counts what starts and commits around a moment the test
+// marks. Thread-safe: the firing pool's threads run it.
+class TransitionGate {
+ public:
+  // Never opens by itself.
+  static constexpr int kClosed = 1 << 30;
+
+  explicit TransitionGate(int open_at) : open_at_(open_at) {}
+
+  // The FaultyJobStore hook: runs at the start of each transition.
+  void OnStart() {
+    absl::MutexLock l(&mu_);
+    ++started_;
+    if (marked_) ++started_after_mark_;
+    ++inside_;
+    max_inside_ = std::max(max_inside_, inside_);
+    if (inside_ >= open_at_) released_ = true;
+    // A real-time bound only so that a regression fails instead of hanging.
+    mu_.AwaitWithTimeout(absl::Condition(&released_), absl::Minutes(1));
+  }
+  // Called once the store call returned.
+  void OnEnd(bool ok) {
+    absl::MutexLock l(&mu_);
+    --inside_;
+    if (ok && marked_) ++committed_after_mark_;
+  }
+  // Blocks until `n` transitions are held inside at once.
+  bool AwaitHeld(int n) {
+    absl::MutexLock l(&mu_);
+    auto held = [this, n]()
+                    ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return inside_ >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&held), absl::Minutes(1));
+  }
+  // Lets every held transition (and every later one) go on.
+  void Release() {
+    absl::MutexLock l(&mu_);
+    released_ = true;
+  }
+  // Marks the moment (e.g. a revocation returned): returns how many
+  // transitions were inside the store then.
+  int Mark() {
+    absl::MutexLock l(&mu_);
+    marked_ = true;
+    return inside_;
+  }
+  int started() {
+    absl::MutexLock l(&mu_);
+    return started_;
+  }
+  int started_after_mark() {
+    absl::MutexLock l(&mu_);
+    return started_after_mark_;
+  }
+  int committed_after_mark() {
+    absl::MutexLock l(&mu_);
+    return committed_after_mark_;
+  }
+  int max_inside() {
+    absl::MutexLock l(&mu_);
+    return max_inside_;
+  }
+
+ private:
+  const int open_at_;
+  absl::Mutex mu_;
+  int started_ ABSL_GUARDED_BY(mu_) = 0;
+  int inside_ ABSL_GUARDED_BY(mu_) = 0;
+  int max_inside_ ABSL_GUARDED_BY(mu_) = 0;
+  bool released_ ABSL_GUARDED_BY(mu_) = false;
+  bool marked_ ABSL_GUARDED_BY(mu_) = false;
+  int started_after_mark_ ABSL_GUARDED_BY(mu_) = 0;
+  int committed_after_mark_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// A store whose transitions pass through a TransitionGate.
+class GatedJobStore {
+ public:
+  GatedJobStore(JobStore* base, int open_at) : faulty_(base), gate_(open_at) {
+    faulty_.on_apply_transition = [this] { gate_.OnStart(); };
+    faulty_.on_apply_transition_end = [this](bool ok) { gate_.OnEnd(ok); };
+  }
+  FaultyJobStore* store() { return &faulty_; }
+  TransitionGate* gate() { return &gate_; }
+
+ private:
+  FaultyJobStore faulty_;
+  TransitionGate gate_;
+};
+
+// Many schedules due in one round, read in several batches, fire each tick
+// exactly once, with the transitions of a batch in the store at once.
+TEST_P(SchedulerTest, ManySchedulesDueInARoundFireOnceEachConcurrently) {
+  const int crons = GetParam().name == "Memory" ? 300 : 120;
+  constexpr int kParallelism = 8;
+  GatedJobStore gated(store_.get(), kParallelism);
+  SchedulerConfig config;
+  config.cron_parallelism = kParallelism;
+  config.due_batch_size = 50;  // several batches per round
+  absl::Mutex fired_mu;
+  std::map<std::string, int> fired_by_queue;
+  config.on_job_fired = [&](const std::string& queue) {
+    absl::MutexLock l(&fired_mu);
+    ++fired_by_queue[queue];
+  };
+  auto s = NewScheduler(gated.store(), config);
+  for (int i = 0; i < crons; ++i) {
+    MustRegister(s.get(), Cron("c" + std::to_string(i), "* * * * * *", "q"));
+  }
+  Lead(s.get(), 1);
+  constexpr int kRounds = 3;
+  for (int round = 0; round < kRounds; ++round) {
+    clock_.Advance(absl::Seconds(1));
+    EXPECT_EQ(s->RunPassForTest(), clock_.Now() + absl::Seconds(1));
+  }
+
+  // A serial round would never have kParallelism transitions inside the
+  // store at once: each would wait out the gate's one-minute bound.
+  EXPECT_EQ(gated.gate()->max_inside(), kParallelism);
+  const std::vector<Job> jobs = JobsOf(store_.get(), "q");
+  std::set<std::pair<std::string, absl::Time>> fired;
+  for (const Job& job : jobs) fired.insert({job.cron_name, job.cron_tick_time});
+  EXPECT_EQ(jobs.size(), static_cast<size_t>(crons * kRounds));
+  EXPECT_EQ(fired.size(), jobs.size()) << "a tick fired twice";
+  for (int i = 0; i < crons; ++i) {
+    const CronRecord r = Get("c" + std::to_string(i));
+    EXPECT_EQ(r.state.fired_count, kRounds) << r.definition.name;
+    EXPECT_EQ(r.state.missed_count, 0) << r.definition.name;
+  }
+  absl::MutexLock l(&fired_mu);
+  EXPECT_EQ(fired_by_queue["q"], crons * kRounds);
+}
+
+// A revocation while a round's transitions are inside the store: it waits
+// for them, and once it returned no transition of the old term starts or
+// commits, though the FIRE_ALL catch-up had far more to do.
+TEST_P(SchedulerTest, RevocationDuringAConcurrentRoundWaitsForItsTransitions) {
+  constexpr int kParallelism = 6;
+  constexpr int kMissed = 20;
+  GatedJobStore gated(store_.get(), TransitionGate::kClosed);
+  SchedulerConfig config;
+  config.cron_parallelism = kParallelism;
+  auto s = NewScheduler(gated.store(), config);
+  for (int i = 0; i < kParallelism; ++i) {
+    CronDefinition d = Cron("all-" + std::to_string(i), "* * * * * *", "q");
+    d.misfire_policy = MisfirePolicy::kFireAll;
+    MustRegister(s.get(), d);
+  }
+  Lead(s.get(), 1);
+  clock_.Advance(absl::Seconds(kMissed));
+
+  std::thread pass([&s] { s->RunPassForTest(); });
+  ASSERT_TRUE(gated.gate()->AwaitHeld(kParallelism));
+  // The first transition of every schedule is held inside the store. Revoke
+  // from another thread; the gate notes how many were still inside when the
+  // revocation returned.
+  absl::Notification revoke_reached_store;
+  gated.store()->on_observe_term = [&] { revoke_reached_store.Notify(); };
+  int inside_at_return = -1;
+  absl::StatusOr<LeadershipState> revoked;
+  absl::Notification revoke_returned;
+  std::thread revoker([&] {
+    revoked = s->SetLeadership(false, 1, absl::ZeroDuration());
+    inside_at_return = gated.gate()->Mark();
+    revoke_returned.Notify();
+  });
+  ASSERT_TRUE(
+      revoke_reached_store.WaitForNotificationWithTimeout(absl::Minutes(1)));
+  // A revocation that did not wait for the held transitions would return
+  // now, with them inside. This one must not: the bounded wait costs the
+  // correct code a fifth of a second and can never fail it.
+  EXPECT_FALSE(
+      revoke_returned.WaitForNotificationWithTimeout(absl::Milliseconds(200)))
+      << "the revocation returned with transitions in flight";
+  gated.gate()->Release();
+  revoker.join();
+  pass.join();
+  gated.store()->on_observe_term = nullptr;
+
+  ASSERT_TRUE(revoked.ok()) << revoked.status();
+  EXPECT_FALSE(revoked->leader);
+  EXPECT_EQ(inside_at_return, 0) << "transitions in flight after the revoke";
+  EXPECT_EQ(gated.gate()->started_after_mark(), 0);
+  EXPECT_EQ(gated.gate()->committed_after_mark(), 0);
+  // Every transition that started committed before the revocation returned,
+  // each one tick of its own; the rest of the catch-up waits for a leader.
+  const std::vector<Job> jobs = JobsOf(store_.get(), "q");
+  EXPECT_EQ(jobs.size(), static_cast<size_t>(gated.gate()->started()));
+  EXPECT_GE(jobs.size(), static_cast<size_t>(kParallelism));
+
+  // The next term resumes it: every missed tick fires, each once.
+  Lead(s.get(), 2);
+  s->RunPassForTest();
+  std::set<std::pair<std::string, absl::Time>> fired;
+  const std::vector<Job> all = JobsOf(store_.get(), "q");
+  for (const Job& job : all) fired.insert({job.cron_name, job.cron_tick_time});
+  EXPECT_EQ(all.size(), static_cast<size_t>(kParallelism * kMissed));
+  EXPECT_EQ(fired.size(), all.size());
+}
+
+// Stop() while a concurrent round's transitions are inside the store: they
+// finish, no other starts, and the thread and the pool are gone when Stop()
+// returns.
+TEST_P(SchedulerTest, StopDuringAConcurrentRoundStartsNoOtherTransition) {
+  constexpr int kParallelism = 6;
+  constexpr int kMissed = 20;
+  GatedJobStore gated(store_.get(), TransitionGate::kClosed);
+  SchedulerConfig config;
+  config.cron_parallelism = kParallelism;
+  auto s = NewScheduler(gated.store(), config);
+  for (int i = 0; i < kParallelism; ++i) {
+    CronDefinition d = Cron("all-" + std::to_string(i), "* * * * * *", "q");
+    d.misfire_policy = MisfirePolicy::kFireAll;
+    MustRegister(s.get(), d);
+  }
+  Lead(s.get(), 1);
+  clock_.Advance(absl::Seconds(kMissed));
+  s->Start();
+  ASSERT_TRUE(gated.gate()->AwaitHeld(kParallelism));
+
+  std::thread stopper([&s] { s->Stop(); });
+  s->WaitForIdleForTest();  // returns once Stop() has begun
+  EXPECT_EQ(gated.gate()->Mark(), kParallelism);
+  gated.gate()->Release();
+  stopper.join();  // Stop() returned: the thread and the pool are gone
+
+  EXPECT_EQ(gated.gate()->started_after_mark(), 0)
+      << "transitions started after Stop()";
+  // Only the transitions in flight when Stop() began were applied.
+  EXPECT_EQ(JobsOf(store_.get(), "q").size(),
+            static_cast<size_t>(kParallelism));
 }
 
 // The grant arrives; then the store holds ObserveTerm for 4 s (another

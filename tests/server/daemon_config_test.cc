@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -91,6 +92,27 @@ TEST_F(DaemonConfigTest, DefaultsMatchTheLibraries) {
   EXPECT_EQ(config.retention_batch_size, server.retention.batch_size);
   EXPECT_EQ(*ParseDurationFlag("--shutdown-timeout", config.shutdown_timeout),
             server.shutdown_grace);
+  EXPECT_EQ(config.cron_parallelism, server.scheduler.cron_parallelism);
+}
+
+TEST_F(DaemonConfigTest, CronParallelismFlag) {
+  DaemonConfig config;
+  ASSERT_EQ(Parse({}, &config), -1);
+  EXPECT_EQ(config.cron_parallelism, 64);
+  SetEnv("ADJUTANT_CRON_PARALLELISM", "8");
+  ASSERT_EQ(Parse({}, &config), -1);
+  EXPECT_EQ(config.cron_parallelism, 8);
+  ASSERT_EQ(Parse({"--cron-parallelism", "1"}, &config), -1);
+  EXPECT_EQ(config.cron_parallelism, 1);
+  config.db = ":memory:";
+  EXPECT_TRUE(ValidateDaemonConfig(config).ok());
+
+  EXPECT_GT(Parse({"--cron-parallelism", "0"}, &config), 0);
+  EXPECT_GT(Parse({"--cron-parallelism", "1025"}, &config), 0);
+  config.cron_parallelism = 0;
+  const absl::Status s = ValidateDaemonConfig(config);
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "--cron-parallelism")) << s;
 }
 
 TEST_F(DaemonConfigTest, RetentionAndShutdownFlags) {
