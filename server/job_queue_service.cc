@@ -606,6 +606,14 @@ class JobQueueService::WorkCall final
         WriteLater();
         continue;
       }
+      // The stream may have begun to end (half-closed, cancelled) while the
+      // store call ran without mu_: its end saw kRunning and left finishing
+      // to this task, so do not park (nothing would take it back).
+      if (LeaseShouldStopLocked()) {
+        lease_state_ = LeaseState::kIdle;
+        FinishLater();
+        return;
+      }
       switch (long_poll->Park(this, args_.options.queue,
                               args_.options.job_types, generation, now,
                               absl::InfiniteDuration())) {
