@@ -363,7 +363,21 @@ void Worker::ReceiveLoop() {
           lease.next_extension =
               received_at + options_.lease_duration * options_.extend_fraction;
           const std::string job_id = lease.job_id;
-          if (!leases_.emplace(job_id, std::move(lease)).second) continue;
+          auto [held, inserted] = leases_.emplace(job_id, lease);
+          if (!inserted) {
+            // Our earlier lease of this job ran out and the server leased
+            // it to us again: its run goes on under the new lease, which
+            // is the one it settles (RunJob reads the token when it
+            // settles), so the stream's slot is freed.
+            held->second.token = lease.token;
+            held->second.stream_id = lease.stream_id;
+            held->second.expires_at = lease.expires_at;
+            held->second.next_extension = lease.next_extension;
+            held->second.extend_backoff = absl::ZeroDuration();
+            held->second.lost = false;
+            ++leases_generation_;
+            continue;
+          }
           unstarted_.push_back(job_id);
           ++stats_.leased;
           ++stats_.in_hand;
@@ -543,6 +557,12 @@ void Worker::RunJob(const std::string& job_id) {
     }
   }
 
+  {
+    // The lease to settle is the latest one held for the job (it may have
+    // been pushed again on the stream while the handler ran).
+    absl::MutexLock lock(&mu_);
+    token = leases_.at(job_id).token;
+  }
   absl::Status settled;
   if (context->cancelled()) {
     settled = absl::FailedPreconditionError(

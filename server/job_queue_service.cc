@@ -347,6 +347,7 @@ class JobQueueService::WorkCall final
   void Wake() override {
     absl::MutexLock l(&mu_);
     lease_state_ = LeaseState::kRunning;
+    woken_ = true;
     service_->executor_->Schedule([this] { LeaseJobs(); });
   }
   void Expire() override { Wake(); }  // parked without a deadline: unused
@@ -540,14 +541,33 @@ class JobQueueService::WorkCall final
   }
 
   // Leases jobs for the free slots until every slot is taken (then idle) or
-  // nothing is available (then parked). Runs on the executor.
+  // nothing is available (then parked). Runs on the executor. A stream
+  // woken for a job that ends this task before a store attempt (it is
+  // ending, or the store failed) passes the wake-up on to the queue's other
+  // waiters, as a Dequeue does: the registry woke only as many waiters as
+  // there were jobs. After LeaseJobsOnce returns, `this` may be gone.
   void LeaseJobs() {
+    LongPollRegistry* const long_poll = service_->long_poll_;
+    std::optional<std::string> pass_on = LeaseJobsOnce();
+    if (pass_on.has_value()) long_poll->Wake(*pass_on);
+  }
+
+  // What to pass a wake-up on to (the queue) when this stream was woken and
+  // made no store attempt that succeeded since.
+  std::optional<std::string> TakeWakeUpLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!woken_) return std::nullopt;
+    woken_ = false;
+    return args_.options.queue;
+  }
+
+  std::optional<std::string> LeaseJobsOnce() {
     LongPollRegistry* const long_poll = service_->long_poll_;
     Clock* const clock = service_->clock_;
     for (int retries = 0;; ++retries) {
       if (retries == kMaxRetriesInPlace) {  // as DequeueCall::Attempt
         service_->executor_->Schedule([this] { LeaseJobs(); });
-        return;
+        return std::nullopt;
       }
       DequeueOptions options;
       {
@@ -557,8 +577,9 @@ class JobQueueService::WorkCall final
         }
         if (LeaseShouldStopLocked()) {
           lease_state_ = LeaseState::kIdle;
+          std::optional<std::string> pass_on = TakeWakeUpLocked();
           FinishLater();
-          return;
+          return pass_on;
         }
         options = args_.options;
         options.max_jobs =
@@ -578,9 +599,11 @@ class JobQueueService::WorkCall final
         }
         if (!error_.has_value()) error_ = ToGrpcStatus(leases.status());
         lease_state_ = LeaseState::kIdle;
+        std::optional<std::string> pass_on = TakeWakeUpLocked();
         FinishLater();
-        return;
+        return pass_on;
       }
+      woken_ = false;  // the store was asked: the wake-up is used
       if (!leases->empty()) {
         absl::Time earliest_expiry = absl::InfiniteFuture();
         for (::adjutant::Lease& lease : *leases) {
@@ -612,7 +635,7 @@ class JobQueueService::WorkCall final
       if (LeaseShouldStopLocked()) {
         lease_state_ = LeaseState::kIdle;
         FinishLater();
-        return;
+        return std::nullopt;
       }
       switch (long_poll->Park(this, args_.options.queue,
                               args_.options.job_types, generation, now,
@@ -620,7 +643,7 @@ class JobQueueService::WorkCall final
         case LongPollRegistry::ParkResult::kParked:
           // The registry may call Wake() at once: it waits for mu_.
           lease_state_ = LeaseState::kParked;
-          return;
+          return std::nullopt;
         case LongPollRegistry::ParkResult::kRetry:
           continue;
         case LongPollRegistry::ParkResult::kCancelled:
@@ -632,7 +655,7 @@ class JobQueueService::WorkCall final
       }
       lease_state_ = LeaseState::kIdle;
       FinishLater();
-      return;
+      return std::nullopt;
     }
   }
 
@@ -698,6 +721,12 @@ class JobQueueService::WorkCall final
                          status.ToString());
           }
           auto it = pushed_unsettled_.find(batch[i].job_id);
+          // The job may have been leased again on this stream (its lease
+          // expired) while this settlement ran: that newer lease stays.
+          if (it != pushed_unsettled_.end() &&
+              it->second.token != batch[i].token) {
+            it = pushed_unsettled_.end();
+          }
           if (status.ok() && !batch[i].nack.has_value() &&
               it != pushed_unsettled_.end()) {
             Job job = it->second.job;
@@ -778,6 +807,8 @@ class JobQueueService::WorkCall final
   bool writing_ ABSL_GUARDED_BY(mu_) = false;    // a Write is in flight
   bool settling_ ABSL_GUARDED_BY(mu_) = false;   // Settle() scheduled/running
   bool finished_ ABSL_GUARDED_BY(mu_) = false;   // Finish called (or due)
+  // Woken by the registry, and no store attempt made since (LeaseJobs).
+  bool woken_ ABSL_GUARDED_BY(mu_) = false;
   LeaseState lease_state_ ABSL_GUARDED_BY(mu_) = LeaseState::kIdle;
   std::map<std::string, Pushed> pushed_unsettled_ ABSL_GUARDED_BY(mu_);
   std::deque<Settlement> pending_ ABSL_GUARDED_BY(mu_);

@@ -98,6 +98,7 @@ LongPollRegistry::ParkResult LongPollRegistry::Park(
   parked_.emplace(
       waiter, Parked{queue, &job_types, attempted_at, by_deadline, park_order});
   by_queue_[queue].emplace(park_order, waiter);
+  if (!job_types.empty()) ++typed_parked_[queue];
   if (by_deadline == by_deadline_.begin()) timer_kicked_ = true;
   spdlog::debug("long-poll: a Dequeue waits on queue '{}' ({} waiting)", queue,
                 parked_.size());
@@ -106,6 +107,10 @@ LongPollRegistry::ParkResult LongPollRegistry::Park(
 
 void LongPollRegistry::Unlink(LongPollWaiter* waiter) {
   auto it = parked_.find(waiter);
+  if (!it->second.job_types->empty()) {
+    auto typed = typed_parked_.find(it->second.queue);
+    if (--typed->second == 0) typed_parked_.erase(typed);
+  }
   by_deadline_.erase(it->second.by_deadline);
   auto queue = by_queue_.find(it->second.queue);
   queue->second.erase(it->second.park_order);
@@ -128,6 +133,12 @@ void LongPollRegistry::WakeWaiters(const std::string& queue, Admits admits,
     absl::MutexLock l(&mu_);
     auto it = by_queue_.find(queue);
     if (it == by_queue_.end()) return;
+    // With waiters filtered on types, a woken call may take another job
+    // than the one it was woken for: wake every waiter that admits it (see
+    // the header).
+    if (typed_parked_.contains(queue)) {
+      limit = std::numeric_limits<size_t>::max();
+    }
     // Untyped waiters admit every job, so with few typed ones this stops
     // after `limit` steps, not after every waiter of the queue.
     for (const auto& [order, waiter] : it->second) {

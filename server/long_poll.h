@@ -70,6 +70,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
@@ -175,7 +176,11 @@ class LongPollRegistry {
   void Wake(const std::string& queue);
   // `jobs` jobs of `queue` and `job_type` are available now: wakes up to
   // `jobs` of the waiters parked on `queue` whose filter admits `job_type`,
-  // the longest parked first.
+  // the longest parked first — when no waiter of the queue is filtered on
+  // job types. Otherwise it wakes every waiter that admits `job_type`: a
+  // woken call takes the best job its filter admits, which need not be the
+  // one it was woken for, so with mixed filters a limited wake-up could
+  // leave a job that no woken call will take while a parked call could.
   void Wake(const std::string& queue, absl::string_view job_type,
             size_t jobs = 1);
 
@@ -315,6 +320,8 @@ class LongPollRegistry {
   // Parked calls by queue, in the order they parked.
   std::map<std::string, std::map<uint64_t, LongPollWaiter*>, std::less<>>
       by_queue_ ABSL_GUARDED_BY(mu_);
+  // Per queue, the parked waiters filtered on job types (absent: none).
+  absl::flat_hash_map<std::string, int> typed_parked_ ABSL_GUARDED_BY(mu_);
   uint64_t next_park_order_ ABSL_GUARDED_BY(mu_) = 0;
   // Parked calls by their monotonic deadline.
   std::multimap<absl::Duration, LongPollWaiter*> by_deadline_

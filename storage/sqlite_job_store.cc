@@ -1254,6 +1254,10 @@ absl::StatusOr<std::vector<absl::Status>> SqliteJobStore::AckBatch(
     for (const AckItem& item : items) {
       absl::Status status = AckIn(c, item.job_id, item.token, now);
       if (IsWriteFailure(status)) return status;  // the batch fails
+      // Any other error that ended the transaction (SQLITE_NOMEM, an
+      // interrupt) fails the batch too: the next statements would run in
+      // autocommit, outside the group.
+      if (!status.ok() && sqlite3_get_autocommit(c.db()) != 0) return status;
       results.push_back(std::move(status));
     }
     return absl::OkStatus();

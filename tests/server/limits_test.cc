@@ -333,6 +333,31 @@ TEST_P(LimitsTest, OneJobWakesOneWaiterTheLongestParked) {
   }
 }
 
+// With a waiter filtered on job types parked on the queue, a job wakes
+// every waiter that admits it: a woken call takes the best job its filter
+// admits, not necessarily the one it was woken for, so a limited wake-up
+// could leave a job that no woken call takes while a parked call could.
+TEST_P(LimitsTest, WithTypedWaitersEveryAdmittingWaiterIsWoken) {
+  std::vector<std::unique_ptr<AsyncDequeue>> polls;
+  v1::DequeueRequest typed = PollRequest("q", absl::Minutes(1));
+  typed.add_job_types("b");
+  for (const v1::DequeueRequest& request :
+       {PollRequest("q", absl::Minutes(1)), typed,
+        PollRequest("q", absl::Minutes(1))}) {
+    polls.push_back(std::make_unique<AsyncDequeue>(stub_.get(), request));
+    server_->long_poll()->AwaitParkedForTest(static_cast<int>(polls.size()));
+  }
+  Histogram* dequeues = server_->metrics()->StoreWriteDuration("dequeue");
+  const uint64_t before = dequeues->Read().count;
+  std::string id;
+  ASSERT_TRUE(Enqueue("q", &id).ok());  // type "t": the untyped two admit it
+  polls[0]->Join();
+  ASSERT_EQ(polls[0]->response().jobs_size(), 1);
+  // The second untyped waiter was woken too, found nothing, parked again.
+  server_->long_poll()->AwaitParkedForTest(2);
+  EXPECT_EQ(dequeues->Read().count - before, 2u);
+}
+
 // A worker that leased a job and vanished (its connection gone) does not
 // keep the job past the lease: the reaper gives it to the next worker, and
 // the vanished worker's token no longer acks.
