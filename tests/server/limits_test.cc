@@ -356,6 +356,20 @@ TEST_P(LimitsTest, WithTypedWaitersEveryAdmittingWaiterIsWoken) {
   // The second untyped waiter was woken too, found nothing, parked again.
   server_->long_poll()->AwaitParkedForTest(2);
   EXPECT_EQ(dequeues->Read().count - before, 2u);
+  // Two jobs of type "b" end the other two calls (each admits them).
+  v1::EnqueueBatchRequest batch;
+  for (int i = 0; i < 2; ++i) {
+    v1::EnqueueRequest* job = batch.add_jobs();
+    job->set_queue("q");
+    job->set_job_type("b");
+  }
+  v1::EnqueueBatchResponse response;
+  ASSERT_TRUE(stub_->EnqueueBatch(Context().get(), batch, &response).ok());
+  for (int i = 1; i < 3; ++i) {
+    polls[i]->Join();
+    ASSERT_TRUE(polls[i]->status().ok());
+    EXPECT_EQ(polls[i]->response().jobs_size(), 1) << i;
+  }
 }
 
 // A worker that leased a job and vanished (its connection gone) does not
