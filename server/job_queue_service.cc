@@ -215,6 +215,9 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
   void OnDone() override {
     TakeCallFromGrpc(this);
     if (counted_) service_->long_polls_.fetch_sub(1);
+    // The server's shutdown waits for every OnDone before the service dies
+    // (AdjutantServer takes it back from gRPC then).
+    HandCallToGrpc(service_);
     delete this;
   }
 
@@ -248,6 +251,7 @@ class JobQueueService::WorkCall final
       public LongPollWaiter {
  public:
   explicit WorkCall(JobQueueService* service) : service_(service) {
+    HandCallToGrpc(this);
     StartRead(&request_);
   }
 
@@ -263,6 +267,7 @@ class JobQueueService::WorkCall final
 
   // grpc::ServerBidiReactor.
   void OnReadDone(bool ok) override {
+    TakeCallFromGrpc(this);
     std::optional<grpc::Status> finish;
     bool read_more = false;
     bool lease = false;
@@ -289,12 +294,19 @@ class JobQueueService::WorkCall final
       if (read_more) reading_ = true;
     }
     if (lease) service_->executor_->Schedule([this] { LeaseJobs(); });
-    if (finish.has_value()) Finish(*finish);
-    if (read_more) StartRead(&request_);
+    if (finish.has_value()) {
+      HandCallToGrpc(this);
+      Finish(*finish);
+    }
+    if (read_more) {
+      HandCallToGrpc(this);
+      StartRead(&request_);
+    }
     StartWriteIfAny();
   }
 
   void OnWriteDone(bool ok) override {
+    TakeCallFromGrpc(this);
     std::optional<grpc::Status> finish;
     bool read_more = false;
     {
@@ -309,12 +321,19 @@ class JobQueueService::WorkCall final
       read_more = !finish.has_value() && ShouldReadLocked();
       if (read_more) reading_ = true;
     }
-    if (finish.has_value()) Finish(*finish);
-    if (read_more) StartRead(&request_);
+    if (finish.has_value()) {
+      HandCallToGrpc(this);
+      Finish(*finish);
+    }
+    if (read_more) {
+      HandCallToGrpc(this);
+      StartRead(&request_);
+    }
     StartWriteIfAny();
   }
 
   void OnCancel() override {
+    TakeCallFromGrpc(this);
     cancelled_.store(true);
     std::optional<grpc::Status> finish;
     {
@@ -322,14 +341,19 @@ class JobQueueService::WorkCall final
       if (!error_.has_value()) error_ = grpc::Status::CANCELLED;
       finish = FinishIfDoneLocked();
     }
-    if (finish.has_value()) Finish(*finish);
+    if (finish.has_value()) {
+      HandCallToGrpc(this);
+      Finish(*finish);
+    }
   }
 
   void OnDone() override {
+    TakeCallFromGrpc(this);
     {
       absl::MutexLock l(&service_->streams_mu_);
       service_->streams_.erase(this);
     }
+    HandCallToGrpc(service_);  // as DequeueCall::OnDone
     {
       absl::MutexLock l(&mu_);
       if (!pushed_unsettled_.empty()) {
@@ -359,7 +383,10 @@ class JobQueueService::WorkCall final
       if (!error_.has_value()) error_ = ToGrpcStatus(ShuttingDownError());
       finish = FinishIfDoneLocked();
     }
-    if (finish.has_value()) Finish(*finish);
+    if (finish.has_value()) {
+      HandCallToGrpc(this);
+      Finish(*finish);
+    }
   }
 
  private:
@@ -504,6 +531,7 @@ class JobQueueService::WorkCall final
       outgoing_.pop_front();
       if (write_.kind_case() == v1::WorkResponse::kSettled) --queued_answers_;
     }
+    HandCallToGrpc(this);
     StartWrite(&write_);
   }
 
@@ -777,8 +805,10 @@ class JobQueueService::WorkCall final
   void FinishLater() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     std::optional<grpc::Status> finish = FinishIfDoneLocked();
     if (finish.has_value()) {
-      service_->executor_->Schedule(
-          [this, status = *finish] { Finish(status); });
+      service_->executor_->Schedule([this, status = *finish] {
+        HandCallToGrpc(this);
+        Finish(status);
+      });
     }
   }
   void WriteLater() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -787,7 +817,10 @@ class JobQueueService::WorkCall final
     write_ = std::move(outgoing_.front());
     outgoing_.pop_front();
     if (write_.kind_case() == v1::WorkResponse::kSettled) --queued_answers_;
-    service_->executor_->Schedule([this] { StartWrite(&write_); });
+    service_->executor_->Schedule([this] {
+      HandCallToGrpc(this);
+      StartWrite(&write_);
+    });
   }
 
   JobQueueService* const service_;
@@ -823,9 +856,13 @@ class RejectedStream final
     : public grpc::ServerBidiReactor<v1::WorkRequest, v1::WorkResponse> {
  public:
   explicit RejectedStream(const absl::Status& status) {
+    HandCallToGrpc(this);
     Finish(ToGrpcStatus(status));
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    TakeCallFromGrpc(this);
+    delete this;
+  }
 };
 
 }  // namespace
@@ -1093,6 +1130,7 @@ JobQueueService::Work(grpc::CallbackServerContext* context) {
     return new RejectedStream(ShuttingDownError());
   auto* call = new WorkCall(this);
   streams_.insert(call);
+  HandCallToGrpc(call);  // the handler returns it to gRPC
   return call;
 }
 
@@ -1107,7 +1145,10 @@ void JobQueueService::RefuseNewCalls() {
     }
   }
   // Not deleted yet: a call is deleted only after it is finished.
-  for (auto& [call, status] : to_finish) call->Finish(status);
+  for (auto& [call, status] : to_finish) {
+    HandCallToGrpc(call);
+    call->Finish(status);
+  }
 }
 
 int JobQueueService::WorkStreamCount() {

@@ -4,6 +4,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/descriptor.h"
+#include "server/grpc_handoff.h"
 
 namespace adjutant {
 namespace {
@@ -14,10 +15,17 @@ class MalformedRequestInterceptor final
     : public grpc::experimental::Interceptor {
  public:
   explicit MalformedRequestInterceptor(std::string method)
-      : method_(std::move(method)) {}
+      : method_(std::move(method)) {
+    HandCallToGrpc(this);
+  }
+
+  // gRPC creates, runs and destroys a call's interceptor on whichever thread
+  // the call is on at the time (server/grpc_handoff.h).
+  ~MalformedRequestInterceptor() override { TakeCallFromGrpc(this); }
 
   void Intercept(
       grpc::experimental::InterceptorBatchMethods* methods) override {
+    TakeCallFromGrpc(this);
     // gRPC parses the request before this hook; a null message is a parse
     // that failed.
     if (methods->QueryInterceptionHookPoint(
@@ -33,6 +41,7 @@ class MalformedRequestInterceptor final
         methods->ModifySendStatus(MalformedRequestStatus(method_));
       }
     }
+    HandCallToGrpc(this);
     methods->Proceed();
   }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "server/grpc_handoff.h"
 #include "server/malformed_request.h"
 #include "server/metered_job_store.h"
 #include "server/rpc_metrics.h"
@@ -90,6 +91,11 @@ AdjutantServer::AdjutantServer(AdjutantServerConfig config,
 
 AdjutantServer::~AdjutantServer() {
   Shutdown();
+  // gRPC's shutdown returned only after every call's OnDone, whose last
+  // touches of the service happened in gRPC's threads (server/grpc_handoff.h).
+  if (job_queue_service_ != nullptr) {
+    TakeCallFromGrpc(job_queue_service_.get());
+  }
   // Members die in reverse order, the executor after the scheduler and the
   // long-poll registry; a task still queued there (a timed-out scrape's
   // store read) must run while they exist.
