@@ -89,6 +89,10 @@ def parse_args(argv):
     if args.smoke:
         args.seconds = 1
         args.warmup_seconds = 0.2
+        # Small enough that a batched cycle completes within the second
+        # even in a sanitizer build on a busy machine.
+        args.concurrency = 16
+        args.batch = 20
         args.cron_schedules = 20
         args.idle_schedules = 200
         args.scale_jobs = 10000
