@@ -778,11 +778,7 @@ class JobQueueService::WorkCall final
         }
       }
       ServerMetrics* const metrics = service_->metrics_;
-      for (const Job& job : finished) {
-        if (metrics != nullptr) metrics->JobAcked(job.queue);
-        spdlog::debug("Work: job {} of queue {} succeeded", job.id, job.queue);
-        NotifyIfCronJobFinished(service_->on_cron_job_finished_, job);
-      }
+      for (const Job& job : finished) service_->JobAcked("Work", job);
       for (const std::optional<Job>& job : nacked) {
         if (!job.has_value()) continue;
         if (job->state == JobState::kPending) {
@@ -1030,18 +1026,21 @@ grpc::ServerUnaryReactor* JobQueueService::Ack(
   return RunOnExecutor(context, "Ack", [this, request]() -> absl::Status {
     absl::Status status =
         store_->Ack(request->job_id(), request->lease_token(), clock_->Now());
-    if (status.ok() && (on_cron_job_finished_ || metrics_ != nullptr)) {
-      // Ack returns no job; read it to learn its queue and whether a
-      // schedule fired it.
-      absl::StatusOr<Job> job = store_->GetJob(request->job_id());
-      if (job.ok()) {
-        if (metrics_ != nullptr) metrics_->JobAcked(job->queue);
-        spdlog::debug("Ack: job {} of queue {} succeeded", job->id, job->queue);
-        NotifyIfCronJobFinished(on_cron_job_finished_, *job);
-      }
-    }
+    if (status.ok()) JobAcked("Ack", request->job_id());
     return status;
   });
+}
+
+void JobQueueService::JobAcked(const char* method, const Job& job) {
+  if (metrics_ != nullptr) metrics_->JobAcked(job.queue);
+  spdlog::debug("{}: job {} of queue {} succeeded", method, job.id, job.queue);
+  NotifyIfCronJobFinished(on_cron_job_finished_, job);
+}
+
+void JobQueueService::JobAcked(const char* method, const std::string& job_id) {
+  if (!on_cron_job_finished_ && metrics_ == nullptr) return;
+  absl::StatusOr<Job> job = store_->GetJob(job_id);
+  if (job.ok()) JobAcked(method, *job);
 }
 
 grpc::ServerUnaryReactor* JobQueueService::Nack(
@@ -1105,13 +1104,7 @@ grpc::ServerUnaryReactor* JobQueueService::AckBatch(
           out->set_message(std::string(status.message()));
           if (!status.ok()) continue;
           ++acked;
-          if (!on_cron_job_finished_ && metrics_ == nullptr) continue;
-          // As for Ack: the store answers no job; read it to learn its
-          // queue and whether a schedule fired it.
-          absl::StatusOr<Job> job = store_->GetJob(items[i].job_id);
-          if (!job.ok()) continue;
-          if (metrics_ != nullptr) metrics_->JobAcked(job->queue);
-          NotifyIfCronJobFinished(on_cron_job_finished_, *job);
+          JobAcked("AckBatch", items[i].job_id);
         }
         spdlog::debug("AckBatch: {} job(s), {} acked", items.size(), acked);
         return absl::OkStatus();

@@ -148,6 +148,13 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
                                           const char* method,
                                           std::function<absl::Status()> work);
 
+  // What follows a job's successful ack by `method` (Ack, AckBatch, Work;
+  // for the debug log): the metrics' count for its queue, and the cron hook.
+  void JobAcked(const char* method, const Job& job);
+  // The same when only the job's id is known (the store's Ack answers no
+  // job): reads the job first, and does nothing when nobody listens.
+  void JobAcked(const char* method, const std::string& job_id);
+
   const RequestLimits limits_;
   JobStore* const store_;
   Clock* const clock_;
