@@ -193,6 +193,13 @@ int SqliteStatement::Changes() const { return sqlite3_changes(db_); }
 
 absl::StatusOr<std::unique_ptr<SqliteConnection>> SqliteConnection::Open(
     const std::string& path, int flags, const std::string& vfs) {
+  // Once per process, before SQLite initializes: no memory statistics.
+  // SQLite otherwise takes a global mutex around every allocation to count
+  // it, and nothing here reads the counts. If SQLite was already
+  // initialized (by another user in the process), the call is refused and
+  // the statistics stay on: slower, not wrong.
+  static const int memstatus_off = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  (void)memstatus_off;
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, flags,
                            vfs.empty() ? nullptr : vfs.c_str());
@@ -213,8 +220,7 @@ SqliteConnection::~SqliteConnection() {
 
 absl::StatusOr<SqliteStatement> SqliteConnection::Prepare(
     absl::string_view sql) {
-  std::string key(sql);
-  auto it = statements_.find(key);
+  auto it = statements_.find(sql);  // no copy of the text on a hit
   if (it != statements_.end()) {
     return SqliteStatement(db_, it->second, /*cached=*/true);
   }
@@ -224,7 +230,7 @@ absl::StatusOr<SqliteStatement> SqliteConnection::Prepare(
   if (rc != SQLITE_OK) {
     return SqliteStatus(rc, db_, "preparing a SQLite statement failed");
   }
-  statements_.emplace(std::move(key), stmt);
+  statements_.emplace(std::string(sql), stmt);
   return SqliteStatement(db_, stmt, /*cached=*/true);
 }
 

@@ -10,8 +10,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <unordered_map>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -192,7 +192,7 @@ class SqliteConnection {
 
   sqlite3* const db_;
   absl::Status write_trouble_;
-  std::unordered_map<std::string, sqlite3_stmt*> statements_;
+  absl::flat_hash_map<std::string, sqlite3_stmt*> statements_;
 };
 
 }  // namespace adjutant

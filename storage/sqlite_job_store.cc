@@ -175,6 +175,37 @@ BEGIN
     ON CONFLICT (queue) DO UPDATE SET pending = pending + 1;
 END;
 )sql",
+    // 4 -> 5: the same counts, kept without an upsert. An upsert's DO UPDATE
+    // is coded as ON CONFLICT ABORT whatever the outer statement says, and a
+    // statement that may abort part-way makes SQLite keep a statement
+    // journal: a copy of every page the statement touches, and a walk of
+    // that journal when the statement ends, for every row written. The hot
+    // writes (kInsertJobSql and the others marked OR FAIL) then run with
+    // none: insert the queue's row if it is missing, then count.
+    R"sql(
+DROP TRIGGER jobs_count_insert;
+CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs
+  WHEN NEW.state IN (1, 2)
+BEGIN
+  INSERT INTO queue_counts (queue, pending) SELECT NEW.queue, 0
+    WHERE NOT EXISTS (SELECT 1 FROM queue_counts WHERE queue = NEW.queue);
+  UPDATE queue_counts SET pending = pending + 1 WHERE queue = NEW.queue;
+END;
+DROP TRIGGER jobs_count_update;
+CREATE TRIGGER jobs_count_update AFTER UPDATE OF state, queue ON jobs
+  WHEN (OLD.state IN (1, 2)) <> (NEW.state IN (1, 2))
+    OR (OLD.queue <> NEW.queue AND NEW.state IN (1, 2))
+BEGIN
+  UPDATE queue_counts SET pending = pending - 1
+    WHERE queue = OLD.queue AND OLD.state IN (1, 2);
+  DELETE FROM queue_counts WHERE queue = OLD.queue AND pending <= 0;
+  INSERT INTO queue_counts (queue, pending) SELECT NEW.queue, 0
+    WHERE NEW.state IN (1, 2)
+    AND NOT EXISTS (SELECT 1 FROM queue_counts WHERE queue = NEW.queue);
+  UPDATE queue_counts SET pending = pending + 1
+    WHERE queue = NEW.queue AND NEW.state IN (1, 2);
+END;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
                   SqliteJobStore::kSchemaVersion,
@@ -189,6 +220,13 @@ constexpr char kJobPageTokenPrefix[] = "seq:";
 constexpr char kCronPageTokenPrefix[] = "name:";
 
 // ---- Statements -------------------------------------------------------------
+//
+// The writes of the hot paths (enqueue, lease, ack, lease expiry) say OR
+// FAIL: a statement that cannot fail part-way needs no statement journal,
+// and SQLite otherwise keeps one for each (a copy of every page it touches).
+// FAIL leaves what a failed statement did so far; every write runs inside
+// its call's savepoint (RunWrite), and an error fails the call, which rolls
+// the whole call back. Never run them in autocommit.
 
 #define JOB_COLUMNS                                                       \
   "id, queue, type, payload, priority, state, attempts, max_attempts, "   \
@@ -212,8 +250,8 @@ constexpr char kFindIdempotentSql[] =
     "SELECT id FROM jobs WHERE queue = ?1 AND idempotency_key = ?2 "
     "AND idempotency_key <> ''";
 constexpr char kInsertJobSql[] =
-    "INSERT INTO jobs (id, queue, type, payload, priority, state, attempts, "
-    "max_attempts, run_at, created_at, updated_at, last_error, "
+    "INSERT OR FAIL INTO jobs (id, queue, type, payload, priority, state, "
+    "attempts, max_attempts, run_at, created_at, updated_at, last_error, "
     "idempotency_key, lease_expires_at, lease_token, worker_id, cron_name, "
     "cron_tick_time) "
     "VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, ?6, ?7, ?8, ?8, '', ?9, NULL, '', '', "
@@ -221,9 +259,9 @@ constexpr char kInsertJobSql[] =
 
 // Ends expired leases: back to PENDING (run_at kept, so the job keeps its
 // place in line) or DEAD when no attempts are left.
-#define EXPIRE_LEASES_SET                                              \
-  "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 4 " \
-  "ELSE 1 END, last_error = 'lease expired', lease_token = '', "       \
+#define EXPIRE_LEASES_SET                                               \
+  "UPDATE OR FAIL jobs SET state = CASE WHEN attempts >= max_attempts " \
+  "THEN 4 ELSE 1 END, last_error = 'lease expired', lease_token = '', " \
   "lease_expires_at = NULL, updated_at = ?1 "
 constexpr char kExpireQueueLeasesSql[] = EXPIRE_LEASES_SET
     "WHERE state = 2 AND queue = ?2 AND lease_expires_at <= ?1 "
@@ -265,12 +303,14 @@ constexpr char kDueAtPriorityOfTypeSql[] =
     "WHERE state = 1 AND queue = ?1 AND type = ?5 AND priority = ?2 "
     "AND run_at <= ?3 ORDER BY run_at, seq LIMIT ?4";
 constexpr char kLeaseJobSql[] =
-    "UPDATE jobs SET state = 2, attempts = attempts + 1, lease_token = ?2, "
+    "UPDATE OR FAIL jobs SET state = 2, attempts = attempts + 1, lease_token = "
+    "?2, "
     "lease_expires_at = ?3, worker_id = ?4, updated_at = ?5 WHERE seq = ?1 "
     "RETURNING " JOB_COLUMNS;
 
 constexpr char kAckSql[] =
-    "UPDATE jobs SET state = 3, lease_expires_at = NULL, updated_at = ?2 "
+    "UPDATE OR FAIL jobs SET state = 3, lease_expires_at = NULL, updated_at = "
+    "?2 "
     "WHERE id = ?1";
 constexpr char kNackSql[] =
     "UPDATE jobs SET state = ?2, last_error = ?3, run_at = COALESCE(?4, "
@@ -1046,6 +1086,25 @@ SqliteJobStore::~SqliteJobStore() {
 absl::Status SqliteJobStore::RunWrite(WriteBody body) {
   Write self(body);
   absl::MutexLock lock(&queue_mu_);
+  if (writers_.empty()) {
+    // Nothing queued, nothing in flight: this call is a group of one, run
+    // on the caller's thread. Two thread wake-ups fewer than a hand-off to
+    // the writer thread, which is most of an idle store's write latency.
+    // Calls arriving meanwhile queue for the writer thread, which waits
+    // for this group as for one of its own.
+    writers_.push_back(&self);
+    committing_ = 1;
+    queue_mu_.Unlock();
+    std::vector<absl::Status> outcomes;
+    {
+      absl::MutexLock write_lock(&mu_);
+      outcomes = CommitGroup({&self});
+    }
+    queue_mu_.Lock();
+    writers_.pop_front();  // &self
+    committing_ = 0;
+    return std::move(outcomes[0]);
+  }
   writers_.push_back(&self);
   // absl::Mutex::Await rather than a CondVar: the sanitizer build sees what
   // Await orders (tests/sanitizers/tsan_absl_sync.cc).
@@ -1056,8 +1115,10 @@ absl::Status SqliteJobStore::RunWrite(WriteBody body) {
 
 void SqliteJobStore::WriterLoop() {
   queue_mu_.Lock();
+  // Calls queued and no group in flight (a caller may be running its own,
+  // see RunWrite).
   auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
-    return !writers_.empty() || stopping_;
+    return committing_ == 0 && (!writers_.empty() || stopping_);
   };
   while (true) {
     queue_mu_.Await(absl::Condition(&work));

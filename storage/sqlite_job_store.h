@@ -78,11 +78,13 @@ struct SqliteOptions {
 };
 
 // Thread-safe. Two SQLite connections serve the calls:
-//  * the write connection runs every write call, one group at a time, on a
-//    writer thread of the store's own: a caller queues its call and sleeps;
-//    the writer thread takes every call queued (up to max_group_size), runs
-//    them in one transaction, answers them all after the COMMIT, and takes
-//    the calls that queued meanwhile. A dedicated thread rather than a
+//  * the write connection runs every write call, one group at a time. A
+//    call that finds no other queued or in flight runs alone, at once, on
+//    its caller's thread. Otherwise it queues and its caller sleeps; a
+//    writer thread of the store's own takes every call queued (up to
+//    max_group_size) once the group in flight is done, runs them in one
+//    transaction, answers them all after the COMMIT, and takes the calls
+//    that queued meanwhile. Under load a dedicated thread rather than a
 //    leader chosen among the callers (leveldb's DBImpl::Write): the next
 //    group starts at once, without waiting for the wake-up of a sleeping
 //    caller to lead it, which on a busy machine costs more than the fsync.
@@ -97,7 +99,7 @@ class SqliteJobStore final : public JobStore {
   // The PRAGMA application_id of an Adjutant database ("ADJT").
   static constexpr int32_t kApplicationId = 0x41444A54;
   // The schema version this build writes and reads (PRAGMA user_version).
-  static constexpr int kSchemaVersion = 4;
+  static constexpr int kSchemaVersion = 5;
 
   // Opens (creating or migrating) the database. Fails without touching the
   // file if it is not an Adjutant database, is corrupt, or has a schema
@@ -218,11 +220,12 @@ class SqliteJobStore final : public JobStore {
 
   // Runs `body` as one call of a group commit (see the class comment) and
   // returns its outcome: the body's error, or the group's, or OK once the
-  // COMMIT covering it returned. `body` runs on the writer thread, inside a
-  // write transaction, and must write its results only into variables the
-  // caller reads after RunWrite returns.
+  // COMMIT covering it returned. `body` runs on the writer thread or the
+  // caller's, inside a write transaction, and must write its results only
+  // into variables the caller reads after RunWrite returns.
   absl::Status RunWrite(WriteBody body) ABSL_LOCKS_EXCLUDED(queue_mu_, mu_);
-  // The writer thread: commits groups until stopping_ and no call is left.
+  // The writer thread: commits the queued groups until stopping_ and no
+  // call is left.
   void WriterLoop() ABSL_LOCKS_EXCLUDED(queue_mu_, mu_);
   // Runs `group` in one transaction; one outcome per call.
   std::vector<absl::Status> CommitGroup(const std::vector<Write*>& group)
@@ -244,9 +247,9 @@ class SqliteJobStore final : public JobStore {
   // Set by the destructor: the writer thread ends once the queue is empty.
   bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
 
-  // Held by the writer thread while it runs and commits a group, and by
-  // the few other users of the write connection (Checkpoint, Ping's check,
-  // test hooks).
+  // Held while a group runs and commits (by the writer thread or a caller
+  // running its own), and by the few other users of the write connection
+  // (Checkpoint, Ping's check, test hooks).
   absl::Mutex mu_;
   // State below is protected by mu_.
   // The write connection and its cached statements; every use holds mu_.

@@ -895,8 +895,9 @@ TEST_F(SqliteJobStoreTest, MigratesAVersion3FileCountingItsPendingJobs) {
   options.max_pending_per_queue = 3;
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store,
                        SqliteJobStore::Open(options));
-  EXPECT_THAT(*store->QueryForTest("PRAGMA user_version"),
-              ::testing::ElementsAre("4"));
+  EXPECT_THAT(
+      *store->QueryForTest("PRAGMA user_version"),
+      ::testing::ElementsAre(absl::StrCat(SqliteJobStore::kSchemaVersion)));
   EXPECT_THAT(
       *store->QueryForTest("SELECT queue || '=' || pending FROM queue_counts "
                            "ORDER BY queue"),
@@ -905,6 +906,66 @@ TEST_F(SqliteJobStoreTest, MigratesAVersion3FileCountingItsPendingJobs) {
   ASSERT_OK(store->Enqueue({MakeJob()}, now_).status());
   EXPECT_EQ(store->Enqueue({MakeJob()}, now_).status().code(),
             absl::StatusCode::kResourceExhausted);
+}
+
+// The counting triggers of schema version 4, with upserts (5 replaced them).
+constexpr char kVersion4Triggers[] = R"sql(
+DROP TRIGGER jobs_count_insert;
+CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs
+  WHEN NEW.state IN (1, 2)
+BEGIN
+  INSERT INTO queue_counts (queue, pending) VALUES (NEW.queue, 1)
+    ON CONFLICT (queue) DO UPDATE SET pending = pending + 1;
+END;
+DROP TRIGGER jobs_count_update;
+CREATE TRIGGER jobs_count_update AFTER UPDATE OF state, queue ON jobs
+  WHEN (OLD.state IN (1, 2)) <> (NEW.state IN (1, 2))
+    OR (OLD.queue <> NEW.queue AND NEW.state IN (1, 2))
+BEGIN
+  UPDATE queue_counts SET pending = pending - 1
+    WHERE queue = OLD.queue AND OLD.state IN (1, 2);
+  DELETE FROM queue_counts WHERE queue = OLD.queue AND pending <= 0;
+  INSERT INTO queue_counts (queue, pending)
+    SELECT NEW.queue, 1 WHERE NEW.state IN (1, 2)
+    ON CONFLICT (queue) DO UPDATE SET pending = pending + 1;
+END;
+PRAGMA user_version = 4;
+)sql";
+
+TEST_F(SqliteJobStoreTest, MigratesAVersion4FileKeepingItsCounts) {
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+    ASSERT_OK(store->Enqueue({MakeJob(), MakeJob()}, now_).status());
+  }
+  ASSERT_OK(RawExec(path_, kVersion4Triggers));
+  {
+    // Written under the version 4 triggers: the upserts count as before.
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+    EXPECT_THAT(
+        *store->QueryForTest("SELECT sql LIKE '%ON CONFLICT%' FROM "
+                             "sqlite_schema WHERE name = 'jobs_count_insert'"),
+        ::testing::ElementsAre("0"));
+    EXPECT_THAT(
+        *store->QueryForTest("PRAGMA user_version"),
+        ::testing::ElementsAre(absl::StrCat(SqliteJobStore::kSchemaVersion)));
+    EXPECT_THAT(*store->QueryForTest("SELECT queue || '=' || pending FROM "
+                                     "queue_counts ORDER BY queue"),
+                ::testing::ElementsAre("q=2"));
+    // The new triggers: a new queue gets a row, a finished job leaves it,
+    // and the last one leaving removes the row.
+    ASSERT_OK(store->Enqueue({MakeJob("other")}, now_).status());
+    ASSERT_OK_AND_ASSIGN(std::vector<Lease> leases,
+                         store->Dequeue(LeaseOptions("q", 2), now_));
+    ASSERT_EQ(leases.size(), 2u);
+    ASSERT_OK(store->Ack(leases[0].job.id, leases[0].token, now_));
+    EXPECT_THAT(*store->QueryForTest("SELECT queue || '=' || pending FROM "
+                                     "queue_counts ORDER BY queue"),
+                ::testing::ElementsAre("other=1", "q=1"));
+    ASSERT_OK(store->Ack(leases[1].job.id, leases[1].token, now_));
+    EXPECT_THAT(*store->QueryForTest("SELECT queue || '=' || pending FROM "
+                                     "queue_counts ORDER BY queue"),
+                ::testing::ElementsAre("other=1"));
+  }
 }
 
 TEST_F(SqliteJobStoreTest, MigratesAVersion2FileAddingTheRetentionIndex) {
