@@ -724,7 +724,7 @@ class JobQueueService::WorkCall final
         results[ack_index[0]] =
             service_->store_->Ack(acks[0].job_id, acks[0].token, now);
       } else if (!acks.empty()) {
-        absl::StatusOr<std::vector<absl::Status>> acked =
+        absl::StatusOr<std::vector<AckResult>> acked =
             service_->store_->AckBatch(acks, now);
         for (size_t k = 0; k < acks.size(); ++k) {
           if (!acked.ok()) {
@@ -734,7 +734,7 @@ class JobQueueService::WorkCall final
                 absl::StrCat("the store returned ", acked->size(),
                              " results for ", acks.size(), " acks"));
           } else {
-            results[ack_index[k]] = (*acked)[k];
+            results[ack_index[k]] = (*acked)[k].status;
           }
         }
       }
@@ -1043,6 +1043,18 @@ void JobQueueService::JobAcked(const char* method, const std::string& job_id) {
   if (job.ok()) JobAcked(method, *job);
 }
 
+void JobQueueService::JobAcked(const char* method, const std::string& job_id,
+                               const AckResult& result) {
+  if (result.already_acked) return;
+  if (metrics_ != nullptr) metrics_->JobAcked(result.queue);
+  spdlog::debug("{}: job {} of queue {} succeeded", method, job_id,
+                result.queue);
+  if (on_cron_job_finished_ && !result.cron_name.empty()) {
+    absl::StatusOr<Job> job = store_->GetJob(job_id);
+    if (job.ok()) NotifyIfCronJobFinished(on_cron_job_finished_, *job);
+  }
+}
+
 grpc::ServerUnaryReactor* JobQueueService::Nack(
     grpc::CallbackServerContext* context, const v1::NackRequest* request,
     v1::NackResponse* response) {
@@ -1087,7 +1099,7 @@ grpc::ServerUnaryReactor* JobQueueService::AckBatch(
   return RunOnExecutor(
       context, "AckBatch",
       [this, items = *std::move(items), response]() -> absl::Status {
-        absl::StatusOr<std::vector<absl::Status>> results =
+        absl::StatusOr<std::vector<AckResult>> results =
             store_->AckBatch(items, clock_->Now());
         if (!results.ok()) return results.status();
         if (results->size() != items.size()) {
@@ -1097,14 +1109,14 @@ grpc::ServerUnaryReactor* JobQueueService::AckBatch(
         }
         int64_t acked = 0;
         for (size_t i = 0; i < items.size(); ++i) {
-          const absl::Status& status = (*results)[i];
+          const AckResult& result = (*results)[i];
           v1::SettleResult* out = response->add_results();
           out->set_job_id(items[i].job_id);
-          out->set_code(static_cast<int32_t>(status.code()));
-          out->set_message(std::string(status.message()));
-          if (!status.ok()) continue;
+          out->set_code(static_cast<int32_t>(result.status.code()));
+          out->set_message(std::string(result.status.message()));
+          if (!result.status.ok()) continue;
           ++acked;
-          JobAcked("AckBatch", items[i].job_id);
+          JobAcked("AckBatch", items[i].job_id, result);
         }
         spdlog::debug("AckBatch: {} job(s), {} acked", items.size(), acked);
         return absl::OkStatus();

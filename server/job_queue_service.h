@@ -154,6 +154,11 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   // The same when only the job's id is known (the store's Ack answers no
   // job): reads the job first, and does nothing when nobody listens.
   void JobAcked(const char* method, const std::string& job_id);
+  // The same from what the store's AckBatch said of the job: nothing for a
+  // retried ack (already counted), and a read of the job only for a cron
+  // job when the hook listens.
+  void JobAcked(const char* method, const std::string& job_id,
+                const AckResult& result);
 
   const RequestLimits limits_;
   JobStore* const store_;

@@ -62,13 +62,15 @@ absl::Status MeteredJobStore::Ack(const std::string& job_id,
   return Timed(ack_, [&] { return store_->Ack(job_id, token, now); });
 }
 
-absl::StatusOr<std::vector<absl::Status>> MeteredJobStore::AckBatch(
+absl::StatusOr<std::vector<AckResult>> MeteredJobStore::AckBatch(
     const std::vector<AckItem>& items, absl::Time now) {
   auto results =
       Timed(ack_batch_, [&] { return store_->AckBatch(items, now); });
   if (results.ok()) {
     int64_t acked = 0;
-    for (const absl::Status& result : *results) acked += result.ok() ? 1 : 0;
+    for (const AckResult& result : *results) {
+      acked += result.status.ok() ? 1 : 0;
+    }
     if (acked > 0) ack_batch_.batch_size->Observe(static_cast<double>(acked));
   }
   return results;

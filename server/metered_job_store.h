@@ -39,7 +39,7 @@ class MeteredJobStore final : public JobStore {
                    absl::Time now) override;
   // Forwarded whole to the wrapped store (its one-transaction version, if it
   // has one), timed as op "ack_batch".
-  absl::StatusOr<std::vector<absl::Status>> AckBatch(
+  absl::StatusOr<std::vector<AckResult>> AckBatch(
       const std::vector<AckItem>& items, absl::Time now) override;
   absl::StatusOr<Job> Nack(const std::string& job_id, const std::string& token,
                            const NackOptions& options, absl::Time now) override;

@@ -94,6 +94,19 @@ struct AckItem {
   std::string token;
 };
 
+// JobStore::AckBatch's answer for one item.
+struct AckResult {
+  // What Ack would return for the item.
+  absl::Status status;
+  // Set when status is OK, so that the caller need not read the job again:
+  // its queue and cron_name ("" for a job no schedule fired), and whether
+  // it had been acked already under this token (a retried ack, which
+  // changed nothing).
+  std::string queue;
+  std::string cron_name;
+  bool already_acked = false;
+};
+
 struct NackOptions {
   std::string error;
   // Retry no sooner than now + retry_after; nullopt: the store's

@@ -94,19 +94,25 @@ class JobStore {
   virtual absl::Status Ack(const std::string& job_id, const std::string& token,
                            absl::Time now) = 0;
 
-  // Acks each item as by Ack, judged on its own, and returns one status per
+  // Acks each item as by Ack, judged on its own, and returns one result per
   // item in order: what Ack would return for it (an item that failed was
-  // not acked). A backend that can applies the whole batch in one
-  // transaction, so that it costs one disk sync, and then reports a failure
-  // of that transaction (UNAVAILABLE, RESOURCE_EXHAUSTED) as the call's
-  // error: no item was acked. The default calls Ack once per item.
+  // not acked) and, when acked, the job's queue and cron_name. A backend
+  // that can applies the whole batch in one transaction, so that it costs
+  // one disk sync, and then reports a failure of that transaction
+  // (UNAVAILABLE, RESOURCE_EXHAUSTED) as the call's error: no item was
+  // acked. The default calls Ack, then GetJob, once per item.
   // REQUIRES: no job id appears twice.
-  virtual absl::StatusOr<std::vector<absl::Status>> AckBatch(
+  virtual absl::StatusOr<std::vector<AckResult>> AckBatch(
       const std::vector<AckItem>& items, absl::Time now) {
-    std::vector<absl::Status> results;
-    results.reserve(items.size());
-    for (const AckItem& item : items) {
-      results.push_back(Ack(item.job_id, item.token, now));
+    std::vector<AckResult> results(items.size());
+    for (size_t i = 0; i < items.size(); ++i) {
+      results[i].status = Ack(items[i].job_id, items[i].token, now);
+      if (!results[i].status.ok()) continue;
+      absl::StatusOr<Job> job = GetJob(items[i].job_id);
+      if (job.ok()) {
+        results[i].queue = job->queue;
+        results[i].cron_name = job->cron_name;
+      }
     }
     return results;
   }

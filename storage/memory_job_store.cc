@@ -370,29 +370,38 @@ absl::Status MemoryJobStore::Ack(const std::string& job_id,
   return AckLocked(job_id, token, now);
 }
 
-absl::StatusOr<std::vector<absl::Status>> MemoryJobStore::AckBatch(
+absl::StatusOr<std::vector<AckResult>> MemoryJobStore::AckBatch(
     const std::vector<AckItem>& items, absl::Time now) {
-  std::vector<absl::Status> results;
-  results.reserve(items.size());
+  std::vector<AckResult> results(items.size());
   absl::MutexLock lock(&mu_);
-  for (const AckItem& item : items) {
-    results.push_back(AckLocked(item.job_id, item.token, now));
+  for (size_t i = 0; i < items.size(); ++i) {
+    results[i].status =
+        AckLocked(items[i].job_id, items[i].token, now, &results[i]);
   }
   return results;
 }
 
 absl::Status MemoryJobStore::AckLocked(const std::string& job_id,
-                                       const std::string& token,
-                                       absl::Time now) {
+                                       const std::string& token, absl::Time now,
+                                       AckResult* result) {
   absl::StatusOr<Job*> found = FindJob(job_id);
   if (!found.ok()) return found.status();
   if ((*found)->state == JobState::kSucceeded &&
       SameToken((*found)->lease_token, token)) {
+    if (result != nullptr) {
+      result->queue = (*found)->queue;
+      result->cron_name = (*found)->cron_name;
+      result->already_acked = true;
+    }
     return absl::OkStatus();  // a retried Ack
   }
   absl::StatusOr<Job*> leased = FindLiveLease(job_id, token, now);
   if (!leased.ok()) return leased.status();
   Job& job = **leased;
+  if (result != nullptr) {
+    result->queue = job.queue;
+    result->cron_name = job.cron_name;
+  }
   Unindex(job);
   job.state = JobState::kSucceeded;
   job.lease_expires_at = absl::InfinitePast();

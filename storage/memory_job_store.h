@@ -52,7 +52,7 @@ class MemoryJobStore final : public JobStore {
   absl::Status Ack(const std::string& job_id, const std::string& token,
                    absl::Time now) override;
   // Every item under one hold of the lock.
-  absl::StatusOr<std::vector<absl::Status>> AckBatch(
+  absl::StatusOr<std::vector<AckResult>> AckBatch(
       const std::vector<AckItem>& items, absl::Time now) override;
   absl::StatusOr<Job> Nack(const std::string& job_id, const std::string& token,
                            const NackOptions& options, absl::Time now) override;
@@ -151,9 +151,11 @@ class MemoryJobStore final : public JobStore {
   // is needed (the caller did it, or the job has no key).
   Job& InsertJob(const NewJob& new_job, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Ack's contract.
+  // Ack's contract; when OK, fills `result` (if not null) but for its
+  // status.
   absl::Status AckLocked(const std::string& job_id, const std::string& token,
-                         absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                         absl::Time now, AckResult* result = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // PENDING or LEASED `job` -> CANCELLED.
   void Cancel(Job& job, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // An expired lease ends: PENDING if attempts are left, else DEAD.

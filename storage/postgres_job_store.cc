@@ -219,8 +219,8 @@ constexpr char kLockJobStateSql[] =
 // AckBatch: locks the rows of the batch's jobs, in id order (so that two
 // batches never wait on each other's locks in a cycle).
 constexpr char kLockJobStatesSql[] =
-    "SELECT id, state, lease_token, lease_expires_at FROM jobs "
-    "WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE";
+    "SELECT id, state, lease_token, lease_expires_at, queue, cron_name "
+    "FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE";
 constexpr char kAckJobsSql[] =
     "UPDATE jobs SET state = 3, lease_expires_at = NULL, updated_at = $2 "
     "WHERE id = ANY($1::text[])";
@@ -938,15 +938,15 @@ absl::Status PostgresJobStore::Ack(const std::string& job_id,
   });
 }
 
-absl::StatusOr<std::vector<absl::Status>> PostgresJobStore::AckBatch(
+absl::StatusOr<std::vector<AckResult>> PostgresJobStore::AckBatch(
     const std::vector<AckItem>& items, absl::Time now) {
-  std::vector<absl::Status> results;
+  std::vector<AckResult> results;
   if (items.empty()) return results;
   std::vector<std::string> ids;
   ids.reserve(items.size());
   for (const AckItem& item : items) ids.push_back(item.job_id);
   RETURN_IF_ERROR(Transact([&](PgConnection& c) -> absl::Status {
-    results.assign(items.size(), absl::OkStatus());
+    results.assign(items.size(), AckResult());
     ASSIGN_OR_RETURN(PgResult rows,
                      c.Exec(kLockJobStatesSql, PgParams().TextArray(ids)));
     std::unordered_map<std::string, int> row_of;
@@ -956,7 +956,7 @@ absl::StatusOr<std::vector<absl::Status>> PostgresJobStore::AckBatch(
       const AckItem& item = items[i];
       auto row = row_of.find(item.job_id);
       if (row == row_of.end()) {
-        results[i] = JobNotFound(item.job_id);
+        results[i].status = JobNotFound(item.job_id);
         continue;
       }
       const int r = row->second;
@@ -964,10 +964,13 @@ absl::StatusOr<std::vector<absl::Status>> PostgresJobStore::AckBatch(
           item.job_id, item.token, static_cast<JobState>(rows.Int(r, 1)),
           rows.Text(r, 2), rows.Time(r, 3), now);
       if (!check.ok()) {
-        results[i] = check.status();
-      } else if (!check->already_acked) {
-        to_ack.push_back(item.job_id);
+        results[i].status = check.status();
+        continue;
       }
+      results[i].queue = rows.Text(r, 4);
+      results[i].cron_name = rows.Text(r, 5);
+      results[i].already_acked = check->already_acked;
+      if (!check->already_acked) to_ack.push_back(item.job_id);
     }
     if (to_ack.empty()) return absl::OkStatus();
     return c.Exec(kAckJobsSql, PgParams().TextArray(to_ack).Time(now)).status();

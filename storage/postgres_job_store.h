@@ -128,7 +128,7 @@ class PostgresJobStore final : public JobStore {
   // One transaction: BEGIN, one statement that locks every row of the
   // batch (in id order), one UPDATE of the rows that pass, COMMIT; each
   // item judged as Ack would.
-  absl::StatusOr<std::vector<absl::Status>> AckBatch(
+  absl::StatusOr<std::vector<AckResult>> AckBatch(
       const std::vector<AckItem>& items, absl::Time now) override;
   absl::StatusOr<Job> Nack(const std::string& job_id, const std::string& token,
                            const NackOptions& options, absl::Time now) override;

@@ -244,8 +244,8 @@ constexpr char kCronPageTokenPrefix[] = "name:";
 constexpr char kSelectJobSql[] =
     "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1";
 constexpr char kSelectJobStateSql[] =
-    "SELECT state, lease_token, lease_expires_at, attempts, max_attempts "
-    "FROM jobs WHERE id = ?1";
+    "SELECT state, lease_token, lease_expires_at, attempts, max_attempts, "
+    "queue, cron_name FROM jobs WHERE id = ?1";
 constexpr char kFindIdempotentSql[] =
     "SELECT id FROM jobs WHERE queue = ?1 AND idempotency_key = ?2 "
     "AND idempotency_key <> ''";
@@ -669,6 +669,8 @@ struct LeaseCheck {
   bool already_acked = false;  // SUCCEEDED under this very token
   int32_t attempts = 0;
   int32_t max_attempts = 0;
+  std::string queue;
+  std::string cron_name;
 };
 
 // OK if `job_id` is LEASED under `token` and its lease has not expired at
@@ -686,6 +688,8 @@ absl::StatusOr<LeaseCheck> CheckLease(SqliteConnection& c,
   LeaseCheck check;
   check.attempts = static_cast<int32_t>(stmt.ColumnInt(3));
   check.max_attempts = static_cast<int32_t>(stmt.ColumnInt(4));
+  check.queue = stmt.ColumnString(5);
+  check.cron_name = stmt.ColumnString(6);
   if (state == JobState::kSucceeded && token_matches && !token.empty()) {
     check.already_acked = true;
     return check;
@@ -1023,17 +1027,15 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
 
 namespace {
 
-// An error that ends a write (the disk refused it, the write lock could not
-// be had) rather than a verdict on one item of AckBatch.
-bool IsWriteFailure(const absl::Status& status) {
-  return absl::IsUnavailable(status) || absl::IsResourceExhausted(status);
+// A verdict on one item of AckBatch (from CheckLease), rather than an
+// error that ends the write.
+bool IsAckVerdict(const absl::Status& status) {
+  return absl::IsFailedPrecondition(status) || absl::IsNotFound(status);
 }
 
-// Ack's contract, inside the caller's write transaction.
-absl::Status AckIn(SqliteConnection& c, const std::string& job_id,
-                   const std::string& token, absl::Time now) {
-  ASSIGN_OR_RETURN(LeaseCheck check, CheckLease(c, job_id, token, now));
-  if (check.already_acked) return absl::OkStatus();
+// The job that CheckLease found LEASED under the token becomes SUCCEEDED.
+absl::Status MarkSucceeded(SqliteConnection& c, const std::string& job_id,
+                           absl::Time now) {
   ASSIGN_OR_RETURN(SqliteStatement ack, c.Prepare(kAckSql));
   ack.BindText(1, job_id);
   ack.BindTime(2, now);
@@ -1299,27 +1301,43 @@ absl::StatusOr<std::vector<Lease>> SqliteJobStore::Dequeue(
 absl::Status SqliteJobStore::Ack(const std::string& job_id,
                                  const std::string& token, absl::Time now) {
   return RunWrite([&](SqliteConnection& c) -> absl::Status {
-    return AckIn(c, job_id, token, now);
+    ASSIGN_OR_RETURN(LeaseCheck check, CheckLease(c, job_id, token, now));
+    if (check.already_acked) return absl::OkStatus();
+    return MarkSucceeded(c, job_id, now);
   });
 }
 
-absl::StatusOr<std::vector<absl::Status>> SqliteJobStore::AckBatch(
+absl::StatusOr<std::vector<AckResult>> SqliteJobStore::AckBatch(
     const std::vector<AckItem>& items, absl::Time now) {
   // One call of a group: the whole batch shares the group's transaction.
   // An item judged FAILED_PRECONDITION or NOT_FOUND changed nothing (the
   // check comes before the one UPDATE), so it needs no savepoint of its own.
-  std::vector<absl::Status> results;
+  // Any other error fails the batch, and the call's savepoint undoes it
+  // all: a read or the UPDATE failed (the disk refused it; the UPDATE says
+  // OR FAIL, so it may have stopped part-way), or the transaction ended
+  // under it (SQLITE_NOMEM, an interrupt) and the next statements would run
+  // outside the group.
+  std::vector<AckResult> results;
   RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
-    results.clear();
-    results.reserve(items.size());
-    for (const AckItem& item : items) {
-      absl::Status status = AckIn(c, item.job_id, item.token, now);
-      if (IsWriteFailure(status)) return status;  // the batch fails
-      // Any other error that ended the transaction (SQLITE_NOMEM, an
-      // interrupt) fails the batch too: the next statements would run in
-      // autocommit, outside the group.
-      if (!status.ok() && sqlite3_get_autocommit(c.db()) != 0) return status;
-      results.push_back(std::move(status));
+    results.assign(items.size(), AckResult());
+    for (size_t i = 0; i < items.size(); ++i) {
+      AckResult& result = results[i];
+      absl::StatusOr<LeaseCheck> check =
+          CheckLease(c, items[i].job_id, items[i].token, now);
+      if (!check.ok()) {
+        if (!IsAckVerdict(check.status()) ||
+            sqlite3_get_autocommit(c.db()) != 0) {
+          return check.status();  // the batch fails
+        }
+        result.status = check.status();
+        continue;
+      }
+      result.queue = std::move(check->queue);
+      result.cron_name = std::move(check->cron_name);
+      result.already_acked = check->already_acked;
+      if (!check->already_acked) {
+        RETURN_IF_ERROR(MarkSucceeded(c, items[i].job_id, now));
+      }
     }
     return absl::OkStatus();
   }));

@@ -144,7 +144,7 @@ class SqliteJobStore final : public JobStore {
   absl::Status Ack(const std::string& job_id, const std::string& token,
                    absl::Time now) override;
   // One write call: the batch shares its group's transaction and sync.
-  absl::StatusOr<std::vector<absl::Status>> AckBatch(
+  absl::StatusOr<std::vector<AckResult>> AckBatch(
       const std::vector<AckItem>& items, absl::Time now) override;
   absl::StatusOr<Job> Nack(const std::string& job_id, const std::string& token,
                            const NackOptions& options, absl::Time now) override;

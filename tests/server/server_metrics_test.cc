@@ -267,12 +267,12 @@ TEST_P(ServerMetricsTest, StoreAckBatchIsOneMeteredWrite) {
     items.push_back({job.job().job_id(), job.lease_token()});
   }
   items.push_back({"no-such-job", "token"});
-  absl::StatusOr<std::vector<absl::Status>> results =
+  absl::StatusOr<std::vector<AckResult>> results =
       server_->store()->AckBatch(items, clock_.Now());
   ASSERT_TRUE(results.ok()) << results.status();
   ASSERT_EQ(results->size(), 3u);
-  EXPECT_TRUE((*results)[0].ok() && (*results)[1].ok());
-  EXPECT_EQ((*results)[2].code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE((*results)[0].status.ok() && (*results)[1].status.ok());
+  EXPECT_EQ((*results)[2].status.code(), absl::StatusCode::kNotFound);
 
   const std::string m = Scrape();
   EXPECT_THAT(m, HasLine("adjutant_store_write_duration_seconds_count{op="
@@ -281,6 +281,29 @@ TEST_P(ServerMetricsTest, StoreAckBatchIsOneMeteredWrite) {
   EXPECT_THAT(m, HasLine("adjutant_store_write_duration_seconds_count{op="
                          "\"ack\"} 0"))
       << "not acked item by item";
+}
+
+// The AckBatch RPC counts each job by its queue once: a retried batch
+// (the same tokens again) is answered OK and not counted again.
+TEST_P(ServerMetricsTest, AckBatchCountsEachAckedJobOnceByItsQueue) {
+  Enqueue("b");
+  Enqueue("b");
+  std::vector<v1::LeasedJob> leased = Lease("b", 2);
+  ASSERT_EQ(leased.size(), 2u);
+  v1::AckBatchRequest request;
+  for (const v1::LeasedJob& job : leased) {
+    v1::AckRequest* item = request.add_acks();
+    item->set_job_id(job.job().job_id());
+    item->set_lease_token(job.lease_token());
+  }
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    v1::AckBatchResponse response;
+    ASSERT_TRUE(queue_->AckBatch(Context().get(), request, &response).ok());
+    ASSERT_EQ(response.results_size(), 2);
+    EXPECT_EQ(response.results(0).code(), 0);
+    EXPECT_EQ(response.results(1).code(), 0);
+  }
+  EXPECT_THAT(Scrape(), HasLine("adjutant_jobs_acked_total{queue=\"b\"} 2"));
 }
 
 TEST_P(ServerMetricsTest, EnqueueBatchCountsNewJobsPerQueue) {

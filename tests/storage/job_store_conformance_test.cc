@@ -609,9 +609,9 @@ TEST_P(JobStoreConformance, AckRetriedWithTheSameTokenIsOk) {
 // ------------------------------------------------------------------
 
 // Statuses by code, for comparing AckBatch results.
-std::vector<absl::StatusCode> Codes(const std::vector<absl::Status>& results) {
+std::vector<absl::StatusCode> Codes(const std::vector<AckResult>& results) {
   std::vector<absl::StatusCode> codes;
-  for (const absl::Status& status : results) codes.push_back(status.code());
+  for (const AckResult& result : results) codes.push_back(result.status.code());
   return codes;
 }
 
@@ -638,7 +638,10 @@ TEST_P(JobStoreConformance, AckBatchJudgesEachItemOnItsOwnInOrder) {
   ASSERT_OK(store_->Ack(retried, retried_lease.token, now_));
   // Never leased.
   const std::string pending = EnqueueOne(*store_, MakeJob("pending"), now_);
-  const std::string good2 = EnqueueOne(*store_, MakeJob("good2"), now_);
+  NewJob of_a_schedule = MakeJob("good2");
+  of_a_schedule.cron_name = "nightly";
+  of_a_schedule.cron_tick_time = now_;
+  const std::string good2 = EnqueueOne(*store_, of_a_schedule, now_);
   const Lease good2_lease = LeaseOne(*store_, now_, Options("good2", 1, kHour));
 
   const Job stale_before = GetOrFail(*store_, stale);
@@ -652,7 +655,7 @@ TEST_P(JobStoreConformance, AckBatchJudgesEachItemOnItsOwnInOrder) {
       {good2, good2_lease.token},
   };
   const absl::Time t = now_ + absl::Seconds(20);
-  ASSERT_OK_AND_ASSIGN(std::vector<absl::Status> results,
+  ASSERT_OK_AND_ASSIGN(std::vector<AckResult> results,
                        store_->AckBatch(items, t));
   using Code = absl::StatusCode;
   const std::vector<Code> kWant = {Code::kOk,       Code::kFailedPrecondition,
@@ -660,9 +663,20 @@ TEST_P(JobStoreConformance, AckBatchJudgesEachItemOnItsOwnInOrder) {
                                    Code::kOk,       Code::kFailedPrecondition,
                                    Code::kOk};
   EXPECT_EQ(Codes(results), kWant);
-  EXPECT_THAT(std::string(results[1].message()), HasSubstr(stale));
-  EXPECT_THAT(std::string(results[2].message()), HasSubstr("no-such-job"));
-  EXPECT_THAT(std::string(results[3].message()), HasSubstr("expired"));
+  EXPECT_THAT(std::string(results[1].status.message()), HasSubstr(stale));
+  EXPECT_THAT(std::string(results[2].status.message()),
+              HasSubstr("no-such-job"));
+  EXPECT_THAT(std::string(results[3].status.message()), HasSubstr("expired"));
+  // What an acked item tells of its job: the queue, the schedule, and
+  // whether this ack was a retry.
+  EXPECT_EQ(results[0].queue, "good");
+  EXPECT_EQ(results[0].cron_name, "");
+  EXPECT_FALSE(results[0].already_acked);
+  EXPECT_EQ(results[4].queue, "retried");
+  EXPECT_TRUE(results[4].already_acked);
+  EXPECT_EQ(results[6].queue, "good2");
+  EXPECT_EQ(results[6].cron_name, "nightly");
+  EXPECT_FALSE(results[6].already_acked);
 
   for (const std::string& id : {good, good2}) {
     Job job = GetOrFail(*store_, id);
@@ -682,11 +696,15 @@ TEST_P(JobStoreConformance, AckBatchJudgesEachItemOnItsOwnInOrder) {
   const Job good_after = GetOrFail(*store_, good);
   ASSERT_OK_AND_ASSIGN(results, store_->AckBatch(items, t + absl::Seconds(1)));
   EXPECT_EQ(Codes(results), kWant);
+  EXPECT_TRUE(results[0].already_acked);
+  EXPECT_EQ(results[0].queue, "good");
+  EXPECT_TRUE(results[6].already_acked);
+  EXPECT_EQ(results[6].cron_name, "nightly");
   ExpectUnchanged(*store_, good_after);
 }
 
 TEST_P(JobStoreConformance, AckBatchOfNothingReturnsNothing) {
-  ASSERT_OK_AND_ASSIGN(std::vector<absl::Status> results,
+  ASSERT_OK_AND_ASSIGN(std::vector<AckResult> results,
                        store_->AckBatch({}, now_));
   EXPECT_THAT(results, IsEmpty());
 }
@@ -701,7 +719,7 @@ TEST_P(JobStoreConformance, AckBatchAcksManyJobs) {
   std::vector<AckItem> items;
   for (const Lease& lease : leases)
     items.push_back({lease.job.id, lease.token});
-  ASSERT_OK_AND_ASSIGN(std::vector<absl::Status> results,
+  ASSERT_OK_AND_ASSIGN(std::vector<AckResult> results,
                        store_->AckBatch(items, now_));
   EXPECT_EQ(Codes(results),
             std::vector<absl::StatusCode>(kJobs, absl::StatusCode::kOk));

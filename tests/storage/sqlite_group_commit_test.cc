@@ -387,14 +387,14 @@ TEST_F(SqliteGroupCommitTest, AckBatchIsOneCommit) {
   items.push_back({"no-such-job", "t"});
   const int64_t commits = store_->CommitsForTest();
   const int64_t syncs = vfs_.syncs();
-  absl::StatusOr<std::vector<absl::Status>> results =
+  absl::StatusOr<std::vector<AckResult>> results =
       store_->AckBatch(items, now_);
   ASSERT_TRUE(results.ok()) << results.status();
   EXPECT_EQ(store_->CommitsForTest() - commits, 1);
   EXPECT_EQ(vfs_.syncs() - syncs, 1);
   ASSERT_THAT(*results, SizeIs(kJobs + 1));
-  for (int i = 0; i < kJobs; ++i) EXPECT_TRUE((*results)[i].ok());
-  EXPECT_EQ((*results)[kJobs].code(), absl::StatusCode::kNotFound);
+  for (int i = 0; i < kJobs; ++i) EXPECT_TRUE((*results)[i].status.ok());
+  EXPECT_EQ((*results)[kJobs].status.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(Count("SELECT count(*) FROM jobs WHERE state = 3"), kJobs);
 
   // A disk that refuses the batch's commit fails the whole call, and no
