@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "scheduler/clock.h"
@@ -47,6 +48,11 @@ bool WritePortFile(const std::string& path, int port) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Debian 12 builds abseil without NDEBUG, which leaves absl::Mutex's
+  // lock-order check on: every Lock then takes one process-wide lock to
+  // update a graph of held mutexes. The test binaries keep the check; the
+  // daemon does not pay for it on every call.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   adjutant::DaemonConfig flags;
   if (int exit_code = adjutant::ParseDaemonConfig(argc, argv, &flags);
       exit_code >= 0) {

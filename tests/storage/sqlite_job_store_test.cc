@@ -942,8 +942,8 @@ TEST_F(SqliteJobStoreTest, MigratesAVersion4FileKeepingItsCounts) {
     // Written under the version 4 triggers: the upserts count as before.
     ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
     EXPECT_THAT(
-        *store->QueryForTest("SELECT sql LIKE '%ON CONFLICT%' FROM "
-                             "sqlite_schema WHERE name = 'jobs_count_insert'"),
+        *store->QueryForTest("SELECT count(*) FROM sqlite_schema WHERE name "
+                             "LIKE 'jobs_count_%' AND sql LIKE '%ON CONFLICT%'"),
         ::testing::ElementsAre("0"));
     EXPECT_THAT(
         *store->QueryForTest("PRAGMA user_version"),
@@ -966,6 +966,70 @@ TEST_F(SqliteJobStoreTest, MigratesAVersion4FileKeepingItsCounts) {
                                      "queue_counts ORDER BY queue"),
                 ::testing::ElementsAre("other=1"));
   }
+}
+
+// queue_counts, kept by triggers, against the rows themselves after every
+// kind of write.
+TEST_F(SqliteJobStoreTest, QueueCountsMatchTheJobsAfterEveryKindOfWrite) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+  auto expect_counts_match = [&store](const std::string& after) {
+    SCOPED_TRACE(after);
+    ASSERT_OK_AND_ASSIGN(
+        std::vector<std::string> rows,
+        store->QueryForTest("SELECT queue || '=' || count(*) FROM jobs WHERE "
+                            "state IN (1, 2) GROUP BY queue ORDER BY queue"));
+    EXPECT_THAT(*store->QueryForTest("SELECT queue || '=' || pending FROM "
+                                     "queue_counts ORDER BY queue"),
+                ::testing::ElementsAreArray(rows));
+  };
+  NewJob keyed = MakeJob("a");
+  keyed.idempotency_key = "k";
+  ASSERT_OK(store->Enqueue({MakeJob("a"), keyed, MakeJob("b"), keyed}, now_)
+                .status());
+  expect_counts_match("a batch over two queues with a duplicate in it");
+  ASSERT_OK(store->Enqueue({keyed}, now_).status());
+  expect_counts_match("a duplicate alone");
+
+  CronState state;
+  state.next_fire_time = now_;
+  ASSERT_OK(store->PutCron(MakeCron("every5"), state, 0, now_).status());
+  ASSERT_OK_AND_ASSIGN(CronRecord cron, store->GetCron("every5"));
+  CronTransition fire;
+  fire.name = "every5";
+  fire.expected_version = cron.version;
+  fire.term = 1;
+  fire.claim_tick = now_;
+  NewJob job = MakeJob("cronq", "report");
+  job.cron_name = "every5";
+  job.cron_tick_time = now_;
+  fire.job = job;
+  fire.new_state = cron.state;
+  fire.new_state.last_fire_time = now_;
+  fire.new_state.next_fire_time = now_ + absl::Minutes(5);
+  ASSERT_OK(store->ApplyCronTransition(fire, now_).status());
+  expect_counts_match("a fired tick");
+
+  ASSERT_OK_AND_ASSIGN(std::vector<Lease> leases,
+                       store->Dequeue(LeaseOptions("a", 2), now_));
+  ASSERT_EQ(leases.size(), 2u);
+  expect_counts_match("leases");
+  ASSERT_OK(store->Ack(leases[0].job.id, leases[0].token, now_));
+  expect_counts_match("an ack");
+  NackOptions dead;
+  dead.dead = true;
+  ASSERT_OK(
+      store->Nack(leases[1].job.id, leases[1].token, dead, now_).status());
+  expect_counts_match("a nack to DEAD");
+  ASSERT_OK(store->RequeueJob(leases[1].job.id, now_).status());
+  expect_counts_match("a requeue");
+  ASSERT_OK_AND_ASSIGN(leases, store->Dequeue(LeaseOptions("b", 1), now_));
+  ASSERT_OK(store->ExpireLeases(now_ + absl::Hours(1)).status());
+  expect_counts_match("an expired lease");
+  ASSERT_OK(store->CancelJob(leases[0].job.id, now_).status());
+  expect_counts_match("a cancel");
+  EXPECT_THAT(*store->QueryForTest("SELECT queue || '=' || pending FROM "
+                                   "queue_counts ORDER BY queue"),
+              ::testing::ElementsAre("a=1", "cronq=1"));
 }
 
 TEST_F(SqliteJobStoreTest, MigratesAVersion2FileAddingTheRetentionIndex) {
