@@ -176,9 +176,9 @@ void AddOptions(CLI::App& app, DaemonConfig* c) {
       ->check(CLI::Range(int64_t{0}, std::numeric_limits<int64_t>::max()))
       ->capture_default_str();
   app.add_option("--max-long-polls", c->max_long_polls,
-                 "the most Dequeue calls with a wait in progress at once; "
-                 "one more gets RESOURCE_EXHAUSTED (a Dequeue without a wait "
-                 "still works)")
+                 "the most long-polls in progress at once (Dequeue calls "
+                 "with a wait, and open Work streams); one more gets "
+                 "RESOURCE_EXHAUSTED (a Dequeue without a wait still works)")
       ->check(CLI::Range(1, kMaxLongPollsFlag))
       ->capture_default_str();
   app.add_option("--max-message-bytes", c->max_message_bytes,

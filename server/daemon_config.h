@@ -130,9 +130,10 @@ struct DaemonConfig {
   // PostgreSQL concurrent Enqueues may pass it by what they insert at once
   // (docs/POSTGRES.md). Default 10000000.
   int64_t max_pending_per_queue = 10'000'000;
-  // --max-long-polls: the most Dequeue calls with a wait in progress at
-  // once, 1..1000000; one more gets RESOURCE_EXHAUSTED naming the flag (a
-  // Dequeue without a wait still works). Default 20000.
+  // --max-long-polls: the most long-polls in progress at once (Dequeue
+  // calls with a wait, and open Work streams), 1..1000000; one more gets
+  // RESOURCE_EXHAUSTED naming the flag (a Dequeue without a wait still
+  // works). Default 20000.
   int max_long_polls = 20000;
   // --max-message-bytes: the largest request message gRPC accepts; larger
   // ones get RESOURCE_EXHAUSTED from gRPC ("Received message larger than

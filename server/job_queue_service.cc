@@ -353,7 +353,8 @@ class JobQueueService::WorkCall final
       absl::MutexLock l(&service_->streams_mu_);
       service_->streams_.erase(this);
     }
-    HandCallToGrpc(service_);  // as DequeueCall::OnDone
+    service_->long_polls_.fetch_sub(1);  // the slot taken in Work()
+    HandCallToGrpc(service_);            // as DequeueCall::OnDone
     {
       absl::MutexLock l(&mu_);
       if (!pushed_unsettled_.empty()) {
@@ -984,6 +985,20 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
       });
 }
 
+bool JobQueueService::TakeLongPollSlot() {
+  if (long_polls_.fetch_add(1) < limits_.max_long_polls) return true;
+  long_polls_.fetch_sub(1);
+  return false;
+}
+
+absl::Status JobQueueService::LongPollsExhausted(absl::string_view field) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      field, limits_.max_long_polls,
+      " long-polls (Dequeue calls with a wait, and Work streams) are in "
+      "progress, the server's limit (--max-long-polls); retry later, or "
+      "dequeue without a wait"));
+}
+
 grpc::ServerUnaryReactor* JobQueueService::Dequeue(
     grpc::CallbackServerContext* context, const v1::DequeueRequest* request,
     v1::DequeueResponse* response) {
@@ -996,14 +1011,8 @@ grpc::ServerUnaryReactor* JobQueueService::Dequeue(
   // A long-poll takes a slot before it touches the store, so a refused one
   // changes nothing; a Dequeue without a wait needs none.
   const bool counted = args->wait > absl::ZeroDuration();
-  if (counted && long_polls_.fetch_add(1) >= limits_.max_long_polls) {
-    long_polls_.fetch_sub(1);
-    return Reject(context,
-                  absl::ResourceExhaustedError(absl::StrCat(
-                      "wait: ", limits_.max_long_polls,
-                      " Dequeue calls with a wait are in progress, the "
-                      "server's limit (--max-long-polls); retry later, or "
-                      "dequeue without a wait")));
+  if (counted && !TakeLongPollSlot()) {
+    return Reject(context, LongPollsExhausted("wait: "));
   }
   const absl::Duration deadline = clock_->Monotonic() + args->wait;
   auto* call =
@@ -1133,6 +1142,9 @@ JobQueueService::Work(grpc::CallbackServerContext* context) {
   // streams_, so none may join after it.
   if (refusing_new_calls_.load())
     return new RejectedStream(ShuttingDownError());
+  // A stream waits for jobs as a long-poll does, for as long as it is open:
+  // it takes a slot too, given back in its OnDone.
+  if (!TakeLongPollSlot()) return new RejectedStream(LongPollsExhausted(""));
   auto* call = new WorkCall(this);
   streams_.insert(call);
   HandCallToGrpc(call);  // the handler returns it to gRPC

@@ -34,6 +34,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "adjutant/v1/job_queue.grpc.pb.h"
 #include "scheduler/clock.h"
@@ -154,6 +155,11 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   // The same when only the job's id is known (the store's Ack answers no
   // job): reads the job first, and does nothing when nobody listens.
   void JobAcked(const char* method, const std::string& job_id);
+  // Takes one of the limits_.max_long_polls slots (a Dequeue with a wait,
+  // a Work stream); false, taking none, when all are taken.
+  bool TakeLongPollSlot();
+  // The error for a long-poll refused by TakeLongPollSlot, after `field`.
+  absl::Status LongPollsExhausted(absl::string_view field);
   // The same from what the store's AckBatch said of the job: nothing for a
   // retried ack (already counted), and a read of the job only for a cron
   // job when the hook listens.
@@ -174,9 +180,9 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   std::atomic<bool> refusing_new_calls_{false};
   // Set once before serving (SetMetrics), read-only after; may stay null.
   ServerMetrics* metrics_ = nullptr;
-  // Dequeue calls with a wait in progress (taken before the first attempt,
-  // given back when gRPC is done with the call); at most
-  // limits_.max_long_polls.
+  // Long-polls in progress: Dequeue calls with a wait (taken before the
+  // first attempt) and open Work streams, each given back when gRPC is done
+  // with the call; at most limits_.max_long_polls.
   std::atomic<int> long_polls_{0};
 
   absl::Mutex streams_mu_;

@@ -66,9 +66,10 @@ struct RequestLimits {
   // lease_duration gets min(kDefaultLeaseDuration, this). Default 24 h.
   // REQUIRES: in [kMinLeaseDuration, kMaxLeaseDuration].
   absl::Duration max_lease_duration = kMaxLeaseDuration;
-  // The most Dequeue calls with a wait in progress at once
-  // (--max-long-polls); one more gets RESOURCE_EXHAUSTED naming the flag. A
-  // parked call holds no thread, only its gRPC call state (a few KiB).
+  // The most long-polls in progress at once (--max-long-polls): Dequeue
+  // calls with a wait, and open Work streams; one more gets
+  // RESOURCE_EXHAUSTED naming the flag. A parked call holds no thread, only
+  // its gRPC call state (a few KiB).
   // Default 20000. REQUIRES: >= 1.
   int max_long_polls = 20000;
   // The largest request message the server accepts, in bytes

@@ -1152,6 +1152,13 @@ void SqliteJobStore::WriterLoop() {
 
 std::vector<absl::Status> SqliteJobStore::CommitGroup(
     const std::vector<Write*>& group) {
+  std::vector<absl::Status> outcomes = RunGroup(group);
+  write_trouble_.store(!connection_->write_trouble().ok());
+  return outcomes;
+}
+
+std::vector<absl::Status> SqliteJobStore::RunGroup(
+    const std::vector<Write*>& group) {
   SqliteConnection& c = *connection_;
   absl::StatusOr<SqliteTransaction> txn = c.Begin(kBeginWrite);
   if (!txn.ok()) return std::vector<absl::Status>(group.size(), txn.status());
@@ -1194,12 +1201,7 @@ absl::Status SqliteJobStore::Checkpoint() {
 // ---- Jobs -------------------------------------------------------------------
 
 absl::Status SqliteJobStore::Ping() {
-  bool write_trouble = false;
-  {
-    absl::MutexLock lock(&mu_);
-    write_trouble = !connection_->write_trouble().ok();
-  }
-  if (write_trouble) {
+  if (write_trouble_.load()) {
     // Whether the disk takes writes again: a real change, committed.
     return RunWrite([](SqliteConnection& c) -> absl::Status {
       const std::string key = kHealthProbeKey;

@@ -227,8 +227,11 @@ class SqliteJobStore final : public JobStore {
   // The writer thread: commits the queued groups until stopping_ and no
   // call is left.
   void WriterLoop() ABSL_LOCKS_EXCLUDED(queue_mu_, mu_);
-  // Runs `group` in one transaction; one outcome per call.
+  // Runs `group` in one transaction; one outcome per call. Notes in
+  // write_trouble_ whether the write connection's latest write failed.
   std::vector<absl::Status> CommitGroup(const std::vector<Write*>& group)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<absl::Status> RunGroup(const std::vector<Write*>& group)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const BackoffPolicy backoff_;
@@ -236,6 +239,10 @@ class SqliteJobStore final : public JobStore {
   const int max_group_size_;
   // COMMITs of write transactions begun (sqlite3_commit_hook).
   std::atomic<int64_t> commits_{0};
+  // The write connection's write_trouble() is not OK: its latest write
+  // failed. Set after each group under mu_; read by Ping without mu_, so
+  // that a health check never waits for a group's fsync.
+  std::atomic<bool> write_trouble_{false};
 
   absl::Mutex queue_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   // State below is protected by queue_mu_.

@@ -269,6 +269,62 @@ TEST_P(LimitsTest, LongPollsPastTheLimitAreRefusedButDequeueWithoutWaitWorks) {
   for (auto& poll : polls) poll->Cancel();
 }
 
+// A Work stream waits for jobs for as long as it is open: it takes a
+// long-poll slot like a Dequeue with a wait, and gives it back when it ends.
+TEST_P(LimitsTest, WorkStreamsTakeLongPollSlots) {
+  std::vector<std::unique_ptr<AsyncDequeue>> polls;
+  for (int i = 0; i < kMaxLongPolls - 1; ++i) {
+    polls.push_back(std::make_unique<AsyncDequeue>(
+        stub_.get(), PollRequest("q", absl::Minutes(1))));
+  }
+  v1::WorkRequest start;
+  start.mutable_start()->set_queue("q");
+  start.mutable_start()->set_capacity(1);
+  *start.mutable_start()->mutable_lease_duration() = D(absl::Seconds(30));
+  grpc::ClientContext work_context;
+  work_context.set_deadline(std::chrono::system_clock::now() +
+                            std::chrono::seconds(60));
+  auto work = stub_->Work(&work_context);
+  ASSERT_TRUE(work->Write(start));
+  server_->long_poll()->AwaitParkedForTest(kMaxLongPolls);
+
+  // Every slot is taken: another stream, or a Dequeue with a wait, is
+  // refused.
+  grpc::ClientContext refused_context;
+  refused_context.set_deadline(std::chrono::system_clock::now() +
+                               std::chrono::seconds(20));
+  auto refused = stub_->Work(&refused_context);
+  refused->Write(start);  // may fail: the server may have ended it already
+  v1::WorkResponse response;
+  EXPECT_FALSE(refused->Read(&response));
+  grpc::Status status = refused->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(),
+              AllOf(HasSubstr("Work streams"), HasSubstr("--max-long-polls")));
+  v1::DequeueResponse dequeued;
+  status = stub_->Dequeue(Context().get(), PollRequest("q", absl::Seconds(5)),
+                          &dequeued);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  // The stream ends: its slot is free again (once gRPC is done with the
+  // call, just after the client has its status: poll for that).
+  work->WritesDone();
+  while (work->Read(&response)) {
+  }
+  ASSERT_TRUE(work->Finish().ok());
+  bool accepted = false;
+  for (int i = 0; i < 500 && !accepted; ++i) {
+    auto context = Context();
+    context->set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::milliseconds(200));
+    status = stub_->Dequeue(context.get(), PollRequest("q", absl::Seconds(5)),
+                            &dequeued);
+    accepted = status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED;
+  }
+  EXPECT_TRUE(accepted);
+  for (auto& poll : polls) poll->Cancel();
+}
+
 TEST_P(LimitsTest, LeaseDurationAboveTheLimitIsInvalidNamingFieldAndFlag) {
   std::string id;
   ASSERT_TRUE(Enqueue("q", &id).ok());

@@ -370,6 +370,19 @@ TEST_F(SqliteGroupCommitTest, ReadsDoNotWaitForACommitInFlight) {
   EXPECT_THAT(page->jobs, SizeIs(2)) << "a read after the write sees it";
 }
 
+// The health check neither: a load balancer's probe must not time out
+// behind a busy disk's fsync.
+TEST_F(SqliteGroupCommitTest, PingDoesNotWaitForACommitInFlight) {
+  GroupGate gate;
+  gate.Install(*store_);
+  std::thread leader(
+      [&] { EXPECT_TRUE(store_->Enqueue({MakeJob("held")}, now_).ok()); });
+  gate.AwaitFirstHeld();
+  EXPECT_TRUE(store_->Ping().ok());
+  gate.Release();
+  leader.join();
+}
+
 // AckBatch is one call of a group: the whole batch costs one commit.
 TEST_F(SqliteGroupCommitTest, AckBatchIsOneCommit) {
   constexpr int kJobs = 20;

@@ -941,10 +941,10 @@ TEST_F(SqliteJobStoreTest, MigratesAVersion4FileKeepingItsCounts) {
   {
     // Written under the version 4 triggers: the upserts count as before.
     ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
-    EXPECT_THAT(
-        *store->QueryForTest("SELECT count(*) FROM sqlite_schema WHERE name "
-                             "LIKE 'jobs_count_%' AND sql LIKE '%ON CONFLICT%'"),
-        ::testing::ElementsAre("0"));
+    EXPECT_THAT(*store->QueryForTest(
+                    "SELECT count(*) FROM sqlite_schema WHERE name "
+                    "LIKE 'jobs_count_%' AND sql LIKE '%ON CONFLICT%'"),
+                ::testing::ElementsAre("0"));
     EXPECT_THAT(
         *store->QueryForTest("PRAGMA user_version"),
         ::testing::ElementsAre(absl::StrCat(SqliteJobStore::kSchemaVersion)));
