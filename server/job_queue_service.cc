@@ -291,17 +291,17 @@ class JobQueueService::WorkCall final
         finish = FinishIfDoneLocked();
       }
       read_more = !finish.has_value() && ShouldReadLocked();
-      if (read_more) reading_ = true;
+      if (read_more) {
+        reading_ = true;
+        ++reads_starting_;
+      }
     }
     if (lease) service_->executor_->Schedule([this] { LeaseJobs(); });
     if (finish.has_value()) {
       HandCallToGrpc(this);
       Finish(*finish);
     }
-    if (read_more) {
-      HandCallToGrpc(this);
-      StartRead(&request_);
-    }
+    if (read_more) StartDecidedRead();
     StartWriteIfAny();
   }
 
@@ -319,16 +319,16 @@ class JobQueueService::WorkCall final
       }
       finish = FinishIfDoneLocked();
       read_more = !finish.has_value() && ShouldReadLocked();
-      if (read_more) reading_ = true;
+      if (read_more) {
+        reading_ = true;
+        ++reads_starting_;
+      }
     }
     if (finish.has_value()) {
       HandCallToGrpc(this);
       Finish(*finish);
     }
-    if (read_more) {
-      HandCallToGrpc(this);
-      StartRead(&request_);
-    }
+    if (read_more) StartDecidedRead();
     StartWriteIfAny();
   }
 
@@ -521,6 +521,25 @@ class JobQueueService::WorkCall final
            std::max(1, args_.capacity);
   }
 
+  // Starts the read decided under mu_ (reads_starting_ counted it), then
+  // finishes the call if it became done meanwhile: a lease or settle task
+  // that ended it could not finish it while the read was starting. `this`
+  // stays alive until then, as nothing can finish it.
+  void StartDecidedRead() {
+    HandCallToGrpc(this);
+    StartRead(&request_);
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock l(&mu_);
+      --reads_starting_;
+      finish = FinishIfDoneLocked();
+    }
+    if (finish.has_value()) {
+      HandCallToGrpc(this);
+      Finish(*finish);
+    }
+  }
+
   // Starts the next write if none is in flight.
   void StartWriteIfAny() {
     {
@@ -550,7 +569,8 @@ class JobQueueService::WorkCall final
       if (!service_->long_poll_->Remove(this)) return std::nullopt;
       lease_state_ = LeaseState::kIdle;
     }
-    if (lease_state_ == LeaseState::kRunning || settling_ || writing_) {
+    if (lease_state_ == LeaseState::kRunning || settling_ || writing_ ||
+        reads_starting_ > 0) {
       return std::nullopt;
     }
     if (error_.has_value()) {
@@ -834,6 +854,9 @@ class JobQueueService::WorkCall final
   std::optional<grpc::Status> error_ ABSL_GUARDED_BY(mu_);
   bool read_done_ ABSL_GUARDED_BY(mu_) = false;  // the client half-closed
   bool reading_ ABSL_GUARDED_BY(mu_) = true;     // a Read is in flight
+  // Reads decided under mu_ whose StartRead has not returned yet: Finish
+  // waits for them (FinishIfDoneLocked), so that no StartRead follows it.
+  int reads_starting_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;    // a Write is in flight
   bool settling_ ABSL_GUARDED_BY(mu_) = false;   // Settle() scheduled/running
   bool finished_ ABSL_GUARDED_BY(mu_) = false;   // Finish called (or due)
