@@ -207,9 +207,11 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
   }
   // A woken call that ends without a store attempt that succeeded may
   // leave behind the job it was woken for (the registry wakes only as many
-  // waiters as there are new jobs): wake the queue's other waiters.
+  // waiters as there are new jobs): hand the wake-up to another waiter.
   void PassOnWakeUp() {
-    if (woken_.exchange(false)) service_->long_poll_->Wake(args_.options.queue);
+    if (woken_.exchange(false)) {
+      service_->long_poll_->PassWakeUpOn(args_.options.queue);
+    }
   }
 
   void OnDone() override {
@@ -598,7 +600,7 @@ class JobQueueService::WorkCall final
   void LeaseJobs() {
     LongPollRegistry* const long_poll = service_->long_poll_;
     std::optional<std::string> pass_on = LeaseJobsOnce();
-    if (pass_on.has_value()) long_poll->Wake(*pass_on);
+    if (pass_on.has_value()) long_poll->PassWakeUpOn(*pass_on);
   }
 
   // What to pass a wake-up on to (the queue) when this stream was woken and
@@ -857,9 +859,9 @@ class JobQueueService::WorkCall final
   // Reads decided under mu_ whose StartRead has not returned yet: Finish
   // waits for them (FinishIfDoneLocked), so that no StartRead follows it.
   int reads_starting_ ABSL_GUARDED_BY(mu_) = 0;
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;    // a Write is in flight
-  bool settling_ ABSL_GUARDED_BY(mu_) = false;   // Settle() scheduled/running
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;   // Finish called (or due)
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;   // a Write is in flight
+  bool settling_ ABSL_GUARDED_BY(mu_) = false;  // Settle() scheduled/running
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;  // Finish called (or due)
   // Woken by the registry, and no store attempt made since (LeaseJobs).
   bool woken_ ABSL_GUARDED_BY(mu_) = false;
   LeaseState lease_state_ ABSL_GUARDED_BY(mu_) = LeaseState::kIdle;

@@ -161,6 +161,18 @@ void LongPollRegistry::Wake(const std::string& queue) {
       std::numeric_limits<size_t>::max());
 }
 
+void LongPollRegistry::PassWakeUpOn(const std::string& queue) {
+  {
+    absl::MutexLock l(&mu_);
+    ++queue_generation_[Bucket(queue)];
+    ++untyped_generation_[Bucket(queue)];
+  }
+  // Any untyped waiter admits the job; WakeWaiters lifts the limit when
+  // typed ones are parked.
+  WakeWaiters(
+      queue, [](const std::vector<std::string>&) { return true; }, 1);
+}
+
 void LongPollRegistry::Wake(const std::string& queue,
                             absl::string_view job_type, size_t jobs) {
   {

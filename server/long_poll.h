@@ -25,9 +25,9 @@
 // longest parked first, not every waiter of the queue: with 10 000 calls
 // parked on a queue, one Enqueue costs one retry, not 10 000. Every woken
 // waiter takes a job or finds it taken by someone else; one that cannot
-// try (its client left, the store failed) passes the wake-up on with an
-// untyped Wake(queue). Attempts in flight still see the generation move,
-// however many they are.
+// try (its client left, the store failed) passes the wake-up on to one
+// other waiter (PassWakeUpOn). Attempts in flight still see the generation
+// move, however many they are.
 //
 // Who calls Wake: the service after every store write that makes a job
 // available now (JobsAvailableAt); the timer thread after it reaps expired
@@ -183,6 +183,12 @@ class LongPollRegistry {
   // leave a job that no woken call will take while a parked call could.
   void Wake(const std::string& queue, absl::string_view job_type,
             size_t jobs = 1);
+  // A woken waiter of `queue` ends without asking the store (its client
+  // left, the store failed): hands its wake-up on, for a job of a type it
+  // cannot tell, to one other waiter — or, with waiters filtered on job
+  // types parked, to every waiter, as Wake(queue, type) would. Moves the
+  // untyped generation as Wake(queue) does.
+  void PassWakeUpOn(const std::string& queue);
 
   // A store write made `jobs` jobs of `queue` and `job_type` available, the
   // first at `at` (InfinitePast: now). Wakes up to `jobs` waiters if `at`

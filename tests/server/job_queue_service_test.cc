@@ -1202,7 +1202,7 @@ class LongPollRegistryTest : public ::testing::Test {
   MemoryJobStore store_;
   // Declared before the registry, which may still hold them when a failed
   // assertion ends a test.
-  FakeWaiter waiter_, other_waiter_;
+  FakeWaiter waiter_, other_waiter_, third_waiter_;
   const std::vector<std::string> any_type_{};
   LongPollRegistry registry_{&store_, &clock_, nullptr};
 };
@@ -1275,6 +1275,32 @@ TEST_F(LongPollRegistryTest, WakeUpsReachOnlyWaitersOfThatType) {
             LongPollRegistry::ParkResult::kParked);
   registry_.Wake("q");
   EXPECT_EQ(typed.woken(), 2);
+  EXPECT_EQ(registry_.ParkedCountForTest(), 0);
+}
+
+// A wake-up handed on by a waiter that could not use it wakes one other
+// untyped waiter, not the whole queue; with a typed waiter parked, every
+// waiter (it cannot tell which of them the job's type admits).
+TEST_F(LongPollRegistryTest, APassedOnWakeUpWakesOneWaiterUnlessTypedOnesWait) {
+  FakeWaiter& third = third_waiter_;
+  ASSERT_EQ(Park(&waiter_, any_type_, absl::Seconds(30)),
+            LongPollRegistry::ParkResult::kParked);
+  ASSERT_EQ(Park(&other_waiter_, any_type_, absl::Seconds(30)),
+            LongPollRegistry::ParkResult::kParked);
+  const uint64_t generation = registry_.Generation("q", any_type_);
+  registry_.PassWakeUpOn("q");
+  EXPECT_EQ(waiter_.woken() + other_waiter_.woken(), 1);
+  EXPECT_EQ(waiter_.woken(), 1) << "the longest parked";
+  EXPECT_EQ(registry_.ParkedCountForTest(), 1);
+  EXPECT_NE(registry_.Generation("q", any_type_), generation)
+      << "attempts in flight try again";
+
+  const std::vector<std::string> a = {"a"};
+  ASSERT_EQ(Park(&third, a, absl::Seconds(30)),
+            LongPollRegistry::ParkResult::kParked);
+  registry_.PassWakeUpOn("q");
+  EXPECT_EQ(other_waiter_.woken(), 1);
+  EXPECT_EQ(third.woken(), 1);
   EXPECT_EQ(registry_.ParkedCountForTest(), 0);
 }
 
