@@ -1079,10 +1079,20 @@ void JobQueueService::JobAcked(const char* method, const std::string& job_id) {
 
 void JobQueueService::JobAcked(const char* method, const std::string& job_id,
                                const AckResult& result) {
-  if (result.already_acked) return;
-  if (metrics_ != nullptr) metrics_->JobAcked(result.queue);
-  spdlog::debug("{}: job {} of queue {} succeeded", method, job_id,
-                result.queue);
+  if (result.queue.empty()) {
+    // The store could not say (JobStore's default AckBatch, its read
+    // failed): read the job as for Ack.
+    JobAcked(method, job_id);
+    return;
+  }
+  if (!result.already_acked) {
+    // A retried ack was counted the first time.
+    if (metrics_ != nullptr) metrics_->JobAcked(result.queue);
+    spdlog::debug("{}: job {} of queue {} succeeded", method, job_id,
+                  result.queue);
+  }
+  // The hook hears of a retried one again: the first answer may not have
+  // reached the caller, and a second notice is harmless (JobFinishedHook).
   if (on_cron_job_finished_ && !result.cron_name.empty()) {
     absl::StatusOr<Job> job = store_->GetJob(job_id);
     if (job.ok()) NotifyIfCronJobFinished(on_cron_job_finished_, *job);

@@ -160,9 +160,9 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   bool TakeLongPollSlot();
   // The error for a long-poll refused by TakeLongPollSlot, after `field`.
   absl::Status LongPollsExhausted(absl::string_view field);
-  // The same from what the store's AckBatch said of the job: nothing for a
-  // retried ack (already counted), and a read of the job only for a cron
-  // job when the hook listens.
+  // The same from what the store's AckBatch said of the job: no count for a
+  // retried ack (counted the first time), and a read of the job only for a
+  // cron job when the hook listens.
   void JobAcked(const char* method, const std::string& job_id,
                 const AckResult& result);
 

@@ -296,7 +296,7 @@ class LongPollRegistry {
   // client-chosen names cannot grow memory; a collision only costs a
   // spurious retry. A call on any type reads queue_generation_ (moved by
   // every wake-up of its queue); a call filtered on types reads
-  // untyped_generation_ (moved by Wake(queue) alone) and the
+  // untyped_generation_ (moved by Wake(queue) and PassWakeUpOn) and the
   // type_generation_ of each of its types (moved by Wake(queue, type)).
   std::array<uint64_t, kGenerationBuckets> queue_generation_
       ABSL_GUARDED_BY(mu_) = {};

@@ -281,7 +281,8 @@ void ServerMetrics::CollectStateFrom(StateSources sources) {
     if (sources.long_poll != nullptr) {
       families.push_back(
           {"adjutant_long_polls_waiting",
-           "Dequeue calls parked, waiting for a job (holding no thread).",
+           "Dequeue calls and Work streams parked, waiting for a job "
+           "(holding no thread).",
            MetricType::kGauge,
            {},
            {{{}, static_cast<double>(sources.long_poll->WaitingCount())}}});

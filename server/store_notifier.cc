@@ -319,6 +319,11 @@ absl::Status NotifyingJobStore::Ack(const std::string& job_id,
   return inner_->Ack(job_id, token, now);
 }
 
+absl::StatusOr<std::vector<AckResult>> NotifyingJobStore::AckBatch(
+    const std::vector<AckItem>& items, absl::Time now) {
+  return inner_->AckBatch(items, now);
+}
+
 absl::StatusOr<Job> NotifyingJobStore::Nack(const std::string& job_id,
                                             const std::string& token,
                                             const NackOptions& options,

@@ -153,6 +153,10 @@ class NotifyingJobStore final : public JobStore {
                                              absl::Time now) override;
   absl::Status Ack(const std::string& job_id, const std::string& token,
                    absl::Time now) override;
+  // The inner store's own (one transaction); an ack makes nothing
+  // available, so nothing is published.
+  absl::StatusOr<std::vector<AckResult>> AckBatch(
+      const std::vector<AckItem>& items, absl::Time now) override;
   absl::StatusOr<Job> Nack(const std::string& job_id, const std::string& token,
                            const NackOptions& options, absl::Time now) override;
   absl::StatusOr<absl::Time> ExtendLease(const std::string& job_id,

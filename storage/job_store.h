@@ -100,7 +100,8 @@ class JobStore {
   // that can applies the whole batch in one transaction, so that it costs
   // one disk sync, and then reports a failure of that transaction
   // (UNAVAILABLE, RESOURCE_EXHAUSTED) as the call's error: no item was
-  // acked. The default calls Ack, then GetJob, once per item.
+  // acked. The default calls Ack, then GetJob, once per item (it never
+  // sets already_acked; a wrapper forwards to the store it wraps).
   // REQUIRES: no job id appears twice.
   virtual absl::StatusOr<std::vector<AckResult>> AckBatch(
       const std::vector<AckItem>& items, absl::Time now) {

@@ -226,7 +226,10 @@ constexpr char kCronPageTokenPrefix[] = "name:";
 // and SQLite otherwise keeps one for each (a copy of every page it touches).
 // FAIL leaves what a failed statement did so far; every write runs inside
 // its call's savepoint (RunWrite), and an error fails the call, which rolls
-// the whole call back. Never run them in autocommit.
+// the whole call back. Never run them in autocommit. The price: on a full
+// disk or out of memory SQLite, with no statement journal to undo just the
+// statement, rolls back the whole transaction, so every call of the group
+// fails (CommitGroup reports it so), where one call alone would have.
 
 #define JOB_COLUMNS                                                       \
   "id, queue, type, payload, priority, state, attempts, max_attempts, "   \

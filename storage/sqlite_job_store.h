@@ -256,7 +256,7 @@ class SqliteJobStore final : public JobStore {
 
   // Held while a group runs and commits (by the writer thread or a caller
   // running its own), and by the few other users of the write connection
-  // (Checkpoint, Ping's check, test hooks).
+  // (Checkpoint, test hooks).
   absl::Mutex mu_;
   // State below is protected by mu_.
   // The write connection and its cached statements; every use holds mu_.

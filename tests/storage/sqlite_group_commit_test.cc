@@ -91,12 +91,13 @@ class SqliteGroupCommitTest : public ::testing::Test {
     Open(SqliteOptions().max_group_size);
   }
 
-  void Open(int max_group_size) {
+  void Open(int max_group_size, int64_t max_pending_per_queue = 0) {
     store_.reset();
     SqliteOptions options;
     options.path = dir_ + "/adjutant.db";
     options.vfs = FaultySqliteVfs::kName;
     options.max_group_size = max_group_size;
+    options.max_pending_per_queue = max_pending_per_queue;
     absl::StatusOr<std::unique_ptr<SqliteJobStore>> store =
         SqliteJobStore::Open(options);
     ASSERT_TRUE(store.ok()) << store.status();
@@ -314,6 +315,47 @@ TEST_F(SqliteGroupCommitTest, AFailingCallRollsBackOnlyItsOwnChanges) {
   absl::StatusOr<uint64_t> term = store_->HighestTerm();
   ASSERT_TRUE(term.ok()) << term.status();
   EXPECT_EQ(*term, 3u) << "the failed call's term was rolled back";
+  EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 2);
+}
+
+// The same when the failed call's rows were written by statements that say
+// OR FAIL (no statement journal): an Enqueue refused by the pending limit
+// after it inserted its rows, and the triggers counted them, leaves neither
+// a row nor a count, and its group-mate commits.
+TEST_F(SqliteGroupCommitTest, ARefusedEnqueueLeavesNoRowAndNoCount) {
+  Open(SqliteOptions().max_group_size, /*max_pending_per_queue=*/3);
+  GroupGate gate;
+  gate.Install(*store_);
+  absl::Status first;
+  std::thread leader(
+      [&] { first = store_->Enqueue({MakeJob("first")}, now_).status(); });
+  gate.AwaitFirstHeld();
+  absl::Status refused = absl::UnknownError("not run");
+  absl::Status other = absl::UnknownError("not run");
+  std::thread too_many([&] {
+    std::vector<NewJob> jobs;
+    for (int i = 0; i < 4; ++i) jobs.push_back(MakeJob("full"));
+    for (NewJob& job : jobs) job.queue = "full";
+    refused = store_->Enqueue(jobs, now_).status();
+  });
+  store_->AwaitQueuedWritesForTest(1);
+  std::thread fits([&] {
+    NewJob job = MakeJob("fits");
+    job.queue = "other";
+    other = store_->Enqueue({job}, now_).status();
+  });
+  store_->AwaitQueuedWritesForTest(2);
+  gate.Release();
+  leader.join();
+  too_many.join();
+  fits.join();
+
+  EXPECT_THAT(gate.sizes(), ElementsAre(1, 2));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_TRUE(other.ok()) << other;
+  EXPECT_EQ(Count("SELECT count(*) FROM jobs WHERE queue = 'full'"), 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM queue_counts WHERE queue = 'full'"), 0);
+  EXPECT_EQ(Count("SELECT pending FROM queue_counts WHERE queue = 'other'"), 1);
   EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 2);
 }
 

@@ -937,9 +937,16 @@ TEST_F(SqliteJobStoreTest, MigratesAVersion4FileKeepingItsCounts) {
     ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
     ASSERT_OK(store->Enqueue({MakeJob(), MakeJob()}, now_).status());
   }
+  // The version 4 triggers, and a job written under them: the upserts
+  // count as before.
   ASSERT_OK(RawExec(path_, kVersion4Triggers));
+  ASSERT_OK(RawExec(
+      path_,
+      "INSERT INTO jobs (id, queue, type, payload, priority, state, "
+      "attempts, max_attempts, run_at, created_at, updated_at, last_error, "
+      "idempotency_key, lease_token, worker_id, cron_name) VALUES ('v4', "
+      "'q', 't', x'', 0, 1, 0, 3, 0, 0, 0, '', '', '', '', '')"));
   {
-    // Written under the version 4 triggers: the upserts count as before.
     ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
     EXPECT_THAT(*store->QueryForTest(
                     "SELECT count(*) FROM sqlite_schema WHERE name "
@@ -950,7 +957,7 @@ TEST_F(SqliteJobStoreTest, MigratesAVersion4FileKeepingItsCounts) {
         ::testing::ElementsAre(absl::StrCat(SqliteJobStore::kSchemaVersion)));
     EXPECT_THAT(*store->QueryForTest("SELECT queue || '=' || pending FROM "
                                      "queue_counts ORDER BY queue"),
-                ::testing::ElementsAre("q=2"));
+                ::testing::ElementsAre("q=3"));
     // The new triggers: a new queue gets a row, a finished job leaves it,
     // and the last one leaving removes the row.
     ASSERT_OK(store->Enqueue({MakeJob("other")}, now_).status());
@@ -960,11 +967,11 @@ TEST_F(SqliteJobStoreTest, MigratesAVersion4FileKeepingItsCounts) {
     ASSERT_OK(store->Ack(leases[0].job.id, leases[0].token, now_));
     EXPECT_THAT(*store->QueryForTest("SELECT queue || '=' || pending FROM "
                                      "queue_counts ORDER BY queue"),
-                ::testing::ElementsAre("other=1", "q=1"));
+                ::testing::ElementsAre("other=1", "q=2"));
     ASSERT_OK(store->Ack(leases[1].job.id, leases[1].token, now_));
     EXPECT_THAT(*store->QueryForTest("SELECT queue || '=' || pending FROM "
                                      "queue_counts ORDER BY queue"),
-                ::testing::ElementsAre("other=1"));
+                ::testing::ElementsAre("other=1", "q=1"));
   }
 }
 
