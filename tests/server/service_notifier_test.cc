@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/server.h"
+#include "server/store_notifier.h"
 #include "storage/memory_job_store.h"
 #include "tests/fakes/faulty_job_store.h"
 #include "tests/fakes/simulated_clock.h"
@@ -219,6 +220,40 @@ TEST(SystemdWatchdogIntervalTest, ReadsTheEnvironment) {
     auto interval = SystemdWatchdogInterval();
     EXPECT_EQ(interval.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(interval.status().message(), HasSubstr("WATCHDOG_USEC"));
+  }
+}
+
+// The PostgreSQL daemon's store wrapper passes AckBatch to the store it
+// wraps (one transaction there, and what each acked job was), rather than
+// JobStore's default of one Ack and one read per item, which cannot tell a
+// retried ack from the first.
+TEST(NotifyingJobStoreTest, AckBatchIsTheInnerStores) {
+  PgNotifierConfig config;
+  config.conninfo = "postgresql://unused";  // never started: AckBatch
+  PgNotifier notifier(config);              // publishes nothing
+  NotifyingJobStore store(std::make_unique<MemoryJobStore>(), &notifier);
+  const absl::Time now = absl::FromUnixSeconds(1767225600);
+  NewJob job;
+  job.queue = "q";
+  job.type = "t";
+  job.max_attempts = 3;
+  job.cron_name = "nightly";
+  ASSERT_TRUE(store.Enqueue({job}, now).ok());
+  DequeueOptions options;
+  options.queue = "q";
+  options.lease_duration = absl::Minutes(1);
+  absl::StatusOr<std::vector<Lease>> leases = store.Dequeue(options, now);
+  ASSERT_TRUE(leases.ok() && leases->size() == 1);
+  const std::vector<AckItem> items = {
+      {(*leases)[0].job.id, (*leases)[0].token}};
+  for (bool retried : {false, true}) {
+    absl::StatusOr<std::vector<AckResult>> results = store.AckBatch(items, now);
+    ASSERT_TRUE(results.ok()) << results.status();
+    ASSERT_EQ(results->size(), 1u);
+    EXPECT_TRUE((*results)[0].status.ok()) << (*results)[0].status;
+    EXPECT_EQ((*results)[0].queue, "q");
+    EXPECT_EQ((*results)[0].cron_name, "nightly");
+    EXPECT_EQ((*results)[0].already_acked, retried);
   }
 }
 
