@@ -577,12 +577,50 @@ class JobQueueService::WorkCall final
     }
     if (error_.has_value()) {
       finished_ = true;
+      ReleaseUnsentLocked();
       return *error_;
     }
     // Half-closed: finish once every settlement is answered and sent.
     if (!pending_.empty() || !outgoing_.empty()) return std::nullopt;
     finished_ = true;
     return grpc::Status::OK;
+  }
+
+  // The stream ends with an error, so nothing more is written: the jobs
+  // leased for it and still queued to be written never reached the worker.
+  // Their leases are taken back without costing an attempt
+  // (JobStore::ReleaseLeases), on the executor, and their queues' waiters
+  // woken. (A job in the write in flight may have reached the worker: its
+  // lease runs out by itself.) The task does not touch `this`.
+  void ReleaseUnsentLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::vector<AckItem> unsent;
+    for (const v1::WorkResponse& message : outgoing_) {
+      if (message.kind_case() != v1::WorkResponse::kJob) continue;
+      const std::string& id = message.job().job().job_id();
+      unsent.push_back(AckItem{id, message.job().lease_token()});
+      pushed_unsettled_.erase(id);
+    }
+    if (unsent.empty()) return;
+    JobStore* const store = service_->store_;
+    LongPollRegistry* const long_poll = service_->long_poll_;
+    Clock* const clock = service_->clock_;
+    service_->executor_->Schedule(
+        [store, long_poll, clock, unsent = std::move(unsent)] {
+          absl::StatusOr<std::vector<Job>> released =
+              store->ReleaseLeases(unsent, clock->Now());
+          if (!released.ok()) {
+            spdlog::warn(
+                "Work: giving back {} job(s) never sent: {} (their leases "
+                "run out by themselves)",
+                unsent.size(), released.status().ToString());
+            return;
+          }
+          for (const Job& job : *released) {
+            long_poll->JobsAvailableAt(job.queue, job.type, job.run_at);
+          }
+          spdlog::debug("Work: {} job(s) leased but never sent given back",
+                        released->size());
+        });
   }
 
   // Whether Lease() should stop: the stream is ending or every slot taken.

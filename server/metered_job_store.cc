@@ -27,7 +27,8 @@ MeteredJobStore::MeteredJobStore(std::unique_ptr<JobStore> store,
       apply_cron_transition_(metrics, "apply_cron_transition"),
       prune_finished_jobs_(metrics, "prune_finished_jobs",
                            /*counts_jobs=*/true),
-      ack_batch_(metrics, "ack_batch", /*counts_jobs=*/true) {}
+      ack_batch_(metrics, "ack_batch", /*counts_jobs=*/true),
+      release_leases_(metrics, "release_leases", /*counts_jobs=*/true) {}
 
 template <typename Call>
 auto MeteredJobStore::Timed(const Op& op, Call call) -> decltype(call()) {
@@ -100,6 +101,16 @@ absl::StatusOr<Job> MeteredJobStore::CancelJob(const std::string& job_id,
 absl::StatusOr<Job> MeteredJobStore::RequeueJob(const std::string& job_id,
                                                 absl::Time now) {
   return Timed(requeue_job_, [&] { return store_->RequeueJob(job_id, now); });
+}
+
+absl::StatusOr<std::vector<Job>> MeteredJobStore::ReleaseLeases(
+    const std::vector<AckItem>& items, absl::Time now) {
+  auto jobs =
+      Timed(release_leases_, [&] { return store_->ReleaseLeases(items, now); });
+  if (jobs.ok() && !jobs->empty()) {
+    release_leases_.batch_size->Observe(static_cast<double>(jobs->size()));
+  }
+  return jobs;
 }
 
 absl::StatusOr<std::vector<Job>> MeteredJobStore::ExpireLeases(absl::Time now) {

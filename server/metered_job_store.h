@@ -60,6 +60,8 @@ class MeteredJobStore final : public JobStore {
     return store_->ListJobs(queue, state, page_size, page_token);
   }
   absl::StatusOr<std::vector<Job>> ExpireLeases(absl::Time now) override;
+  absl::StatusOr<std::vector<Job>> ReleaseLeases(
+      const std::vector<AckItem>& items, absl::Time now) override;
   absl::StatusOr<absl::Time> NextAvailableTime(const std::string& queue,
                                                absl::Time now) override {
     return store_->NextAvailableTime(queue, now);
@@ -114,7 +116,7 @@ class MeteredJobStore final : public JobStore {
   Clock* const clock_;
   const Op enqueue_, dequeue_, ack_, nack_, extend_lease_, cancel_job_,
       requeue_job_, expire_leases_, observe_term_, put_cron_, delete_cron_,
-      apply_cron_transition_, prune_finished_jobs_, ack_batch_;
+      apply_cron_transition_, prune_finished_jobs_, ack_batch_, release_leases_;
 };
 
 }  // namespace adjutant

@@ -376,6 +376,15 @@ absl::StatusOr<std::vector<Job>> NotifyingJobStore::ExpireLeases(
   return jobs;
 }
 
+absl::StatusOr<std::vector<Job>> NotifyingJobStore::ReleaseLeases(
+    const std::vector<AckItem>& items, absl::Time now) {
+  absl::StatusOr<std::vector<Job>> jobs = inner_->ReleaseLeases(items, now);
+  if (jobs.ok()) {
+    for (const Job& job : *jobs) PublishAt(job.queue, job.run_at, now);
+  }
+  return jobs;
+}
+
 absl::StatusOr<absl::Time> NotifyingJobStore::NextAvailableTime(
     const std::string& queue, absl::Time now) {
   return inner_->NextAvailableTime(queue, now);

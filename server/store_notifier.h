@@ -172,6 +172,8 @@ class NotifyingJobStore final : public JobStore {
                                    int page_size,
                                    const std::string& page_token) override;
   absl::StatusOr<std::vector<Job>> ExpireLeases(absl::Time now) override;
+  absl::StatusOr<std::vector<Job>> ReleaseLeases(
+      const std::vector<AckItem>& items, absl::Time now) override;
   absl::StatusOr<absl::Time> NextAvailableTime(const std::string& queue,
                                                absl::Time now) override;
   absl::StatusOr<uint64_t> ObserveTerm(uint64_t term) override;

@@ -165,6 +165,16 @@ class JobStore {
   // so the caller can wake whoever waits on them.
   virtual absl::StatusOr<std::vector<Job>> ExpireLeases(absl::Time now) = 0;
 
+  // Takes back leases whose jobs never reached their worker (a Work stream
+  // ended before it sent them): each job still LEASED under its item's
+  // token, expired or not, goes back to PENDING as if it had not been
+  // leased: attempts - 1, no token, no expiry, run_at and last_error kept
+  // (so it keeps its place in line). An item whose job is gone, no longer
+  // LEASED, or leased under another token is left alone. All in one
+  // transaction. Returns the jobs it released, after the change.
+  virtual absl::StatusOr<std::vector<Job>> ReleaseLeases(
+      const std::vector<AckItem>& items, absl::Time now) = 0;
+
   // The earliest instant after `now` at which a job of `queue` (empty: any
   // queue) may become available: the smallest run_at > now among PENDING
   // jobs and lease_expires_at > now among LEASED jobs. InfiniteFuture if

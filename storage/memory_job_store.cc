@@ -579,6 +579,30 @@ absl::StatusOr<std::vector<Job>> MemoryJobStore::ExpireLeases(absl::Time now) {
   return changed;
 }
 
+absl::StatusOr<std::vector<Job>> MemoryJobStore::ReleaseLeases(
+    const std::vector<AckItem>& items, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  std::vector<Job> released;
+  for (const AckItem& item : items) {
+    absl::StatusOr<Job*> found = FindJob(item.job_id);
+    if (!found.ok()) continue;
+    Job& job = **found;
+    if (job.state != JobState::kLeased ||
+        !SameToken(job.lease_token, item.token)) {
+      continue;
+    }
+    Unindex(job);
+    job.state = JobState::kPending;
+    job.attempts = std::max(0, job.attempts - 1);
+    job.lease_expires_at = absl::InfinitePast();
+    job.lease_token.clear();
+    job.updated_at = now;
+    Index(job);
+    released.push_back(job);
+  }
+  return released;
+}
+
 absl::StatusOr<absl::Time> MemoryJobStore::NextAvailableTime(
     const std::string& queue, absl::Time now) {
   absl::MutexLock lock(&mu_);

@@ -280,6 +280,15 @@ constexpr char kExpireAllLeasesSql[] = EXPIRE_LEASES_SET
     "AND lease_expires_at <= $1::bigint FOR UPDATE SKIP LOCKED) "
     "RETURNING " JOB_COLUMNS;
 
+// ReleaseLeases: $1 job ids and $2 the tokens they were leased under,
+// pairwise.
+constexpr char kReleaseLeasesSql[] =
+    "UPDATE jobs SET state = 1, attempts = GREATEST(attempts - 1, 0), "
+    "lease_token = '', lease_expires_at = NULL, updated_at = $3 "
+    "FROM unnest($1::text[], $2::text[]) AS item (item_id, item_token) "
+    "WHERE jobs.id = item.item_id AND jobs.state = 2 "
+    "AND jobs.lease_token = item.item_token RETURNING " JOB_COLUMNS;
+
 // The claim: rows locked by another dequeuer are skipped, not waited for.
 constexpr char kSelectDequeueSql[] =
     "SELECT seq FROM jobs WHERE state = 1 AND queue = $1 AND run_at <= $2 "
@@ -1126,6 +1135,27 @@ absl::StatusOr<std::vector<Job>> PostgresJobStore::ExpireLeases(
     return ExpireLeasesIn(c, "", now, &expired);
   }));
   return expired;
+}
+
+absl::StatusOr<std::vector<Job>> PostgresJobStore::ReleaseLeases(
+    const std::vector<AckItem>& items, absl::Time now) {
+  std::vector<Job> released;
+  if (items.empty()) return released;
+  std::vector<std::string> ids, tokens;
+  for (const AckItem& item : items) {
+    ids.push_back(item.job_id);
+    tokens.push_back(item.token);
+  }
+  RETURN_IF_ERROR(Transact([&](PgConnection& c) -> absl::Status {
+    released.clear();
+    ASSIGN_OR_RETURN(
+        PgResult r,
+        c.Exec(kReleaseLeasesSql,
+               PgParams().TextArray(ids).TextArray(tokens).Time(now)));
+    ReadJobs(r, &released);
+    return absl::OkStatus();
+  }));
+  return released;
 }
 
 absl::StatusOr<int64_t> PostgresJobStore::PruneFinishedJobs(

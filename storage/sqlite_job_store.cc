@@ -272,6 +272,12 @@ constexpr char kExpireQueueLeasesSql[] = EXPIRE_LEASES_SET
 constexpr char kExpireAllLeasesSql[] = EXPIRE_LEASES_SET
     "WHERE state = 2 AND lease_expires_at <= ?1 RETURNING " JOB_COLUMNS;
 
+// ReleaseLeases: ?1 the job, ?2 the token it was leased under.
+constexpr char kReleaseLeaseSql[] =
+    "UPDATE OR FAIL jobs SET state = 1, attempts = max(attempts - 1, 0), "
+    "lease_token = '', lease_expires_at = NULL, updated_at = ?3 "
+    "WHERE id = ?1 AND state = 2 AND lease_token = ?2 RETURNING " JOB_COLUMNS;
+
 // Dequeue selection. One ordered walk of (queue, priority DESC, run_at,
 // seq) with `run_at <= now` tested row by row would step over every job not
 // yet due that sorts ahead of the first due one (delayed jobs of a higher
@@ -1514,6 +1520,23 @@ absl::StatusOr<std::vector<Job>> SqliteJobStore::ExpireLeases(absl::Time now) {
     return ExpireLeasesIn(c, "", now, &expired);
   }));
   return expired;
+}
+
+absl::StatusOr<std::vector<Job>> SqliteJobStore::ReleaseLeases(
+    const std::vector<AckItem>& items, absl::Time now) {
+  std::vector<Job> released;
+  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
+    released.clear();
+    for (const AckItem& item : items) {
+      ASSIGN_OR_RETURN(SqliteStatement release, c.Prepare(kReleaseLeaseSql));
+      release.BindText(1, item.job_id);
+      release.BindText(2, item.token);
+      release.BindTime(3, now);
+      RETURN_IF_ERROR(CollectJobs(release, &released));
+    }
+    return absl::OkStatus();
+  }));
+  return released;
 }
 
 absl::StatusOr<std::vector<QueueStats>> SqliteJobStore::QueueStatistics(

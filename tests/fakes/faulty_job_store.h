@@ -126,6 +126,10 @@ class FaultyJobStore final : public JobStore {
   absl::StatusOr<std::vector<Job>> ExpireLeases(absl::Time now) override {
     return base_->ExpireLeases(now);
   }
+  absl::StatusOr<std::vector<Job>> ReleaseLeases(
+      const std::vector<AckItem>& items, absl::Time now) override {
+    return base_->ReleaseLeases(items, now);
+  }
   absl::StatusOr<absl::Time> NextAvailableTime(const std::string& queue,
                                                absl::Time now) override {
     return base_->NextAvailableTime(queue, now);

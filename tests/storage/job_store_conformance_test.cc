@@ -703,6 +703,53 @@ TEST_P(JobStoreConformance, AckBatchJudgesEachItemOnItsOwnInOrder) {
   ExpectUnchanged(*store_, good_after);
 }
 
+// A lease taken back because its job never reached the worker: as if the
+// job had not been leased, its attempt given back and its place in line
+// kept. Only a current lease is taken back.
+TEST_P(JobStoreConformance, ReleaseLeasesUndoesLeasesOfJobsNeverSent) {
+  const absl::Duration kHour = absl::Hours(1);
+  const std::string a = EnqueueOne(*store_, MakeJob("q"), now_);
+  const std::string b = EnqueueOne(*store_, MakeJob("q"), now_);
+  const std::string c = EnqueueOne(*store_, MakeJob("q"), now_);
+  ASSERT_OK_AND_ASSIGN(std::vector<Lease> leases,
+                       store_->Dequeue(Options("q", 3, kHour), now_));
+  ASSERT_THAT(leases, SizeIs(3));
+  std::map<std::string, std::string> token;
+  for (const Lease& lease : leases) token[lease.job.id] = lease.token;
+  ASSERT_OK(store_->Ack(c, token[c], now_));
+  const Job a_before = GetOrFail(*store_, a);
+  const Job b_before = GetOrFail(*store_, b);
+  const Job c_before = GetOrFail(*store_, c);
+
+  const absl::Time t = now_ + absl::Seconds(5);
+  ASSERT_OK_AND_ASSIGN(std::vector<Job> released,
+                       store_->ReleaseLeases({{a, token[a]},
+                                              {b, "not-its-token"},
+                                              {c, token[c]},
+                                              {"no-such-job", "token"}},
+                                             t));
+  ASSERT_THAT(released, SizeIs(1));
+  EXPECT_EQ(released[0].id, a);
+  EXPECT_EQ(released[0].state, JobState::kPending);
+  const Job job = GetOrFail(*store_, a);
+  EXPECT_EQ(job.state, JobState::kPending);
+  EXPECT_EQ(job.attempts, a_before.attempts - 1);
+  EXPECT_EQ(job.lease_token, "");
+  EXPECT_EQ(job.lease_expires_at, absl::InfinitePast());
+  EXPECT_EQ(job.run_at, a_before.run_at);
+  EXPECT_EQ(job.last_error, a_before.last_error);
+  EXPECT_EQ(job.updated_at, t);
+  ExpectUnchanged(*store_, b_before);
+  ExpectUnchanged(*store_, c_before);
+  // The old token no longer acks it, and it is the next to be leased, ahead
+  // of a job enqueued after it.
+  EXPECT_FALSE(store_->Ack(a, token[a], t).ok());
+  EnqueueOne(*store_, MakeJob("q"), t);
+  EXPECT_EQ(LeaseOne(*store_, t, Options("q", 1, kHour)).job.id, a);
+  ASSERT_OK_AND_ASSIGN(released, store_->ReleaseLeases({}, t));
+  EXPECT_THAT(released, IsEmpty());
+}
+
 TEST_P(JobStoreConformance, AckBatchOfNothingReturnsNothing) {
   ASSERT_OK_AND_ASSIGN(std::vector<AckResult> results,
                        store_->AckBatch({}, now_));
