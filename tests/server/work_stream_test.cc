@@ -444,6 +444,67 @@ TEST_P(WorkStreamTest, ACancelledStreamsJobsStayLeasedUntilTheirLeasesExpire) {
   EXPECT_TRUE(next.Finish().ok());
 }
 
+// Jobs leased for a stream but still queued to be written when it ends
+// never reached the worker: their leases are taken back, attempt and all,
+// so they run again at once rather than after their leases expire (and a
+// job with one attempt does not go DEAD unseen). A client that reads
+// nothing stalls the server's writes after gRPC's flow-control window (a
+// few dozen of these jobs), so most of the 1000 are still queued when it
+// leaves.
+TEST_P(WorkStreamTest, JobsNeverSentAreGivenBackWhenTheStreamEnds) {
+  constexpr int kJobs = 1000;
+  v1::EnqueueBatchRequest batch;
+  for (int i = 0; i < kJobs; ++i) {
+    v1::EnqueueRequest* job = batch.add_jobs();
+    job->set_queue("q");
+    job->set_job_type("t");
+    job->set_payload(std::string(kMaxPayloadBytes, 'p'));
+  }
+  v1::EnqueueBatchResponse enqueued;
+  ASSERT_TRUE(stub_->EnqueueBatch(Context().get(), batch, &enqueued).ok());
+  auto leased = [this]() -> int64_t {
+    absl::StatusOr<std::vector<QueueStats>> stats =
+        store_->QueueStatistics(clock_.Now());
+    return stats.ok() && stats->size() == 1 ? (*stats)[0].leased : -1;
+  };
+  WorkSession gone(stub_.get());
+  ASSERT_TRUE(gone.Start("q", kJobs));
+  // Real time, bounded: the lease task runs on the server's executor.
+  for (int i = 0; i < 2000 && leased() < kJobs; ++i) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_EQ(leased(), kJobs);
+  gone.Cancel();
+  EXPECT_EQ(gone.Finish().error_code(), grpc::StatusCode::CANCELLED);
+
+  // The leases come back in one store call, after the stream ended.
+  int64_t still_leased = kJobs;
+  for (int i = 0; i < 2000 && still_leased == kJobs; ++i) {
+    still_leased = leased();
+    if (still_leased == kJobs) absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_LT(still_leased, kJobs / 2) << "the unsent jobs were given back";
+  absl::StatusOr<std::vector<QueueStats>> stats =
+      store_->QueueStatistics(clock_.Now());
+  ASSERT_TRUE(stats.ok() && stats->size() == 1);
+  EXPECT_EQ((*stats)[0].pending, kJobs - still_leased);
+  v1::ListJobsRequest request;
+  request.set_queue("q");
+  request.set_state(v1::JOB_STATE_PENDING);
+  request.set_page_size(500);  // under the client's 4 MB for one answer
+  v1::ListJobsResponse listed;
+  ASSERT_TRUE(stub_->ListJobs(Context().get(), request, &listed).ok());
+  ASSERT_GT(listed.jobs_size(), 0);
+  for (const v1::Job& job : listed.jobs()) {
+    EXPECT_EQ(job.attempts(), 0) << job.job_id();
+  }
+  // The next worker gets one of them now, not after a lease runs out.
+  WorkSession next(stub_.get());
+  ASSERT_TRUE(next.Start("q", 1));
+  EXPECT_EQ(next.ReadJob().job().attempts(), 1);
+  next.CloseSend();
+}
+
 TEST_P(WorkStreamTest, ShutdownEndsStreamsWithUnavailable) {
   Enqueue("full");
   WorkSession full(stub_.get());
