@@ -448,9 +448,10 @@ TEST_P(WorkStreamTest, ACancelledStreamsJobsStayLeasedUntilTheirLeasesExpire) {
 // never reached the worker: their leases are taken back, attempt and all,
 // so they run again at once rather than after their leases expire (and a
 // job with one attempt does not go DEAD unseen). A client that reads
-// nothing stalls the server's writes after gRPC's flow-control window (a
-// few dozen of these jobs), so most of the 1000 are still queued when it
-// leaves.
+// nothing stalls the server's writes after its flow-control window: held
+// at HTTP/2's initial 64 KiB (no BDP probing, which would grow it with the
+// machine's speed), that is a few dozen of these jobs, so most of the 1000
+// are still queued when it leaves.
 TEST_P(WorkStreamTest, JobsNeverSentAreGivenBackWhenTheStreamEnds) {
   constexpr int kJobs = 1000;
   v1::EnqueueBatchRequest batch;
@@ -467,7 +468,13 @@ TEST_P(WorkStreamTest, JobsNeverSentAreGivenBackWhenTheStreamEnds) {
         store_->QueueStatistics(clock_.Now());
     return stats.ok() && stats->size() == 1 ? (*stats)[0].leased : -1;
   };
-  WorkSession gone(stub_.get());
+  grpc::ChannelArguments fixed_window;
+  fixed_window.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  std::unique_ptr<v1::JobQueue::Stub> stub =
+      v1::JobQueue::NewStub(grpc::CreateCustomChannel(
+          absl::StrCat("127.0.0.1:", server_->port()),
+          grpc::InsecureChannelCredentials(), fixed_window));
+  WorkSession gone(stub.get());
   ASSERT_TRUE(gone.Start("q", kJobs));
   // Real time, bounded: the lease task runs on the server's executor.
   for (int i = 0; i < 2000 && leased() < kJobs; ++i) {
