@@ -4,7 +4,10 @@
 // condition, never a sleep.
 #include "client/worker.h"
 
+#include <grpcpp/grpcpp.h>
+
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -548,8 +551,7 @@ TEST_F(WorkerTest, AServerShuttingDownMidPollIsRetriedUntilOneAnswers) {
     errors.push_back(status);
   };
   Journal journal;
-  // The worker's own client (it outlives the worker); client_ serves as the
-  // producer below.
+  // The worker's own client (it outlives the worker).
   const std::unique_ptr<Client> worker_client = std::move(client_);
   Worker worker(worker_client.get(), options);
   ASSERT_TRUE(worker
@@ -573,16 +575,27 @@ TEST_F(WorkerTest, AServerShuttingDownMidPollIsRetriedUntilOneAnswers) {
   server_.reset();
   ASSERT_NO_FATAL_FAILURE(StartServer(absl::StrCat("127.0.0.1:", port_)));
   // The producer on a connection of its own: the worker's channel waits
-  // out gRPC's reconnect backoff after the drop.
-  ClientOptions producer_options;
-  producer_options.target = absl::StrCat("127.0.0.1:", port_);
-  absl::StatusOr<std::unique_ptr<Client>> producer =
-      Client::Create(producer_options);
-  ASSERT_TRUE(producer.ok()) << producer.status();
-  client_ = *std::move(producer);
-  const std::vector<std::string> ids = EnqueueJobs("t", 1);
-  ASSERT_EQ(ids.size(), 1u);
-  const std::string id = ids[0];
+  // out gRPC's reconnect backoff after the drop. Its own subchannel pool
+  // too: channels to one target otherwise share gRPC's subchannel, whose
+  // last attempt (the worker's, while no server listened) was refused, and
+  // a new call would fail fast on that until the backoff ends.
+  grpc::ChannelArguments own_connection;
+  own_connection.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  std::unique_ptr<v1::JobQueue::Stub> producer =
+      v1::JobQueue::NewStub(grpc::CreateCustomChannel(
+          absl::StrCat("127.0.0.1:", port_), grpc::InsecureChannelCredentials(),
+          own_connection));
+  v1::EnqueueRequest request;
+  request.set_queue("q");
+  request.set_job_type("t");
+  request.set_max_attempts(5);
+  v1::EnqueueResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(30));
+  const grpc::Status enqueued = producer->Enqueue(&context, request, &response);
+  ASSERT_TRUE(enqueued.ok()) << enqueued.error_message();
+  const std::string id = response.job_id();
   ASSERT_TRUE(journal.AwaitStarted(1));
   EXPECT_EQ(journal.Runs(id), 1);
   worker.Stop();
