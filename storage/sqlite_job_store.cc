@@ -312,15 +312,13 @@ constexpr char kDueAtPriorityOfTypeSql[] =
     "WHERE state = 1 AND queue = ?1 AND type = ?5 AND priority = ?2 "
     "AND run_at <= ?3 ORDER BY run_at, seq LIMIT ?4";
 constexpr char kLeaseJobSql[] =
-    "UPDATE OR FAIL jobs SET state = 2, attempts = attempts + 1, lease_token = "
-    "?2, "
-    "lease_expires_at = ?3, worker_id = ?4, updated_at = ?5 WHERE seq = ?1 "
-    "RETURNING " JOB_COLUMNS;
+    "UPDATE OR FAIL jobs SET state = 2, attempts = attempts + 1, "
+    "lease_token = ?2, lease_expires_at = ?3, worker_id = ?4, "
+    "updated_at = ?5 WHERE seq = ?1 RETURNING " JOB_COLUMNS;
 
 constexpr char kAckSql[] =
-    "UPDATE OR FAIL jobs SET state = 3, lease_expires_at = NULL, updated_at = "
-    "?2 "
-    "WHERE id = ?1";
+    "UPDATE OR FAIL jobs SET state = 3, lease_expires_at = NULL, "
+    "updated_at = ?2 WHERE id = ?1";
 constexpr char kNackSql[] =
     "UPDATE jobs SET state = ?2, last_error = ?3, run_at = COALESCE(?4, "
     "run_at), lease_token = '', lease_expires_at = NULL, updated_at = ?5 "
