@@ -201,9 +201,12 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
     cancelled_.store(true);
     if (service_->long_poll_->Remove(this)) {
       Finish(grpc::Status::CANCELLED);
+      return;
     }
     // Otherwise an attempt is running: it sees the flag when it tries to
-    // park, or finishes with what it found.
+    // park, or finishes with what it found. gRPC calls OnDone only after
+    // this reaction returns; say so to ThreadSanitizer (grpc_handoff.h).
+    HandCallToGrpc(this);
   }
   // A woken call that ends without a store attempt that succeeded may
   // leave behind the job it was woken for (the registry wakes only as many
@@ -343,10 +346,10 @@ class JobQueueService::WorkCall final
       if (!error_.has_value()) error_ = grpc::Status::CANCELLED;
       finish = FinishIfDoneLocked();
     }
-    if (finish.has_value()) {
-      HandCallToGrpc(this);
-      Finish(*finish);
-    }
+    // Either way the call goes back to gRPC, which runs OnDone only after
+    // this reaction returns (grpc_handoff.h).
+    HandCallToGrpc(this);
+    if (finish.has_value()) Finish(*finish);
   }
 
   void OnDone() override {
