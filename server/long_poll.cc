@@ -150,27 +150,24 @@ void LongPollRegistry::WakeWaiters(const std::string& queue, Admits admits,
   for (LongPollWaiter* waiter : woken) waiter->Wake();
 }
 
-void LongPollRegistry::Wake(const std::string& queue) {
+void LongPollRegistry::WakeUntyped(const std::string& queue, size_t limit) {
   {
     absl::MutexLock l(&mu_);
     ++queue_generation_[Bucket(queue)];
     ++untyped_generation_[Bucket(queue)];
   }
   WakeWaiters(
-      queue, [](const std::vector<std::string>&) { return true; },
-      std::numeric_limits<size_t>::max());
+      queue, [](const std::vector<std::string>&) { return true; }, limit);
+}
+
+void LongPollRegistry::Wake(const std::string& queue) {
+  WakeUntyped(queue, std::numeric_limits<size_t>::max());
 }
 
 void LongPollRegistry::PassWakeUpOn(const std::string& queue) {
-  {
-    absl::MutexLock l(&mu_);
-    ++queue_generation_[Bucket(queue)];
-    ++untyped_generation_[Bucket(queue)];
-  }
   // Any untyped waiter admits the job; WakeWaiters lifts the limit when
   // typed ones are parked.
-  WakeWaiters(
-      queue, [](const std::vector<std::string>&) { return true; }, 1);
+  WakeUntyped(queue, 1);
 }
 
 void LongPollRegistry::Wake(const std::string& queue,

@@ -260,6 +260,11 @@ class LongPollRegistry {
   absl::Time EndSweepLocked(const absl::StatusOr<absl::Time>& next)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool NotSweeping() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Moves the queue's and its untyped generations, then wakes up to
+  // `limit` of its waiters, whatever their types (Wake(queue),
+  // PassWakeUpOn).
+  void WakeUntyped(const std::string& queue, size_t limit)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Wakes up to `limit` of the waiters parked on `queue` that `admits`
   // selects, in park order.
   template <typename Admits>

@@ -1102,17 +1102,8 @@ absl::Status SqliteJobStore::RunWrite(WriteBody body) {
     // Calls arriving meanwhile queue for the writer thread, which waits
     // for this group as for one of its own.
     writers_.push_back(&self);
-    committing_ = 1;
-    queue_mu_.Unlock();
-    std::vector<absl::Status> outcomes;
-    {
-      absl::MutexLock write_lock(&mu_);
-      outcomes = CommitGroup({&self});
-    }
-    queue_mu_.Lock();
-    writers_.pop_front();  // &self
-    committing_ = 0;
-    return std::move(outcomes[0]);
+    CommitFront(1);
+    return std::move(self.status);
   }
   writers_.push_back(&self);
   // absl::Mutex::Await rather than a CondVar: the sanitizer build sees what
@@ -1120,6 +1111,26 @@ absl::Status SqliteJobStore::RunWrite(WriteBody body) {
   auto answered = [&self]() { return self.done; };
   queue_mu_.Await(absl::Condition(&answered));
   return std::move(self.status);
+}
+
+void SqliteJobStore::CommitFront(size_t size) {
+  const std::vector<Write*> group(writers_.begin(), writers_.begin() + size);
+  committing_ = size;
+  queue_mu_.Unlock();
+  // Callers arriving meanwhile queue for the next group.
+  std::vector<absl::Status> outcomes;
+  {
+    absl::MutexLock lock(&mu_);
+    outcomes = CommitGroup(group);
+  }
+  queue_mu_.Lock();
+  for (size_t i = 0; i < size; ++i) {
+    Write* write = writers_.front();  // group[i]
+    writers_.pop_front();
+    write->status = std::move(outcomes[i]);
+    write->done = true;  // its caller wakes once queue_mu_ is released
+  }
+  committing_ = 0;
 }
 
 void SqliteJobStore::WriterLoop() {
@@ -1132,27 +1143,8 @@ void SqliteJobStore::WriterLoop() {
   while (true) {
     queue_mu_.Await(absl::Condition(&work));
     if (writers_.empty()) break;  // stopping, and nothing left to do
-    const size_t size =
-        std::min(writers_.size(), static_cast<size_t>(max_group_size_));
-    const std::vector<Write*> group(writers_.begin(), writers_.begin() + size);
-    committing_ = size;
-    queue_mu_.Unlock();
-
-    // Callers arriving meanwhile queue for the next group.
-    std::vector<absl::Status> outcomes;
-    {
-      absl::MutexLock lock(&mu_);
-      outcomes = CommitGroup(group);
-    }
-
-    queue_mu_.Lock();
-    for (size_t i = 0; i < size; ++i) {
-      Write* write = writers_.front();  // group[i]
-      writers_.pop_front();
-      write->status = std::move(outcomes[i]);
-      write->done = true;  // its caller wakes once queue_mu_ is released
-    }
-    committing_ = 0;
+    CommitFront(
+        std::min(writers_.size(), static_cast<size_t>(max_group_size_)));
   }
   queue_mu_.Unlock();
 }

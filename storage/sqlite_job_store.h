@@ -226,6 +226,11 @@ class SqliteJobStore final : public JobStore {
   // caller's, inside a write transaction, and must write its results only
   // into variables the caller reads after RunWrite returns.
   absl::Status RunWrite(WriteBody body) ABSL_LOCKS_EXCLUDED(queue_mu_, mu_);
+  // Commits the first `size` queued calls as one group (queue_mu_ released
+  // meanwhile), answers them and pops them. REQUIRES: no group in flight,
+  // at least `size` calls queued.
+  void CommitFront(size_t size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // The writer thread: commits the queued groups until stopping_ and no
   // call is left.
   void WriterLoop() ABSL_LOCKS_EXCLUDED(queue_mu_, mu_);
