@@ -100,11 +100,15 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
         counted_(counted) {}
 
   // Leases what it can; if nothing and the wait is not over, parks.
-  // Runs on the executor.
-  void Attempt() {
+  // Runs on the executor, blocking; or (`may_block` false) on the gRPC
+  // thread that received the call, when the store's writes are
+  // asynchronous (JobStore::WritesAsynchronously), where it goes on on the
+  // executor if it would have to block for a lease sweep. With such a
+  // store the attempt ends on the store's thread, and a retry goes to the
+  // executor.
+  void Attempt(bool may_block = true) {
     LongPollRegistry* const long_poll = service_->long_poll_;
     Clock* const clock = service_->clock_;
-    const std::vector<std::string>& job_types = args_.options.job_types;
     for (int retries = 0;; ++retries) {
       // Each retry answers a wake-up that came while the previous attempt
       // ran, so retries are bounded by the wake-ups of this call's queue
@@ -123,66 +127,31 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
         Finish(grpc::Status::CANCELLED);
         return;
       }
+      Look look;
       // Read before `now` and before the store call (see long_poll.h).
-      const uint64_t generation =
-          long_poll->Generation(args_.options.queue, job_types);
-      const absl::Time now = clock->Now();
+      look.generation =
+          long_poll->Generation(args_.options.queue, args_.options.job_types);
+      look.now = clock->Now();
       // The wait is measured on the monotonic clock: wall steps (NTP) move
       // neither its end nor the registry's timer for it.
-      const absl::Duration monotonic_now = clock->Monotonic();
-      long_poll->ExpireLeasesIfDue(now);
-      absl::StatusOr<std::vector<Lease>> leases =
-          service_->store_->Dequeue(args_.options, now);
-      if (!leases.ok()) {
-        if (IsServerError(leases.status())) {
-          spdlog::warn("Dequeue: {}", leases.status().ToString());
-        }
-        PassOnWakeUp();
-        Finish(ToGrpcStatus(leases.status()));
+      look.monotonic_now = clock->Monotonic();
+      if (!may_block && long_poll->SweepMayBeDue(look.now)) {
+        service_->executor_->Schedule([this] { Attempt(); });
         return;
       }
-      woken_.store(false);  // this attempt looked: the wake-up is spent
-      if (!leases->empty()) {
-        absl::Time earliest_expiry = absl::InfiniteFuture();
-        for (const Lease& lease : *leases) {
-          v1::LeasedJob* out = response_->add_jobs();
-          ToProto(lease.job, out->mutable_job());
-          out->set_lease_token(lease.token);
-          ToProto(lease.expires_at, out->mutable_lease_expires_at());
-          earliest_expiry = std::min(earliest_expiry, lease.expires_at);
-        }
-        long_poll->NoteNextAvailable(earliest_expiry);
-        if (service_->metrics_ != nullptr) {
-          service_->metrics_->JobsLeased(args_.options.queue,
-                                         static_cast<int64_t>(leases->size()));
-        }
-        if (spdlog::should_log(spdlog::level::debug)) {
-          for (const Lease& lease : *leases) {
-            spdlog::debug("Dequeue: job {} of queue {} leased (attempt {})",
-                          lease.job.id, lease.job.queue, lease.job.attempts);
-          }
-        }
-        Finish(grpc::Status::OK);
+      long_poll->ExpireLeasesIfDue(look.now);
+      JobStore* const store = service_->store_;
+      if (store->WritesAsynchronously()) {
+        store->DequeueAsync(
+            args_.options, look.now,
+            [this, look](absl::StatusOr<std::vector<Lease>> leases) {
+              if (!Found(look, std::move(leases))) {
+                service_->executor_->Schedule([this] { Attempt(); });
+              }
+            });
         return;
       }
-      if (monotonic_now >= deadline_) {
-        Finish(grpc::Status::OK);  // nothing in time: an empty response
-        return;
-      }
-      switch (long_poll->Park(this, args_.options.queue, job_types, generation,
-                              now, deadline_)) {
-        case LongPollRegistry::ParkResult::kParked:
-          return;  // the registry owns the call now: do not touch `this`
-        case LongPollRegistry::ParkResult::kRetry:
-          continue;
-        case LongPollRegistry::ParkResult::kCancelled:
-          PassOnWakeUp();
-          Finish(grpc::Status::CANCELLED);
-          return;
-        case LongPollRegistry::ParkResult::kShuttingDown:
-          ShutDown();
-          return;
-      }
+      if (Found(look, store->Dequeue(args_.options, look.now))) return;
     }
   }
 
@@ -227,6 +196,74 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
   }
 
  private:
+  // When an attempt looked: the registry's generation, then the wall and
+  // monotonic clocks.
+  struct Look {
+    uint64_t generation = 0;
+    absl::Time now;
+    absl::Duration monotonic_now;
+  };
+
+  // What the store's Dequeue made at `look` found: finishes the call with
+  // the leases or the error, or with nothing once the wait is over, or
+  // parks it (the registry owns it then). False: nothing found and the
+  // registry says to look again (a wake-up came meanwhile); the call is
+  // still this attempt's.
+  bool Found(const Look& look, absl::StatusOr<std::vector<Lease>> leases) {
+    LongPollRegistry* const long_poll = service_->long_poll_;
+    if (!leases.ok()) {
+      if (IsServerError(leases.status())) {
+        spdlog::warn("Dequeue: {}", leases.status().ToString());
+      }
+      PassOnWakeUp();
+      Finish(ToGrpcStatus(leases.status()));
+      return true;
+    }
+    woken_.store(false);  // this attempt looked: the wake-up is spent
+    if (!leases->empty()) {
+      absl::Time earliest_expiry = absl::InfiniteFuture();
+      for (const Lease& lease : *leases) {
+        v1::LeasedJob* out = response_->add_jobs();
+        ToProto(lease.job, out->mutable_job());
+        out->set_lease_token(lease.token);
+        ToProto(lease.expires_at, out->mutable_lease_expires_at());
+        earliest_expiry = std::min(earliest_expiry, lease.expires_at);
+      }
+      long_poll->NoteNextAvailable(earliest_expiry);
+      if (service_->metrics_ != nullptr) {
+        service_->metrics_->JobsLeased(args_.options.queue,
+                                       static_cast<int64_t>(leases->size()));
+      }
+      if (spdlog::should_log(spdlog::level::debug)) {
+        for (const Lease& lease : *leases) {
+          spdlog::debug("Dequeue: job {} of queue {} leased (attempt {})",
+                        lease.job.id, lease.job.queue, lease.job.attempts);
+        }
+      }
+      Finish(grpc::Status::OK);
+      return true;
+    }
+    if (look.monotonic_now >= deadline_) {
+      Finish(grpc::Status::OK);  // nothing in time: an empty response
+      return true;
+    }
+    switch (long_poll->Park(this, args_.options.queue, args_.options.job_types,
+                            look.generation, look.now, deadline_)) {
+      case LongPollRegistry::ParkResult::kParked:
+        return true;  // the registry owns the call now: do not touch `this`
+      case LongPollRegistry::ParkResult::kRetry:
+        return false;
+      case LongPollRegistry::ParkResult::kCancelled:
+        PassOnWakeUp();
+        Finish(grpc::Status::CANCELLED);
+        return true;
+      case LongPollRegistry::ParkResult::kShuttingDown:
+        ShutDown();
+        return true;
+    }
+    return true;
+  }
+
   // Hides grpc::ServerUnaryReactor::Finish for every finish above: hands the
   // call to gRPC (server/grpc_handoff.h), then finishes it.
   void Finish(grpc::Status status) {
@@ -953,13 +990,34 @@ grpc::ServerUnaryReactor* JobQueueService::RunOnExecutor(
     std::function<absl::Status()> work) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   executor_->Schedule([reactor, method, work = std::move(work)] {
-    absl::Status status = work();
-    if (IsServerError(status)) {
-      spdlog::warn("{}: {}", method, status.ToString());
-    }
-    reactor->Finish(ToGrpcStatus(status));
+    Answer(reactor, method, work());
   });
   return reactor;
+}
+
+void JobQueueService::Answer(grpc::ServerUnaryReactor* reactor,
+                             const char* method, const absl::Status& status) {
+  if (IsServerError(status)) {
+    spdlog::warn("{}: {}", method, status.ToString());
+  }
+  reactor->Finish(ToGrpcStatus(status));
+}
+
+void JobQueueService::StartStoreWrite(std::function<void()> start) {
+  if (store_->WritesAsynchronously()) {
+    start();
+  } else {
+    executor_->Schedule(std::move(start));
+  }
+}
+
+void JobQueueService::AfterStoreWrite(bool reads_store,
+                                      std::function<void()> then) {
+  if (reads_store && store_->WritesAsynchronously()) {
+    executor_->Schedule(std::move(then));
+  } else {
+    then();
+  }
 }
 
 grpc::ServerUnaryReactor* JobQueueService::Enqueue(
@@ -971,25 +1029,74 @@ grpc::ServerUnaryReactor* JobQueueService::Enqueue(
   if (!caller.ok()) return Reject(context, caller.status());
   absl::StatusOr<NewJob> job = ValidateEnqueue(*request, limits_);
   if (!job.ok()) return Reject(context, job.status());
-  return RunOnExecutor(
-      context, "Enqueue",
-      [this, job = *std::move(job), response]() -> absl::Status {
-        absl::StatusOr<std::vector<EnqueueResult>> results =
-            store_->Enqueue({job}, clock_->Now());
-        if (!results.ok()) return results.status();
-        const EnqueueResult& result = results->front();
-        if (!result.duplicate) {
-          long_poll_->JobsAvailableAt(job.queue, job.type, job.run_at);
-          if (metrics_ != nullptr) metrics_->JobsEnqueued(job.queue, 1);
-        }
-        // Ids, queues and types only: payloads and tokens are never logged.
-        spdlog::debug("Enqueue: job {} in queue {} (type {}){}", result.job_id,
-                      job.queue, job.type,
-                      result.duplicate ? ": a duplicate" : "");
-        response->set_job_id(result.job_id);
-        response->set_duplicate(result.duplicate);
-        return absl::OkStatus();
-      });
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  StartStoreWrite([this, reactor, response, job = *std::move(job)]() mutable {
+    JobPlace place{job.queue, job.type, job.run_at};
+    std::vector<NewJob> jobs;
+    jobs.push_back(std::move(job));
+    store_->EnqueueAsync(
+        std::move(jobs), clock_->Now(),
+        [this, reactor, response, place = std::move(place)](
+            absl::StatusOr<std::vector<EnqueueResult>> results) {
+          Answer(reactor, "Enqueue",
+                 JobsEnqueued(/*batch=*/false, {place}, results,
+                              [response](size_t) { return response; }));
+        });
+  });
+  return reactor;
+}
+
+template <typename ResponseFor>
+absl::Status JobQueueService::JobsEnqueued(
+    bool batch, const std::vector<JobPlace>& places,
+    const absl::StatusOr<std::vector<EnqueueResult>>& results,
+    ResponseFor response_for) {
+  if (!results.ok()) return results.status();
+  if (results->size() != places.size()) {
+    return absl::InternalError(absl::StrCat("the store returned ",
+                                            results->size(), " results for ",
+                                            places.size(), " jobs"));
+  }
+  // The earliest new run_at per queue and type is all the registry needs.
+  std::map<std::pair<std::string, std::string>, std::pair<absl::Time, size_t>>
+      earliest;  // and how many
+  std::map<std::string, int64_t> stored_by_queue;
+  int64_t stored = 0;
+  for (size_t i = 0; i < places.size(); ++i) {
+    const EnqueueResult& result = (*results)[i];
+    v1::EnqueueResponse* out = response_for(i);
+    out->set_job_id(result.job_id);
+    out->set_duplicate(result.duplicate);
+    if (!batch) {
+      // Ids, queues and types only: payloads and tokens are never logged.
+      spdlog::debug("Enqueue: job {} in queue {} (type {}){}", result.job_id,
+                    places[i].queue, places[i].type,
+                    result.duplicate ? ": a duplicate" : "");
+    }
+    if (result.duplicate) continue;
+    ++stored;
+    ++stored_by_queue[places[i].queue];
+    auto [it, inserted] =
+        earliest.emplace(std::make_pair(places[i].queue, places[i].type),
+                         std::make_pair(places[i].run_at, size_t{1}));
+    if (!inserted) {
+      it->second.first = std::min(it->second.first, places[i].run_at);
+      ++it->second.second;
+    }
+  }
+  for (const auto& [queue_and_type, at_and_count] : earliest) {
+    long_poll_->JobsAvailableAt(queue_and_type.first, queue_and_type.second,
+                                at_and_count.first, at_and_count.second);
+  }
+  if (metrics_ != nullptr) {
+    for (const auto& [queue, n] : stored_by_queue) {
+      metrics_->JobsEnqueued(queue, n);
+    }
+  }
+  if (batch) {
+    spdlog::debug("EnqueueBatch: {} job(s), {} new", places.size(), stored);
+  }
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
@@ -1003,52 +1110,25 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
   absl::StatusOr<std::vector<NewJob>> jobs =
       ValidateEnqueueBatch(*request, limits_);
   if (!jobs.ok()) return Reject(context, jobs.status());
-  return RunOnExecutor(
-      context, "EnqueueBatch",
-      [this, jobs = *std::move(jobs), response]() -> absl::Status {
-        absl::StatusOr<std::vector<EnqueueResult>> results =
-            store_->Enqueue(jobs, clock_->Now());
-        if (!results.ok()) return results.status();
-        if (results->size() != jobs.size()) {
-          return absl::InternalError(
-              absl::StrCat("the store returned ", results->size(),
-                           " results for ", jobs.size(), " jobs"));
-        }
-        // The earliest new run_at per queue and type is all the registry
-        // needs.
-        std::map<std::pair<std::string, std::string>,
-                 std::pair<absl::Time, size_t>>
-            earliest;  // and how many
-        std::map<std::string, int64_t> stored_by_queue;
-        int64_t stored = 0;
-        for (size_t i = 0; i < jobs.size(); ++i) {
-          v1::EnqueueResponse* out = response->add_results();
-          out->set_job_id((*results)[i].job_id);
-          out->set_duplicate((*results)[i].duplicate);
-          if ((*results)[i].duplicate) continue;
-          ++stored_by_queue[jobs[i].queue];
-          ++stored;
-          auto [it, inserted] =
-              earliest.emplace(std::make_pair(jobs[i].queue, jobs[i].type),
-                               std::make_pair(jobs[i].run_at, size_t{1}));
-          if (!inserted) {
-            it->second.first = std::min(it->second.first, jobs[i].run_at);
-            ++it->second.second;
-          }
-        }
-        for (const auto& [queue_and_type, at_and_count] : earliest) {
-          long_poll_->JobsAvailableAt(queue_and_type.first,
-                                      queue_and_type.second, at_and_count.first,
-                                      at_and_count.second);
-        }
-        if (metrics_ != nullptr) {
-          for (const auto& [queue, n] : stored_by_queue) {
-            metrics_->JobsEnqueued(queue, n);
-          }
-        }
-        spdlog::debug("EnqueueBatch: {} job(s), {} new", jobs.size(), stored);
-        return absl::OkStatus();
-      });
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  StartStoreWrite([this, reactor, response, jobs = *std::move(jobs)]() mutable {
+    std::vector<JobPlace> places;
+    places.reserve(jobs.size());
+    for (const NewJob& job : jobs) {
+      places.push_back(JobPlace{job.queue, job.type, job.run_at});
+    }
+    store_->EnqueueAsync(
+        std::move(jobs), clock_->Now(),
+        [this, reactor, response, places = std::move(places)](
+            absl::StatusOr<std::vector<EnqueueResult>> results) {
+          Answer(
+              reactor, "EnqueueBatch",
+              JobsEnqueued(/*batch=*/true, places, results, [response](size_t) {
+                return response->add_results();
+              }));
+        });
+  });
+  return reactor;
 }
 
 bool JobQueueService::TakeLongPollSlot() {
@@ -1084,7 +1164,11 @@ grpc::ServerUnaryReactor* JobQueueService::Dequeue(
   auto* call =
       new DequeueCall(this, *std::move(args), deadline, response, counted);
   HandCallToGrpc(call);  // gRPC may call OnCancel before the attempt runs
-  executor_->Schedule([call] { call->Attempt(); });
+  if (store_->WritesAsynchronously()) {
+    call->Attempt(/*may_block=*/false);
+  } else {
+    executor_->Schedule([call] { call->Attempt(); });
+  }
   return call;
 }
 
@@ -1098,12 +1182,26 @@ grpc::ServerUnaryReactor* JobQueueService::Ack(
   if (absl::Status s = ValidateAck(*request); !s.ok()) {
     return Reject(context, s);
   }
-  return RunOnExecutor(context, "Ack", [this, request]() -> absl::Status {
-    absl::Status status =
-        store_->Ack(request->job_id(), request->lease_token(), clock_->Now());
-    if (status.ok()) JobAcked("Ack", request->job_id());
-    return status;
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  StartStoreWrite([this, reactor, request] {
+    store_->AckAsync(
+        AckItem{request->job_id(), request->lease_token()}, clock_->Now(),
+        [this, reactor, request](absl::StatusOr<AckResult> result) {
+          const bool reads_store = result.ok() && JobAckedReadsStore(*result);
+          AfterStoreWrite(reads_store,
+                          [this, reactor, request, result = std::move(result)] {
+                            if (result.ok())
+                              JobAcked("Ack", request->job_id(), *result);
+                            Answer(reactor, "Ack", result.status());
+                          });
+        });
   });
+  return reactor;
+}
+
+bool JobQueueService::JobAckedReadsStore(const AckResult& result) const {
+  return result.queue.empty() ||
+         (on_cron_job_finished_ && !result.cron_name.empty());
 }
 
 void JobQueueService::JobAcked(const char* method, const Job& job) {
@@ -1181,31 +1279,54 @@ grpc::ServerUnaryReactor* JobQueueService::AckBatch(
   absl::StatusOr<std::vector<AckItem>> items =
       ValidateAckBatch(*request, limits_);
   if (!items.ok()) return Reject(context, items.status());
-  return RunOnExecutor(
-      context, "AckBatch",
-      [this, items = *std::move(items), response]() -> absl::Status {
-        absl::StatusOr<std::vector<AckResult>> results =
-            store_->AckBatch(items, clock_->Now());
-        if (!results.ok()) return results.status();
-        if (results->size() != items.size()) {
-          return absl::InternalError(
-              absl::StrCat("the store returned ", results->size(),
-                           " results for ", items.size(), " acks"));
-        }
-        int64_t acked = 0;
-        for (size_t i = 0; i < items.size(); ++i) {
-          const AckResult& result = (*results)[i];
-          v1::SettleResult* out = response->add_results();
-          out->set_job_id(items[i].job_id);
-          out->set_code(static_cast<int32_t>(result.status.code()));
-          out->set_message(std::string(result.status.message()));
-          if (!result.status.ok()) continue;
-          ++acked;
-          JobAcked("AckBatch", items[i].job_id, result);
-        }
-        spdlog::debug("AckBatch: {} job(s), {} acked", items.size(), acked);
-        return absl::OkStatus();
-      });
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  StartStoreWrite([this, reactor, response,
+                   items = *std::move(items)]() mutable {
+    std::vector<std::string> job_ids;
+    job_ids.reserve(items.size());
+    for (const AckItem& item : items) job_ids.push_back(item.job_id);
+    store_->AckBatchAsync(
+        std::move(items), clock_->Now(),
+        [this, reactor, response, job_ids = std::move(job_ids)](
+            absl::StatusOr<std::vector<AckResult>> results) {
+          bool reads_store = false;
+          if (results.ok()) {
+            for (const AckResult& result : *results) {
+              reads_store |= result.status.ok() && JobAckedReadsStore(result);
+            }
+          }
+          AfterStoreWrite(reads_store, [this, reactor, response, job_ids,
+                                        results = std::move(results)] {
+            Answer(reactor, "AckBatch", JobsAcked(job_ids, results, response));
+          });
+        });
+  });
+  return reactor;
+}
+
+absl::Status JobQueueService::JobsAcked(
+    const std::vector<std::string>& job_ids,
+    const absl::StatusOr<std::vector<AckResult>>& results,
+    v1::AckBatchResponse* response) {
+  if (!results.ok()) return results.status();
+  if (results->size() != job_ids.size()) {
+    return absl::InternalError(absl::StrCat("the store returned ",
+                                            results->size(), " results for ",
+                                            job_ids.size(), " acks"));
+  }
+  int64_t acked = 0;
+  for (size_t i = 0; i < job_ids.size(); ++i) {
+    const AckResult& result = (*results)[i];
+    v1::SettleResult* out = response->add_results();
+    out->set_job_id(job_ids[i]);
+    out->set_code(static_cast<int32_t>(result.status.code()));
+    out->set_message(std::string(result.status.message()));
+    if (!result.status.ok()) continue;
+    ++acked;
+    JobAcked("AckBatch", job_ids[i], result);
+  }
+  spdlog::debug("AckBatch: {} job(s), {} acked", job_ids.size(), acked);
+  return absl::OkStatus();
 }
 
 grpc::ServerBidiReactor<v1::WorkRequest, v1::WorkResponse>*

@@ -148,6 +148,42 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
   grpc::ServerUnaryReactor* RunOnExecutor(grpc::CallbackServerContext* context,
                                           const char* method,
                                           std::function<absl::Status()> work);
+  // Runs `start`, which starts one of the store's *Async writes whose
+  // `done` answers the call: on this thread when the store's *Async writes
+  // never block (JobStore::WritesAsynchronously), so that no thread waits
+  // for the commit, and on the executor otherwise.
+  void StartStoreWrite(std::function<void()> start);
+  // Runs `then` on this thread, or on the executor when `reads_store` and
+  // this may be the store's own thread (a `done` of an *Async write): what
+  // reads or waits for the store must not hold up its writes.
+  void AfterStoreWrite(bool reads_store, std::function<void()> then);
+  // Finishes `reactor` with `status`, logging it first when it is the
+  // server's fault; `method` names the RPC in the log.
+  static void Answer(grpc::ServerUnaryReactor* reactor, const char* method,
+                     const absl::Status& status);
+  // Whether JobAcked(method, job_id, result) reads the store.
+  bool JobAckedReadsStore(const AckResult& result) const;
+
+  // Where a job went, for what follows its enqueue.
+  struct JobPlace {
+    std::string queue;
+    std::string type;
+    absl::Time run_at;
+  };
+  // What follows a store's Enqueue of jobs going to `places` (by
+  // EnqueueBatch if `batch`, for the debug log): fills in `response_for(i)`
+  // for the i-th, wakes the long-polls their new jobs may serve, counts
+  // them; the call's status.
+  template <typename ResponseFor>
+  absl::Status JobsEnqueued(
+      bool batch, const std::vector<JobPlace>& places,
+      const absl::StatusOr<std::vector<EnqueueResult>>& results,
+      ResponseFor response_for);
+  // What follows a store's AckBatch of `job_ids`: fills in `response`,
+  // JobAcked for each acked job; the call's status.
+  absl::Status JobsAcked(const std::vector<std::string>& job_ids,
+                         const absl::StatusOr<std::vector<AckResult>>& results,
+                         v1::AckBatchResponse* response);
 
   // What follows a job's successful ack by `method` (Ack, AckBatch, Work;
   // for the debug log): the metrics' count for its queue, and the cron hook.

@@ -225,6 +225,11 @@ absl::Time LongPollRegistry::EndSweepLocked(
   return noted_since_sweep_;
 }
 
+bool LongPollRegistry::SweepMayBeDue(absl::Time now) {
+  absl::MutexLock l(&mu_);
+  return sweeping_ || now >= sweep_due_;
+}
+
 void LongPollRegistry::ExpireLeasesIfDue(absl::Time now) {
   {
     absl::MutexLock l(&mu_);

@@ -210,6 +210,9 @@ class LongPollRegistry {
   // timer's included): a caller that finds one running waits for it, then
   // decides again. Blocking (store calls).
   void ExpireLeasesIfDue(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether ExpireLeasesIfDue(now) might sweep or wait for a sweep now;
+  // false: it would return at once. Never blocks.
+  bool SweepMayBeDue(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
 
   // ---- Metrics --------------------------------------------------------------
 

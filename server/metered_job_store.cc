@@ -38,15 +38,52 @@ auto MeteredJobStore::Timed(const Op& op, Call call) -> decltype(call()) {
   return result;
 }
 
+template <typename T>
+JobStore::Done<T> MeteredJobStore::TimedDone(const Op& op, Done<T> done,
+                                             int64_t (*count)(const T&)) {
+  return [this, &op, count, start = clock_->Monotonic(),
+          done = std::move(done)](absl::StatusOr<T> result) mutable {
+    op.duration->Observe(absl::ToDoubleSeconds(clock_->Monotonic() - start));
+    if (count != nullptr && result.ok()) {
+      if (const int64_t n = count(*result); n > 0) {
+        op.batch_size->Observe(static_cast<double>(n));
+      }
+    }
+    std::move(done)(std::move(result));
+  };
+}
+
+int64_t MeteredJobStore::Stored(const std::vector<EnqueueResult>& results) {
+  int64_t stored = 0;
+  for (const EnqueueResult& r : results) stored += r.duplicate ? 0 : 1;
+  return stored;
+}
+
+int64_t MeteredJobStore::Acked(const std::vector<AckResult>& results) {
+  int64_t acked = 0;
+  for (const AckResult& r : results) acked += r.status.ok() ? 1 : 0;
+  return acked;
+}
+
 absl::StatusOr<std::vector<EnqueueResult>> MeteredJobStore::Enqueue(
     const std::vector<NewJob>& jobs, absl::Time now) {
   auto results = Timed(enqueue_, [&] { return store_->Enqueue(jobs, now); });
   if (results.ok()) {
-    int64_t stored = 0;
-    for (const EnqueueResult& r : *results) stored += r.duplicate ? 0 : 1;
-    if (stored > 0) enqueue_.batch_size->Observe(static_cast<double>(stored));
+    if (const int64_t stored = Stored(*results); stored > 0) {
+      enqueue_.batch_size->Observe(static_cast<double>(stored));
+    }
   }
   return results;
+}
+
+void MeteredJobStore::EnqueueAsync(std::vector<NewJob> jobs, absl::Time now,
+                                   Done<std::vector<EnqueueResult>> done) {
+  store_->EnqueueAsync(std::move(jobs), now,
+                       TimedDone(enqueue_, std::move(done), &Stored));
+}
+
+int64_t MeteredJobStore::Leased(const std::vector<Lease>& leases) {
+  return static_cast<int64_t>(leases.size());
 }
 
 absl::StatusOr<std::vector<Lease>> MeteredJobStore::Dequeue(
@@ -58,9 +95,20 @@ absl::StatusOr<std::vector<Lease>> MeteredJobStore::Dequeue(
   return leases;
 }
 
+void MeteredJobStore::DequeueAsync(DequeueOptions options, absl::Time now,
+                                   Done<std::vector<Lease>> done) {
+  store_->DequeueAsync(std::move(options), now,
+                       TimedDone(dequeue_, std::move(done), &Leased));
+}
+
 absl::Status MeteredJobStore::Ack(const std::string& job_id,
                                   const std::string& token, absl::Time now) {
   return Timed(ack_, [&] { return store_->Ack(job_id, token, now); });
+}
+
+void MeteredJobStore::AckAsync(AckItem item, absl::Time now,
+                               Done<AckResult> done) {
+  store_->AckAsync(std::move(item), now, TimedDone(ack_, std::move(done)));
 }
 
 absl::StatusOr<std::vector<AckResult>> MeteredJobStore::AckBatch(
@@ -68,13 +116,17 @@ absl::StatusOr<std::vector<AckResult>> MeteredJobStore::AckBatch(
   auto results =
       Timed(ack_batch_, [&] { return store_->AckBatch(items, now); });
   if (results.ok()) {
-    int64_t acked = 0;
-    for (const AckResult& result : *results) {
-      acked += result.status.ok() ? 1 : 0;
+    if (const int64_t acked = Acked(*results); acked > 0) {
+      ack_batch_.batch_size->Observe(static_cast<double>(acked));
     }
-    if (acked > 0) ack_batch_.batch_size->Observe(static_cast<double>(acked));
   }
   return results;
+}
+
+void MeteredJobStore::AckBatchAsync(std::vector<AckItem> items, absl::Time now,
+                                    Done<std::vector<AckResult>> done) {
+  store_->AckBatchAsync(std::move(items), now,
+                        TimedDone(ack_batch_, std::move(done), &Acked));
 }
 
 absl::StatusOr<Job> MeteredJobStore::Nack(const std::string& job_id,

@@ -41,6 +41,18 @@ class MeteredJobStore final : public JobStore {
   // has one), timed as op "ack_batch".
   absl::StatusOr<std::vector<AckResult>> AckBatch(
       const std::vector<AckItem>& items, absl::Time now) override;
+  // The *Async writes forward to the wrapped store's, timed from the call
+  // to `done` as ops "enqueue", "dequeue", "ack" and "ack_batch".
+  bool WritesAsynchronously() const override {
+    return store_->WritesAsynchronously();
+  }
+  void EnqueueAsync(std::vector<NewJob> jobs, absl::Time now,
+                    Done<std::vector<EnqueueResult>> done) override;
+  void DequeueAsync(DequeueOptions options, absl::Time now,
+                    Done<std::vector<Lease>> done) override;
+  void AckAsync(AckItem item, absl::Time now, Done<AckResult> done) override;
+  void AckBatchAsync(std::vector<AckItem> items, absl::Time now,
+                     Done<std::vector<AckResult>> done) override;
   absl::StatusOr<Job> Nack(const std::string& job_id, const std::string& token,
                            const NackOptions& options, absl::Time now) override;
   absl::StatusOr<absl::Time> ExtendLease(const std::string& job_id,
@@ -111,6 +123,15 @@ class MeteredJobStore final : public JobStore {
   // Runs `call`, records its duration under `op`, returns its result.
   template <typename Call>
   auto Timed(const Op& op, Call call) -> decltype(call());
+  // `done`, recording under `op` the time since this call (and, through
+  // `count`, the batch size) before passing the outcome on.
+  template <typename T>
+  Done<T> TimedDone(const Op& op, Done<T> done,
+                    int64_t (*count)(const T&) = nullptr);
+  // The batch sizes of Enqueue, Dequeue and AckBatch outcomes.
+  static int64_t Stored(const std::vector<EnqueueResult>& results);
+  static int64_t Leased(const std::vector<Lease>& leases);
+  static int64_t Acked(const std::vector<AckResult>& results);
 
   const std::unique_ptr<JobStore> store_;
   Clock* const clock_;

@@ -7,7 +7,9 @@
 // Contract common to every method:
 //  * Thread-safe: any number of threads may call any method at once.
 //  * Blocking: methods may wait for disk I/O. Never call them from a gRPC
-//    reaction thread; the server runs them on its own executor.
+//    reaction thread; the server runs them on its own executor. The
+//    exception: the *Async writes of a store whose WritesAsynchronously()
+//    is true return at once.
 //  * `now` is wall time, passed in by the caller, so the store itself reads
 //    no clock. Every time comparison in a call uses that `now`.
 //  * Every mutating method is atomic: it succeeds entirely, or returns an
@@ -26,8 +28,10 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -116,6 +120,55 @@ class JobStore {
       }
     }
     return results;
+  }
+
+  // ---- Asynchronous writes ----------------------------------------------
+  //
+  // The same calls as Enqueue, Dequeue, Ack and AckBatch, with the outcome
+  // passed to
+  // `done` (exactly once) instead of returned: what the synchronous call
+  // would return, and for AckAsync the AckResult AckBatch would give the
+  // item (an error, the item's verdict included, as the StatusOr's).
+
+  // A write's outcome, delivered once.
+  template <typename T>
+  using Done = absl::AnyInvocable<void(absl::StatusOr<T>) &&>;
+
+  // True if the *Async calls return without waiting for I/O and call `done`
+  // later, on a thread of the store's own, once the write is durable: they
+  // may then be called from a thread that must not block (a gRPC reaction),
+  // and `done` must be short and must never wait for this store (it holds
+  // up the writes queued behind it; a synchronous call of this store from
+  // it deadlocks). False (the default): they run the synchronous call on
+  // the calling thread and call `done` before returning.
+  virtual bool WritesAsynchronously() const { return false; }
+
+  virtual void EnqueueAsync(std::vector<NewJob> jobs, absl::Time now,
+                            Done<std::vector<EnqueueResult>> done) {
+    std::move(done)(Enqueue(jobs, now));
+  }
+  virtual void DequeueAsync(DequeueOptions options, absl::Time now,
+                            Done<std::vector<Lease>> done) {
+    std::move(done)(Dequeue(options, now));
+  }
+  virtual void AckAsync(AckItem item, absl::Time now, Done<AckResult> done) {
+    std::move(done)(OneAckResult(AckBatch({std::move(item)}, now)));
+  }
+  virtual void AckBatchAsync(std::vector<AckItem> items, absl::Time now,
+                             Done<std::vector<AckResult>> done) {
+    std::move(done)(AckBatch(items, now));
+  }
+
+  // The outcome of an AckBatch of one item, as AckAsync gives it.
+  static absl::StatusOr<AckResult> OneAckResult(
+      absl::StatusOr<std::vector<AckResult>> results) {
+    if (!results.ok()) return results.status();
+    if (results->size() != 1) {
+      return absl::InternalError("the store returned no result for an ack");
+    }
+    AckResult& result = results->front();
+    if (!result.status.ok()) return result.status;
+    return std::move(result);
   }
 
   // Gives a leased job back. Same preconditions as Ack (no retry exemption).

@@ -11,6 +11,7 @@
 #include <iterator>
 #include <limits>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -1055,10 +1056,17 @@ absl::Status MarkSucceeded(SqliteConnection& c, const std::string& job_id,
 // -------------------------------------------------------------
 
 struct SqliteJobStore::Write {
+  // A synchronous call's: its caller waits for `done` (RunWrite).
   explicit Write(WriteBody b) : body(b) {}
+  // An asynchronous call's (RunWriteAsync): the store owns it, runs
+  // `on_done` once its group committed, and deletes it.
+  Write(OwnedWriteBody b, WriteDone d)
+      : body(std::move(b)), on_done(std::move(d)) {}
 
-  const WriteBody body;
-  // Set by the group's leader under queue_mu_; read by the caller once done.
+  OwnedWriteBody body;
+  WriteDone on_done;  // empty for a synchronous call
+  // Set by the group's committer under queue_mu_; read by the caller (or
+  // by the committer, for on_done) once done.
   absl::Status status;
   bool done = false;
 };
@@ -1113,6 +1121,27 @@ absl::Status SqliteJobStore::RunWrite(WriteBody body) {
   return std::move(self.status);
 }
 
+void SqliteJobStore::RunWriteAsync(OwnedWriteBody body, WriteDone done) {
+  auto* write = new Write(std::move(body), std::move(done));
+  absl::MutexLock lock(&queue_mu_);
+  writers_.push_back(write);  // the writer thread wakes as queue_mu_ is freed
+}
+
+template <typename T, typename Body>
+void SqliteJobStore::RunWriteAsyncFor(Body body, Done<T> done) {
+  // Filled in by the body on the writer thread, read by `done` after it.
+  auto result = std::make_shared<T>();
+  RunWriteAsync([body = std::move(body),
+                 result](SqliteConnection& c) { return body(c, result.get()); },
+                [result, done = std::move(done)](absl::Status status) mutable {
+                  if (status.ok()) {
+                    std::move(done)(std::move(*result));
+                  } else {
+                    std::move(done)(std::move(status));
+                  }
+                });
+}
+
 void SqliteJobStore::CommitFront(size_t size) {
   const std::vector<Write*> group(writers_.begin(), writers_.begin() + size);
   committing_ = size;
@@ -1124,13 +1153,27 @@ void SqliteJobStore::CommitFront(size_t size) {
     outcomes = CommitGroup(group);
   }
   queue_mu_.Lock();
+  std::vector<std::unique_ptr<Write>> answered;  // asynchronous calls
   for (size_t i = 0; i < size; ++i) {
     Write* write = writers_.front();  // group[i]
     writers_.pop_front();
     write->status = std::move(outcomes[i]);
-    write->done = true;  // its caller wakes once queue_mu_ is released
+    if (write->on_done) {
+      answered.emplace_back(write);
+    } else {
+      write->done = true;  // its caller wakes once queue_mu_ is released
+    }
   }
   committing_ = 0;
+  if (answered.empty()) return;
+  // A group of one run on its caller's thread is a synchronous call, so
+  // only the writer thread gets here: calls queued meanwhile wait for it.
+  queue_mu_.Unlock();
+  for (std::unique_ptr<Write>& write : answered) {
+    std::move(write->on_done)(std::move(write->status));
+  }
+  answered.clear();  // before taking the lock back: frees the calls' state
+  queue_mu_.Lock();
 }
 
 void SqliteJobStore::WriterLoop() {
@@ -1219,84 +1262,117 @@ absl::Status SqliteJobStore::Ping() {
 absl::StatusOr<std::vector<EnqueueResult>> SqliteJobStore::Enqueue(
     const std::vector<NewJob>& jobs, absl::Time now) {
   std::vector<EnqueueResult> results;
-  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
-    results.clear();
-    results.reserve(jobs.size());
-    std::map<std::string, int64_t> added;  // new jobs per queue
-    for (const NewJob& job : jobs) {
-      ASSIGN_OR_RETURN(EnqueueResult result, InsertJob(c, job, now));
-      if (!result.duplicate) ++added[job.queue];
-      results.push_back(std::move(result));
-    }
-    if (max_pending_per_queue_ > 0) {
-      // The triggers counted the rows just inserted: refuse (the call's
-      // savepoint rolls back) if a queue now holds more than the limit.
-      for (const auto& [queue, n] : added) {
-        ASSIGN_OR_RETURN(
-            SqliteStatement count,
-            c.Prepare("SELECT pending FROM queue_counts WHERE queue = ?"));
-        count.BindText(1, queue);
-        ASSIGN_OR_RETURN(bool row, count.Step());
-        const int64_t pending = row ? count.ColumnInt(0) : 0;
-        if (pending > max_pending_per_queue_) {
-          return QueueFullError(queue, pending - n, n, max_pending_per_queue_);
-        }
-      }
-    }
-    return absl::OkStatus();
+  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) {
+    return EnqueueBody(c, jobs, now, &results);
   }));
   return results;
+}
+
+void SqliteJobStore::EnqueueAsync(std::vector<NewJob> jobs, absl::Time now,
+                                  Done<std::vector<EnqueueResult>> done) {
+  RunWriteAsyncFor<std::vector<EnqueueResult>>(
+      [this, jobs = std::move(jobs), now](SqliteConnection& c,
+                                          std::vector<EnqueueResult>* results) {
+        return EnqueueBody(c, jobs, now, results);
+      },
+      std::move(done));
+}
+
+absl::Status SqliteJobStore::EnqueueBody(SqliteConnection& c,
+                                         const std::vector<NewJob>& jobs,
+                                         absl::Time now,
+                                         std::vector<EnqueueResult>* results) {
+  results->clear();
+  results->reserve(jobs.size());
+  for (const NewJob& job : jobs) {
+    ASSIGN_OR_RETURN(EnqueueResult result, InsertJob(c, job, now));
+    results->push_back(std::move(result));
+  }
+  if (max_pending_per_queue_ == 0) return absl::OkStatus();
+  std::map<std::string, int64_t> added;  // new jobs per queue
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    if (!(*results)[i].duplicate) ++added[jobs[i].queue];
+  }
+  // The triggers counted the rows just inserted: refuse (the call's
+  // savepoint rolls back) if a queue now holds more than the limit.
+  for (const auto& [queue, n] : added) {
+    ASSIGN_OR_RETURN(
+        SqliteStatement count,
+        c.Prepare("SELECT pending FROM queue_counts WHERE queue = ?"));
+    count.BindText(1, queue);
+    ASSIGN_OR_RETURN(bool row, count.Step());
+    const int64_t pending = row ? count.ColumnInt(0) : 0;
+    if (pending > max_pending_per_queue_) {
+      return QueueFullError(queue, pending - n, n, max_pending_per_queue_);
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<Lease>> SqliteJobStore::Dequeue(
     const DequeueOptions& options, absl::Time now) {
   std::vector<Lease> leases;
-  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
-    leases.clear();
-    RETURN_IF_ERROR(ExpireLeasesIn(c, options.queue, now, nullptr));
-
-    // Pick first, then update: the seeks must not see their own changes.
-    const size_t limit = static_cast<size_t>(std::max(options.max_jobs, 1));
-    std::vector<DueJob> picked;
-    if (options.job_types.empty()) {
-      RETURN_IF_ERROR(
-          FindDueJobs(c, options.queue, nullptr, now, limit, picked));
-    } else {
-      // Each type's first `limit` jobs in dequeue order hold the first
-      // `limit` of them all.
-      std::set<std::string> types(options.job_types.begin(),
-                                  options.job_types.end());
-      for (const std::string& type : types) {
-        RETURN_IF_ERROR(
-            FindDueJobs(c, options.queue, &type, now, limit, picked));
-      }
-      std::sort(picked.begin(), picked.end());
-      if (picked.size() > limit) picked.resize(limit);
-    }
-
-    leases.reserve(picked.size());
-    absl::Time expires_at = now + options.lease_duration;
-    for (const DueJob& due : picked) {
-      std::string token = NewLeaseToken();
-      ASSIGN_OR_RETURN(SqliteStatement lease, c.Prepare(kLeaseJobSql));
-      lease.BindInt(1, due.seq);
-      lease.BindText(2, token);
-      lease.BindTime(3, expires_at);
-      lease.BindText(4, options.worker_id);
-      lease.BindTime(5, now);
-      std::vector<Job> updated;
-      RETURN_IF_ERROR(CollectJobs(lease, &updated));
-      if (updated.size() != 1) {
-        return absl::InternalError("a job picked for lease vanished");
-      }
-      Lease& out = leases.emplace_back();
-      out.job = std::move(updated[0]);
-      out.token = std::move(token);
-      out.expires_at = out.job.lease_expires_at;
-    }
-    return absl::OkStatus();
+  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) {
+    return DequeueBody(c, options, now, &leases);
   }));
   return leases;
+}
+
+void SqliteJobStore::DequeueAsync(DequeueOptions options, absl::Time now,
+                                  Done<std::vector<Lease>> done) {
+  RunWriteAsyncFor<std::vector<Lease>>(
+      [options = std::move(options), now](SqliteConnection& c,
+                                          std::vector<Lease>* leases) {
+        return DequeueBody(c, options, now, leases);
+      },
+      std::move(done));
+}
+
+absl::Status SqliteJobStore::DequeueBody(SqliteConnection& c,
+                                         const DequeueOptions& options,
+                                         absl::Time now,
+                                         std::vector<Lease>* leases) {
+  leases->clear();
+  RETURN_IF_ERROR(ExpireLeasesIn(c, options.queue, now, nullptr));
+
+  // Pick first, then update: the seeks must not see their own changes.
+  const size_t limit = static_cast<size_t>(std::max(options.max_jobs, 1));
+  std::vector<DueJob> picked;
+  if (options.job_types.empty()) {
+    RETURN_IF_ERROR(FindDueJobs(c, options.queue, nullptr, now, limit, picked));
+  } else {
+    // Each type's first `limit` jobs in dequeue order hold the first
+    // `limit` of them all.
+    std::set<std::string> types(options.job_types.begin(),
+                                options.job_types.end());
+    for (const std::string& type : types) {
+      RETURN_IF_ERROR(FindDueJobs(c, options.queue, &type, now, limit, picked));
+    }
+    std::sort(picked.begin(), picked.end());
+    if (picked.size() > limit) picked.resize(limit);
+  }
+
+  leases->reserve(picked.size());
+  absl::Time expires_at = now + options.lease_duration;
+  for (const DueJob& due : picked) {
+    std::string token = NewLeaseToken();
+    ASSIGN_OR_RETURN(SqliteStatement lease, c.Prepare(kLeaseJobSql));
+    lease.BindInt(1, due.seq);
+    lease.BindText(2, token);
+    lease.BindTime(3, expires_at);
+    lease.BindText(4, options.worker_id);
+    lease.BindTime(5, now);
+    std::vector<Job> updated;
+    RETURN_IF_ERROR(CollectJobs(lease, &updated));
+    if (updated.size() != 1) {
+      return absl::InternalError("a job picked for lease vanished");
+    }
+    Lease& out = leases->emplace_back();
+    out.job = std::move(updated[0]);
+    out.token = std::move(token);
+    out.expires_at = out.job.lease_expires_at;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status SqliteJobStore::Ack(const std::string& job_id,
@@ -1310,6 +1386,37 @@ absl::Status SqliteJobStore::Ack(const std::string& job_id,
 
 absl::StatusOr<std::vector<AckResult>> SqliteJobStore::AckBatch(
     const std::vector<AckItem>& items, absl::Time now) {
+  std::vector<AckResult> results;
+  RETURN_IF_ERROR(RunWrite(
+      [&](SqliteConnection& c) { return AckBody(c, items, now, &results); }));
+  return results;
+}
+
+void SqliteJobStore::AckAsync(AckItem item, absl::Time now,
+                              Done<AckResult> done) {
+  std::vector<AckItem> items;
+  items.push_back(std::move(item));
+  AckBatchAsync(std::move(items), now,
+                [done = std::move(done)](
+                    absl::StatusOr<std::vector<AckResult>> results) mutable {
+                  std::move(done)(OneAckResult(std::move(results)));
+                });
+}
+
+void SqliteJobStore::AckBatchAsync(std::vector<AckItem> items, absl::Time now,
+                                   Done<std::vector<AckResult>> done) {
+  RunWriteAsyncFor<std::vector<AckResult>>(
+      [items = std::move(items), now](SqliteConnection& c,
+                                      std::vector<AckResult>* results) {
+        return AckBody(c, items, now, results);
+      },
+      std::move(done));
+}
+
+absl::Status SqliteJobStore::AckBody(SqliteConnection& c,
+                                     const std::vector<AckItem>& items,
+                                     absl::Time now,
+                                     std::vector<AckResult>* results) {
   // One call of a group: the whole batch shares the group's transaction.
   // An item judged FAILED_PRECONDITION or NOT_FOUND changed nothing (the
   // check comes before the one UPDATE), so it needs no savepoint of its own.
@@ -1318,31 +1425,27 @@ absl::StatusOr<std::vector<AckResult>> SqliteJobStore::AckBatch(
   // OR FAIL, so it may have stopped part-way), or the transaction ended
   // under it (SQLITE_NOMEM, an interrupt) and the next statements would run
   // outside the group.
-  std::vector<AckResult> results;
-  RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
-    results.assign(items.size(), AckResult());
-    for (size_t i = 0; i < items.size(); ++i) {
-      AckResult& result = results[i];
-      absl::StatusOr<LeaseCheck> check =
-          CheckLease(c, items[i].job_id, items[i].token, now);
-      if (!check.ok()) {
-        if (!IsAckVerdict(check.status()) ||
-            sqlite3_get_autocommit(c.db()) != 0) {
-          return check.status();  // the batch fails
-        }
-        result.status = check.status();
-        continue;
+  results->assign(items.size(), AckResult());
+  for (size_t i = 0; i < items.size(); ++i) {
+    AckResult& result = (*results)[i];
+    absl::StatusOr<LeaseCheck> check =
+        CheckLease(c, items[i].job_id, items[i].token, now);
+    if (!check.ok()) {
+      if (!IsAckVerdict(check.status()) ||
+          sqlite3_get_autocommit(c.db()) != 0) {
+        return check.status();  // the batch fails
       }
-      result.queue = std::move(check->queue);
-      result.cron_name = std::move(check->cron_name);
-      result.already_acked = check->already_acked;
-      if (!check->already_acked) {
-        RETURN_IF_ERROR(MarkSucceeded(c, items[i].job_id, now));
-      }
+      result.status = check.status();
+      continue;
     }
-    return absl::OkStatus();
-  }));
-  return results;
+    result.queue = std::move(check->queue);
+    result.cron_name = std::move(check->cron_name);
+    result.already_acked = check->already_acked;
+    if (!check->already_acked) {
+      RETURN_IF_ERROR(MarkSucceeded(c, items[i].job_id, now));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Job> SqliteJobStore::Nack(const std::string& job_id,

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -84,10 +85,14 @@ struct SqliteOptions {
 //    writer thread of the store's own takes every call queued (up to
 //    max_group_size) once the group in flight is done, runs them in one
 //    transaction, answers them all after the COMMIT, and takes the calls
-//    that queued meanwhile. Under load a dedicated thread rather than a
-//    leader chosen among the callers (leveldb's DBImpl::Write): the next
-//    group starts at once, without waiting for the wake-up of a sleeping
-//    caller to lead it, which on a busy machine costs more than the fsync.
+//    that queued meanwhile. An asynchronous call (EnqueueAsync,
+//    DequeueAsync, AckAsync, AckBatchAsync) always queues, and its caller goes
+//    on: the writer thread answers it by calling its `done` after the COMMIT,
+//    so that under load no thread sleeps per call and none is woken to answer
+//    it. Under load a dedicated thread rather than a leader chosen among the
+//    callers (leveldb's DBImpl::Write): the next group starts at once, without
+//    waiting for the wake-up of a sleeping caller to lead it, which on a busy
+//    machine costs more than the fsync.
 //  * the read connection runs the reads (GetJob, ListJobs, QueueStatistics,
 //    NextAvailableTime, HighestTerm, GetCron, ListCrons, DueCrons,
 //    NextCronFireTime) under a mutex of its own: WAL lets it read the last
@@ -146,6 +151,16 @@ class SqliteJobStore final : public JobStore {
   // One write call: the batch shares its group's transaction and sync.
   absl::StatusOr<std::vector<AckResult>> AckBatch(
       const std::vector<AckItem>& items, absl::Time now) override;
+  // The *Async writes queue for the writer thread, never run on the
+  // caller's, and call `done` on it after the COMMIT of their group.
+  bool WritesAsynchronously() const override { return true; }
+  void EnqueueAsync(std::vector<NewJob> jobs, absl::Time now,
+                    Done<std::vector<EnqueueResult>> done) override;
+  void DequeueAsync(DequeueOptions options, absl::Time now,
+                    Done<std::vector<Lease>> done) override;
+  void AckAsync(AckItem item, absl::Time now, Done<AckResult> done) override;
+  void AckBatchAsync(std::vector<AckItem> items, absl::Time now,
+                     Done<std::vector<AckResult>> done) override;
   absl::StatusOr<Job> Nack(const std::string& job_id, const std::string& token,
                            const NackOptions& options, absl::Time now) override;
   absl::StatusOr<absl::Time> ExtendLease(const std::string& job_id,
@@ -215,6 +230,8 @@ class SqliteJobStore final : public JobStore {
   // One write call: its body, and its outcome once its group committed.
   struct Write;
   using WriteBody = absl::FunctionRef<absl::Status(SqliteConnection&)>;
+  using OwnedWriteBody = absl::AnyInvocable<absl::Status(SqliteConnection&)>;
+  using WriteDone = absl::AnyInvocable<void(absl::Status) &&>;
 
   SqliteJobStore(std::unique_ptr<SqliteConnection> connection,
                  std::unique_ptr<SqliteConnection> reader,
@@ -226,9 +243,30 @@ class SqliteJobStore final : public JobStore {
   // caller's, inside a write transaction, and must write its results only
   // into variables the caller reads after RunWrite returns.
   absl::Status RunWrite(WriteBody body) ABSL_LOCKS_EXCLUDED(queue_mu_, mu_);
+  // Queues `body` for the writer thread (never runs it on the caller's)
+  // and returns; `done` gets what RunWrite would return, on the writer
+  // thread, with no lock held.
+  void RunWriteAsync(OwnedWriteBody body, WriteDone done)
+      ABSL_LOCKS_EXCLUDED(queue_mu_, mu_);
+  // RunWriteAsync for a call whose body fills in a T: `body(c, &t)`, and
+  // `done` gets t once the write is durable, or the error.
+  template <typename T, typename Body>
+  void RunWriteAsyncFor(Body body, Done<T> done)
+      ABSL_LOCKS_EXCLUDED(queue_mu_, mu_);
+  // The bodies of Enqueue, Dequeue and AckBatch, shared by their *Async
+  // versions.
+  absl::Status EnqueueBody(SqliteConnection& c, const std::vector<NewJob>& jobs,
+                           absl::Time now, std::vector<EnqueueResult>* results);
+  static absl::Status DequeueBody(SqliteConnection& c,
+                                  const DequeueOptions& options, absl::Time now,
+                                  std::vector<Lease>* leases);
+  static absl::Status AckBody(SqliteConnection& c,
+                              const std::vector<AckItem>& items, absl::Time now,
+                              std::vector<AckResult>* results);
   // Commits the first `size` queued calls as one group (queue_mu_ released
-  // meanwhile), answers them and pops them. REQUIRES: no group in flight,
-  // at least `size` calls queued.
+  // meanwhile), answers them and pops them; then runs the `done` of the
+  // asynchronous ones, queue_mu_ released again. REQUIRES: no group in
+  // flight, at least `size` calls queued.
   void CommitFront(size_t size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_)
       ABSL_LOCKS_EXCLUDED(mu_);
   // The writer thread: commits the queued groups until stopping_ and no

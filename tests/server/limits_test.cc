@@ -13,7 +13,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "adjutant/v1/job_queue.grpc.pb.h"
 #include "gmock/gmock.h"
@@ -88,14 +90,38 @@ class StuckDequeue {
   grpc::Status status_;
 };
 
-// A Dequeue running on its own thread.
+// Counts the calls that finished, for a test that waits for whichever of
+// several finishes first.
+class FinishedCalls {
+ public:
+  void Add() {
+    absl::MutexLock l(&mu_);
+    ++n_;
+  }
+  void AwaitAtLeast(int n) {
+    absl::MutexLock l(&mu_);
+    auto enough = [this, n]()
+                      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return n_ >= n; };
+    mu_.Await(absl::Condition(&enough));
+  }
+
+ private:
+  absl::Mutex mu_;
+  int n_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// A Dequeue running on its own thread; counted in `finished` (if given)
+// once answered.
 class AsyncDequeue {
  public:
-  AsyncDequeue(v1::JobQueue::Stub* stub, v1::DequeueRequest request) {
+  AsyncDequeue(v1::JobQueue::Stub* stub, v1::DequeueRequest request,
+               FinishedCalls* finished = nullptr) {
     context_.set_deadline(std::chrono::system_clock::now() +
                           std::chrono::seconds(60));
-    thread_ = std::thread([this, stub, request] {
+    thread_ = std::thread([this, stub, request, finished] {
       status_ = stub->Dequeue(&context_, request, &response_);
+      done_.store(true);
+      if (finished != nullptr) finished->Add();
     });
   }
   ~AsyncDequeue() { Join(); }
@@ -103,6 +129,8 @@ class AsyncDequeue {
     if (thread_.joinable()) thread_.join();
   }
   void Cancel() { context_.TryCancel(); }
+  // Answered (then Join returns at once).
+  bool done() const { return done_.load(); }
   const grpc::Status& status() const { return status_; }
   const v1::DequeueResponse& response() const { return response_; }
 
@@ -110,6 +138,7 @@ class AsyncDequeue {
   grpc::ClientContext context_;
   grpc::Status status_;
   v1::DequeueResponse response_;
+  std::atomic<bool> done_{false};
   std::thread thread_;
 };
 
@@ -395,23 +424,32 @@ TEST_P(LimitsTest, OneJobWakesOneWaiterTheLongestParked) {
 // could leave a job that no woken call takes while a parked call could.
 TEST_P(LimitsTest, WithTypedWaitersEveryAdmittingWaiterIsWoken) {
   std::vector<std::unique_ptr<AsyncDequeue>> polls;
+  FinishedCalls finished;
   v1::DequeueRequest typed = PollRequest("q", absl::Minutes(1));
   typed.add_job_types("b");
   for (const v1::DequeueRequest& request :
        {PollRequest("q", absl::Minutes(1)), typed,
         PollRequest("q", absl::Minutes(1))}) {
-    polls.push_back(std::make_unique<AsyncDequeue>(stub_.get(), request));
+    polls.push_back(
+        std::make_unique<AsyncDequeue>(stub_.get(), request, &finished));
     server_->long_poll()->AwaitParkedForTest(static_cast<int>(polls.size()));
   }
   Histogram* dequeues = server_->metrics()->StoreWriteDuration("dequeue");
   const uint64_t before = dequeues->Read().count;
   std::string id;
   ASSERT_TRUE(Enqueue("q", &id).ok());  // type "t": the untyped two admit it
-  polls[0]->Join();
-  ASSERT_EQ(polls[0]->response().jobs_size(), 1);
-  // The second untyped waiter was woken too, found nothing, parked again.
+  // Both untyped waiters are woken and look: whichever looks first takes
+  // the job, the other finds nothing and parks again.
+  finished.AwaitAtLeast(1);
   server_->long_poll()->AwaitParkedForTest(2);
   EXPECT_EQ(dequeues->Read().count - before, 2u);
+  ASSERT_FALSE(polls[1]->done()) << "the typed waiter does not admit it";
+  ASSERT_NE(polls[0]->done(), polls[2]->done());
+  const int winner = polls[0]->done() ? 0 : 2;
+  polls[winner]->Join();
+  ASSERT_TRUE(polls[winner]->status().ok());
+  ASSERT_EQ(polls[winner]->response().jobs_size(), 1);
+  EXPECT_EQ(polls[winner]->response().jobs(0).job().job_id(), id);
   // Two jobs of type "b" end the other two calls (each admits them).
   v1::EnqueueBatchRequest batch;
   for (int i = 0; i < 2; ++i) {
@@ -421,7 +459,7 @@ TEST_P(LimitsTest, WithTypedWaitersEveryAdmittingWaiterIsWoken) {
   }
   v1::EnqueueBatchResponse response;
   ASSERT_TRUE(stub_->EnqueueBatch(Context().get(), batch, &response).ok());
-  for (int i = 1; i < 3; ++i) {
+  for (int i : {1, 2 - winner}) {
     polls[i]->Join();
     ASSERT_TRUE(polls[i]->status().ok());
     EXPECT_EQ(polls[i]->response().jobs_size(), 1) << i;

@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -771,6 +772,93 @@ TEST_P(JobStoreConformance, AckBatchAcksManyJobs) {
   EXPECT_EQ(Codes(results),
             std::vector<absl::StatusCode>(kJobs, absl::StatusCode::kOk));
   EXPECT_THAT(ListAll(*store_, "q", JobState::kSucceeded, 100), SizeIs(kJobs));
+}
+
+// ---- Asynchronous writes
+// ------------------------------------------------------------------
+
+// Starts `call` with a `done` that keeps the outcome, and waits for it.
+template <typename T, typename Call>
+absl::StatusOr<T> AwaitDone(Call call) {
+  absl::Notification answered;
+  absl::StatusOr<T> outcome = absl::UnknownError("not answered");
+  int answers = 0;
+  call([&](absl::StatusOr<T> result) {
+    outcome = std::move(result);
+    ++answers;
+    answered.Notify();
+  });
+  answered.WaitForNotification();
+  EXPECT_EQ(answers, 1) << "done is called exactly once";
+  return outcome;
+}
+
+// The *Async writes give what the synchronous calls give, and what they
+// wrote is there once `done` has been called.
+TEST_P(JobStoreConformance, AsynchronousWritesAnswerAsTheSynchronousOnes) {
+  const absl::Duration kHour = absl::Hours(1);
+  NewJob of_a_schedule = MakeJob("q");
+  of_a_schedule.cron_name = "nightly";
+  of_a_schedule.cron_tick_time = now_;
+  const std::string earlier =
+      EnqueueOne(*store_, WithKey(MakeJob(), "k"), now_);
+  ASSERT_OK_AND_ASSIGN(std::vector<EnqueueResult> enqueued,
+                       (AwaitDone<std::vector<EnqueueResult>>([&](auto done) {
+                         store_->EnqueueAsync(
+                             {of_a_schedule, WithKey(MakeJob(), "k")}, now_,
+                             std::move(done));
+                       })));
+  ASSERT_THAT(enqueued, SizeIs(2));
+  EXPECT_FALSE(enqueued[0].duplicate);
+  EXPECT_TRUE(enqueued[1].duplicate);
+  EXPECT_EQ(enqueued[1].job_id, earlier);
+  const std::string id = enqueued[0].job_id;
+  EXPECT_EQ(GetOrFail(*store_, id).state, JobState::kPending);
+
+  // `earlier` is first in line: lease both.
+  ASSERT_OK_AND_ASSIGN(std::vector<Lease> leases,
+                       store_->Dequeue(Options("q", 2, kHour), now_));
+  ASSERT_THAT(leases, SizeIs(2));
+  ASSERT_EQ(leases[0].job.id, earlier);
+  ASSERT_EQ(leases[1].job.id, id);
+  const Job before = GetOrFail(*store_, id);
+
+  // A wrong token: the verdict is the call's error, and nothing changed.
+  absl::StatusOr<AckResult> acked = AwaitDone<AckResult>([&](auto done) {
+    store_->AckAsync({id, "not-the-token"}, now_, std::move(done));
+  });
+  EXPECT_EQ(acked.status().code(), absl::StatusCode::kFailedPrecondition)
+      << acked.status();
+  ExpectUnchanged(*store_, before);
+
+  const absl::Time t = now_ + absl::Seconds(3);
+  acked = AwaitDone<AckResult>([&](auto done) {
+    store_->AckAsync({id, leases[1].token}, t, std::move(done));
+  });
+  ASSERT_OK(acked.status());
+  EXPECT_EQ(acked->queue, "q");
+  EXPECT_EQ(acked->cron_name, "nightly");
+  EXPECT_FALSE(acked->already_acked);
+  Job job = GetOrFail(*store_, id);
+  EXPECT_EQ(job.state, JobState::kSucceeded);
+  EXPECT_EQ(job.updated_at, t);
+  acked = AwaitDone<AckResult>([&](auto done) {
+    store_->AckAsync({id, leases[1].token}, t, std::move(done));
+  });
+  ASSERT_OK(acked.status());
+  EXPECT_TRUE(acked->already_acked) << "a retried ack";
+
+  ASSERT_OK_AND_ASSIGN(std::vector<AckResult> results,
+                       (AwaitDone<std::vector<AckResult>>([&](auto done) {
+                         store_->AckBatchAsync({{"no-such-job", "token"},
+                                                {earlier, leases[0].token}},
+                                               t, std::move(done));
+                       })));
+  EXPECT_EQ(Codes(results),
+            (std::vector<absl::StatusCode>{absl::StatusCode::kNotFound,
+                                           absl::StatusCode::kOk}));
+  EXPECT_EQ(results[1].queue, "q");
+  EXPECT_EQ(GetOrFail(*store_, earlier).state, JobState::kSucceeded);
 }
 
 // Ack, Nack and ExtendLease share their preconditions: the cases below run

@@ -217,6 +217,112 @@ TEST_F(SqliteGroupCommitTest, QueuedWritesShareOneTransactionAndOneSync) {
   EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 1 + 1 + kEnqueues);
 }
 
+// Asynchronous calls never run on their caller's thread and never make it
+// wait: made while a group is in flight, they queue, share the next group
+// with a synchronous call, and each `done` runs on the writer thread once
+// that group's COMMIT returned.
+TEST_F(SqliteGroupCommitTest, AsynchronousCallsAreAnsweredAfterTheirCommit) {
+  const TwiceLeased leased = LeaseTwice();
+  GroupGate gate;
+  gate.Install(*store_);
+  const int64_t commits = store_->CommitsForTest();
+
+  absl::Status first;
+  std::thread leader(
+      [&] { first = store_->Enqueue({MakeJob("first")}, now_).status(); });
+  gate.AwaitFirstHeld();
+
+  // What each `done` saw: the outcome, the commits by then, and whether it
+  // ran on this thread.
+  absl::Mutex mu;
+  std::vector<int64_t> commits_seen;
+  bool on_this_thread = false;
+  absl::StatusOr<std::vector<EnqueueResult>> enqueued =
+      absl::UnknownError("not answered");
+  absl::StatusOr<AckResult> acked = absl::UnknownError("not answered");
+  absl::StatusOr<std::vector<AckResult>> batch =
+      absl::UnknownError("not answered");
+  const std::thread::id test_thread = std::this_thread::get_id();
+  auto answered = [&](auto* outcome) {
+    return [&, outcome](auto result) {
+      absl::MutexLock lock(&mu);
+      *outcome = std::move(result);
+      commits_seen.push_back(store_->CommitsForTest() - commits);
+      on_this_thread |= std::this_thread::get_id() == test_thread;
+    };
+  };
+  store_->EnqueueAsync({MakeJob("a"), MakeJob("b")}, now_, answered(&enqueued));
+  store_->AckAsync({leased.id, leased.current}, now_, answered(&acked));
+  store_->AckBatchAsync({{leased.id, leased.stale}}, now_, answered(&batch));
+  absl::Status sync_enqueue = absl::UnknownError("not run");
+  std::thread sync_writer([&] {
+    sync_enqueue = store_->Enqueue({MakeJob("sync")}, now_).status();
+  });
+  store_->AwaitQueuedWritesForTest(4);
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_THAT(commits_seen, SizeIs(0)) << "answered before the commit";
+  }
+  gate.Release();
+  leader.join();
+  sync_writer.join();
+  {
+    absl::MutexLock lock(&mu);
+    mu.Await(absl::Condition(
+        +[](std::vector<int64_t>* seen) { return seen->size() == 3; },
+        &commits_seen));
+  }
+
+  EXPECT_THAT(gate.sizes(), ElementsAre(1, 4));
+  EXPECT_THAT(commits_seen, ElementsAre(2, 2, 2))
+      << "each answered after the second group's COMMIT";
+  EXPECT_FALSE(on_this_thread);
+  ASSERT_TRUE(first.ok()) << first;
+  ASSERT_TRUE(sync_enqueue.ok()) << sync_enqueue;
+  ASSERT_TRUE(enqueued.ok()) << enqueued.status();
+  ASSERT_THAT(*enqueued, SizeIs(2));
+  ASSERT_TRUE(acked.ok()) << acked.status();
+  EXPECT_EQ(acked->queue, "q");
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_THAT(*batch, SizeIs(1));
+  EXPECT_EQ((*batch)[0].status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 1 + 1 + 2 + 1);
+  absl::StatusOr<Job> job = store_->GetJob(leased.id);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state, JobState::kSucceeded);
+}
+
+// A failed COMMIT fails the asynchronous calls of its group too, and the
+// store takes writes again once the disk is back.
+TEST_F(SqliteGroupCommitTest, AFailedCommitFailsItsAsynchronousCalls) {
+  GroupGate gate;
+  gate.on_group = [this](int group) {
+    if (group == 1) vfs_.SetFault(Fault::kIoError);
+  };
+  gate.Install(*store_);
+  absl::Status first;
+  std::thread leader(
+      [&] { first = store_->Enqueue({MakeJob("first")}, now_).status(); });
+  gate.AwaitFirstHeld();
+  absl::Notification answered;
+  absl::Status enqueued = absl::UnknownError("not answered");
+  store_->EnqueueAsync({MakeJob("lost")}, now_,
+                       [&](absl::StatusOr<std::vector<EnqueueResult>> result) {
+                         enqueued = result.status();
+                         answered.Notify();
+                       });
+  store_->AwaitQueuedWritesForTest(1);
+  gate.Release();
+  leader.join();
+  answered.WaitForNotification();
+  vfs_.SetFault(Fault::kNone);
+
+  ASSERT_TRUE(first.ok()) << first;
+  EXPECT_EQ(enqueued.code(), absl::StatusCode::kUnavailable) << enqueued;
+  EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 1);
+  EXPECT_TRUE(store_->Enqueue({MakeJob("later")}, now_).ok());
+}
+
 TEST_F(SqliteGroupCommitTest, AFailedCommitFailsEveryCallOfItsGroup) {
   const TwiceLeased leased = LeaseTwice();
   GroupGate gate;
