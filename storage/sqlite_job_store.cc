@@ -1087,6 +1087,7 @@ SqliteJobStore::SqliteJobStore(std::unique_ptr<SqliteConnection> connection,
       },
       &commits_);
   writer_ = std::thread([this] { WriterLoop(); });
+  answerer_ = std::thread([this] { AnswerLoop(); });
 }
 
 SqliteJobStore::~SqliteJobStore() {
@@ -1095,6 +1096,11 @@ SqliteJobStore::~SqliteJobStore() {
     stopping_ = true;
   }
   writer_.join();
+  {
+    absl::MutexLock lock(&answer_mu_);
+    answers_stopping_ = true;
+  }
+  answerer_.join();
   // Best effort: a checkpoint that cannot complete loses nothing, and the
   // destructor has no one to report to.
   Checkpoint().IgnoreError();
@@ -1166,14 +1172,29 @@ void SqliteJobStore::CommitFront(size_t size) {
   }
   committing_ = 0;
   if (answered.empty()) return;
-  // A group of one run on its caller's thread is a synchronous call, so
-  // only the writer thread gets here: calls queued meanwhile wait for it.
-  queue_mu_.Unlock();
+  absl::MutexLock lock(&answer_mu_);  // the answer thread wakes as it is freed
   for (std::unique_ptr<Write>& write : answered) {
-    std::move(write->on_done)(std::move(write->status));
+    answers_.push_back(std::move(write));
   }
-  answered.clear();  // before taking the lock back: frees the calls' state
-  queue_mu_.Lock();
+}
+
+void SqliteJobStore::AnswerLoop() {
+  absl::MutexLock lock(&answer_mu_);
+  auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(answer_mu_) {
+    return !answers_.empty() || answers_stopping_;
+  };
+  while (true) {
+    answer_mu_.Await(absl::Condition(&work));
+    if (answers_.empty()) break;  // stopping, and nothing left to answer
+    std::deque<std::unique_ptr<Write>> batch;
+    batch.swap(answers_);
+    answer_mu_.Unlock();
+    for (std::unique_ptr<Write>& write : batch) {
+      std::move(write->on_done)(std::move(write->status));
+    }
+    batch.clear();  // frees the calls' state before the lock is taken back
+    answer_mu_.Lock();
+  }
 }
 
 void SqliteJobStore::WriterLoop() {

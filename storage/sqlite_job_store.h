@@ -87,12 +87,14 @@ struct SqliteOptions {
 //    transaction, answers them all after the COMMIT, and takes the calls
 //    that queued meanwhile. An asynchronous call (EnqueueAsync,
 //    DequeueAsync, AckAsync, AckBatchAsync) always queues, and its caller goes
-//    on: the writer thread answers it by calling its `done` after the COMMIT,
-//    so that under load no thread sleeps per call and none is woken to answer
-//    it. Under load a dedicated thread rather than a leader chosen among the
-//    callers (leveldb's DBImpl::Write): the next group starts at once, without
-//    waiting for the wake-up of a sleeping caller to lead it, which on a busy
-//    machine costs more than the fsync.
+//    on: once its group committed, the writer thread hands it to an answer
+//    thread of the store's own, which calls its `done` while the writer
+//    thread goes on with the next group. Under load no thread sleeps per
+//    call and none is woken to answer it: one wake-up per group. Under load a
+//    dedicated thread rather than a leader chosen among the callers (leveldb's
+//    DBImpl::Write): the next group starts at once, without waiting for the
+//    wake-up of a sleeping caller to lead it, which on a busy machine costs
+//    more than the fsync.
 //  * the read connection runs the reads (GetJob, ListJobs, QueueStatistics,
 //    NextAvailableTime, HighestTerm, GetCron, ListCrons, DueCrons,
 //    NextCronFireTime) under a mutex of its own: WAL lets it read the last
@@ -152,7 +154,8 @@ class SqliteJobStore final : public JobStore {
   absl::StatusOr<std::vector<AckResult>> AckBatch(
       const std::vector<AckItem>& items, absl::Time now) override;
   // The *Async writes queue for the writer thread, never run on the
-  // caller's, and call `done` on it after the COMMIT of their group.
+  // caller's, and call `done` on the answer thread after the COMMIT of
+  // their group.
   bool WritesAsynchronously() const override { return true; }
   void EnqueueAsync(std::vector<NewJob> jobs, absl::Time now,
                     Done<std::vector<EnqueueResult>> done) override;
@@ -244,7 +247,7 @@ class SqliteJobStore final : public JobStore {
   // into variables the caller reads after RunWrite returns.
   absl::Status RunWrite(WriteBody body) ABSL_LOCKS_EXCLUDED(queue_mu_, mu_);
   // Queues `body` for the writer thread (never runs it on the caller's)
-  // and returns; `done` gets what RunWrite would return, on the writer
+  // and returns; `done` gets what RunWrite would return, on the answer
   // thread, with no lock held.
   void RunWriteAsync(OwnedWriteBody body, WriteDone done)
       ABSL_LOCKS_EXCLUDED(queue_mu_, mu_);
@@ -264,14 +267,18 @@ class SqliteJobStore final : public JobStore {
                               const std::vector<AckItem>& items, absl::Time now,
                               std::vector<AckResult>* results);
   // Commits the first `size` queued calls as one group (queue_mu_ released
-  // meanwhile), answers them and pops them; then runs the `done` of the
-  // asynchronous ones, queue_mu_ released again. REQUIRES: no group in
-  // flight, at least `size` calls queued.
+  // meanwhile), answers them and pops them, the asynchronous ones by
+  // handing them to the answer thread. REQUIRES: no group in flight, at
+  // least `size` calls queued.
   void CommitFront(size_t size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_)
       ABSL_LOCKS_EXCLUDED(mu_);
   // The writer thread: commits the queued groups until stopping_ and no
   // call is left.
   void WriterLoop() ABSL_LOCKS_EXCLUDED(queue_mu_, mu_);
+  // The answer thread: runs the `done` of the asynchronous calls of each
+  // committed group, in commit order, until answers_stopping_ and none is
+  // left.
+  void AnswerLoop() ABSL_LOCKS_EXCLUDED(answer_mu_);
   // Runs `group` in one transaction; one outcome per call. Notes in
   // write_trouble_ whether the write connection's latest write failed.
   std::vector<absl::Status> CommitGroup(const std::vector<Write*>& group)
@@ -314,8 +321,18 @@ class SqliteJobStore final : public JobStore {
   // so that the write connection is the file's last and checkpoints it.
   const std::unique_ptr<SqliteConnection> reader_ ABSL_PT_GUARDED_BY(read_mu_);
 
-  // Runs WriterLoop; started by the constructor, joined by the destructor.
+  absl::Mutex answer_mu_ ABSL_ACQUIRED_AFTER(queue_mu_);
+  // State below is protected by answer_mu_.
+  // Asynchronous calls committed (or failed) and not yet answered, in
+  // commit order.
+  std::deque<std::unique_ptr<Write>> answers_ ABSL_GUARDED_BY(answer_mu_);
+  // Set by the destructor once the writer thread ended.
+  bool answers_stopping_ ABSL_GUARDED_BY(answer_mu_) = false;
+
+  // Run WriterLoop and AnswerLoop; started by the constructor, joined by
+  // the destructor.
   std::thread writer_;
+  std::thread answerer_;
 };
 
 }  // namespace adjutant
