@@ -100,10 +100,11 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
         counted_(counted) {}
 
   // Leases what it can; if nothing and the wait is not over, parks.
-  // Runs on the executor, blocking; or (`may_block` false) on the gRPC
-  // thread that received the call, when the store's writes are
-  // asynchronous (JobStore::WritesAsynchronously), where it goes on on the
-  // executor if it would have to block for a lease sweep. With such a
+  // Runs on the executor, blocking; or (`may_block` false), when the
+  // store's writes are asynchronous (JobStore::WritesAsynchronously), on
+  // the gRPC thread that received the call or the thread that woke it,
+  // where it goes on on the executor if it would have to block for a lease
+  // sweep. With such a
   // store the attempt ends on the store's thread, and a retry goes to the
   // executor.
   void Attempt(bool may_block = true) {
@@ -159,7 +160,12 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
   bool IsCancelled() const override { return cancelled_.load(); }
   void Wake() override {
     woken_.store(true);
-    service_->executor_->Schedule([this] { Attempt(); });
+    if (service_->store_->WritesAsynchronously()) {
+      // Does not block: it goes on on the executor if it would.
+      Attempt(/*may_block=*/false);
+    } else {
+      service_->executor_->Schedule([this] { Attempt(); });
+    }
   }
   void Expire() override { Finish(grpc::Status::OK); }
   void ShutDown() override { Finish(ToGrpcStatus(ShuttingDownError())); }
