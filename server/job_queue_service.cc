@@ -82,9 +82,10 @@ void ToProto(const Job& job, v1::Job* out) {
 }
 
 // A Dequeue call. Owned by gRPC (deleted in OnDone); at any moment exactly
-// one party may finish it: the attempt running on the executor, or the
-// registry while it is parked, or OnCancel after taking it out of the
-// registry.
+// one party may finish it: the attempt running (on the executor, or, with
+// a store whose writes are asynchronous, on the thread that received or
+// woke the call and then in its store write's `done`), or the registry
+// while it is parked, or OnCancel after taking it out of the registry.
 class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
                                            public LongPollWaiter {
  public:
@@ -136,11 +137,16 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
       // The wait is measured on the monotonic clock: wall steps (NTP) move
       // neither its end nor the registry's timer for it.
       look.monotonic_now = clock->Monotonic();
-      if (!may_block && long_poll->SweepMayBeDue(look.now)) {
+      if (may_block) {
+        long_poll->ExpireLeasesIfDue(look.now);
+      } else if (long_poll->SweepMayBeDue(look.now)) {
+        // A sweep (a store write) is due or running: not on this thread.
         service_->executor_->Schedule([this] { Attempt(); });
         return;
       }
-      long_poll->ExpireLeasesIfDue(look.now);
+      // (Without may_block and with no sweep due at look.now,
+      // ExpireLeasesIfDue would have returned at once: it is skipped, as a
+      // sweep that began meanwhile would make it wait.)
       JobStore* const store = service_->store_;
       if (store->WritesAsynchronously()) {
         store->DequeueAsync(

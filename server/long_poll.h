@@ -100,8 +100,10 @@ class LongPollWaiter {
  public:
   // Whether the client has gone away. Thread-safe.
   virtual bool IsCancelled() const = 0;
-  // A job may be available: retry the Dequeue. Must not block (schedule the
-  // retry elsewhere). Called without registry locks held.
+  // A job may be available: retry the Dequeue. Must not block: retry here
+  // only as far as that never waits for I/O (an asynchronous store write),
+  // otherwise schedule the retry elsewhere. Called without registry locks
+  // held; may finish the call.
   virtual void Wake() = 0;
   // The wait is over (its deadline came): finish with an empty response.
   // Must not block. Called without registry locks held.

@@ -11,8 +11,7 @@ MeteredJobStore::Op::Op(ServerMetrics* metrics, const std::string& name,
 
 MeteredJobStore::MeteredJobStore(std::unique_ptr<JobStore> store,
                                  ServerMetrics* metrics, Clock* clock)
-    : store_(std::move(store)),
-      clock_(clock),
+    : clock_(clock),
       enqueue_(metrics, "enqueue", /*counts_jobs=*/true),
       dequeue_(metrics, "dequeue", /*counts_jobs=*/true),
       ack_(metrics, "ack"),
@@ -28,7 +27,8 @@ MeteredJobStore::MeteredJobStore(std::unique_ptr<JobStore> store,
       prune_finished_jobs_(metrics, "prune_finished_jobs",
                            /*counts_jobs=*/true),
       ack_batch_(metrics, "ack_batch", /*counts_jobs=*/true),
-      release_leases_(metrics, "release_leases", /*counts_jobs=*/true) {}
+      release_leases_(metrics, "release_leases", /*counts_jobs=*/true),
+      store_(std::move(store)) {}
 
 template <typename Call>
 auto MeteredJobStore::Timed(const Op& op, Call call) -> decltype(call()) {

@@ -133,11 +133,13 @@ class MeteredJobStore final : public JobStore {
   static int64_t Leased(const std::vector<Lease>& leases);
   static int64_t Acked(const std::vector<AckResult>& results);
 
-  const std::unique_ptr<JobStore> store_;
   Clock* const clock_;
   const Op enqueue_, dequeue_, ack_, nack_, extend_lease_, cancel_job_,
       requeue_job_, expire_leases_, observe_term_, put_cron_, delete_cron_,
       apply_cron_transition_, prune_finished_jobs_, ack_batch_, release_leases_;
+  // Last, so that it dies first: a write it still answers while it closes
+  // is timed with the members above.
+  const std::unique_ptr<JobStore> store_;
 };
 
 }  // namespace adjutant

@@ -138,8 +138,8 @@ class JobStore {
   // later, on a thread of the store's own, once the write is durable: they
   // may then be called from a thread that must not block (a gRPC reaction),
   // and `done` must be short and must never wait for this store (it holds
-  // up the answers of the writes behind it, and may hold up the writes; a
-  // synchronous write of this store from it may deadlock). False (the default):
+  // up the answers of the writes behind it, and a synchronous write of this
+  // store from it waits for a commit while it does). False (the default):
   // they run the synchronous call on the calling thread and call `done` before
   // returning.
   virtual bool WritesAsynchronously() const { return false; }

@@ -1065,8 +1065,8 @@ struct SqliteJobStore::Write {
 
   OwnedWriteBody body;
   WriteDone on_done;  // empty for a synchronous call
-  // Set by the group's committer under queue_mu_; read by the caller (or
-  // by the committer, for on_done) once done.
+  // Set by the group's committer under queue_mu_; read by the caller once
+  // done (or, for on_done, by the answer thread).
   absl::Status status;
   bool done = false;
 };
@@ -1128,9 +1128,15 @@ absl::Status SqliteJobStore::RunWrite(WriteBody body) {
 }
 
 void SqliteJobStore::RunWriteAsync(OwnedWriteBody body, WriteDone done) {
-  auto* write = new Write(std::move(body), std::move(done));
-  absl::MutexLock lock(&queue_mu_);
-  writers_.push_back(write);  // the writer thread wakes as queue_mu_ is freed
+  {
+    absl::MutexLock lock(&queue_mu_);
+    if (!writer_ended_) {
+      // The writer thread wakes as queue_mu_ is freed.
+      writers_.push_back(new Write(std::move(body), std::move(done)));
+      return;
+    }
+  }
+  std::move(done)(absl::UnavailableError("the SQLite store is closing"));
 }
 
 template <typename T, typename Body>
@@ -1210,6 +1216,7 @@ void SqliteJobStore::WriterLoop() {
     CommitFront(
         std::min(writers_.size(), static_cast<size_t>(max_group_size_)));
   }
+  writer_ended_ = true;
   queue_mu_.Unlock();
 }
 
@@ -2028,6 +2035,11 @@ void SqliteJobStore::AwaitQueuedWritesForTest(int n) {
     return writers_.size() >= committing_ + static_cast<size_t>(n);
   };
   queue_mu_.Await(absl::Condition(&queued));
+}
+
+void SqliteJobStore::AwaitWriterEndedForTest() {
+  absl::MutexLock lock(&queue_mu_);
+  queue_mu_.Await(absl::Condition(&writer_ended_));
 }
 
 }  // namespace adjutant

@@ -224,6 +224,9 @@ class SqliteJobStore final : public JobStore {
   // Test-only: waits until `n` write calls are queued behind the group
   // being committed (or, with none in flight, in all).
   void AwaitQueuedWritesForTest(int n);
+  // Test-only: waits until the writer thread has ended (the destructor,
+  // running on another thread, stops it before the answer thread).
+  void AwaitWriterEndedForTest();
   // Test-only: COMMITs of write transactions on the write connection since
   // Open (counted by sqlite3_commit_hook, which runs as a COMMIT starts: one
   // that then fails counts too).
@@ -305,6 +308,10 @@ class SqliteJobStore final : public JobStore {
   size_t committing_ ABSL_GUARDED_BY(queue_mu_) = 0;
   // Set by the destructor: the writer thread ends once the queue is empty.
   bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
+  // Set by the writer thread as it ends: an asynchronous call made after
+  // (from a `done` the answer thread runs while the store closes) is
+  // answered UNAVAILABLE at once.
+  bool writer_ended_ ABSL_GUARDED_BY(queue_mu_) = false;
 
   // Held while a group runs and commits (by the writer thread or a caller
   // running its own), and by the few other users of the write connection

@@ -306,6 +306,22 @@ TEST_P(ServerMetricsTest, AckBatchCountsEachAckedJobOnceByItsQueue) {
   EXPECT_THAT(Scrape(), HasLine("adjutant_jobs_acked_total{queue=\"b\"} 2"));
 }
 
+// So does the Ack RPC: a retried Ack (a lost answer) is answered OK again
+// and counted once.
+TEST_P(ServerMetricsTest, ARetriedAckIsCountedOnce) {
+  Enqueue("r");
+  std::vector<v1::LeasedJob> leased = Lease("r", 1);
+  ASSERT_EQ(leased.size(), 1u);
+  v1::AckRequest request;
+  request.set_job_id(leased[0].job().job_id());
+  request.set_lease_token(leased[0].lease_token());
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    v1::AckResponse response;
+    ASSERT_TRUE(queue_->Ack(Context().get(), request, &response).ok());
+  }
+  EXPECT_THAT(Scrape(), HasLine("adjutant_jobs_acked_total{queue=\"r\"} 1"));
+}
+
 TEST_P(ServerMetricsTest, EnqueueBatchCountsNewJobsPerQueue) {
   v1::EnqueueBatchRequest request;
   for (const char* queue : {"a", "b", "a"}) {

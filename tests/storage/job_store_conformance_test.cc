@@ -777,37 +777,49 @@ TEST_P(JobStoreConformance, AckBatchAcksManyJobs) {
 // ---- Asynchronous writes
 // ------------------------------------------------------------------
 
-// Starts `call` with a `done` that keeps the outcome, and waits for it.
+// How many times each `done` given by AwaitDone was called; checked once
+// the test's later writes are answered, so that a second call of a `done`
+// that came late is seen too.
+using AnswerCounts = std::vector<std::shared_ptr<std::atomic<int>>>;
+
+// Starts `call` with a `done` that keeps the first outcome, and waits for
+// it. The state is shared with `done`, so that a second call (a bug) lands
+// in live memory and is counted in `counts`.
 template <typename T, typename Call>
-absl::StatusOr<T> AwaitDone(Call call) {
-  absl::Notification answered;
-  absl::StatusOr<T> outcome = absl::UnknownError("not answered");
-  int answers = 0;
-  call([&](absl::StatusOr<T> result) {
-    outcome = std::move(result);
-    ++answers;
-    answered.Notify();
+absl::StatusOr<T> AwaitDone(AnswerCounts* counts, Call call) {
+  struct State {
+    absl::Notification answered;
+    absl::StatusOr<T> outcome = absl::UnknownError("not answered");
+  };
+  auto state = std::make_shared<State>();
+  auto answers = std::make_shared<std::atomic<int>>(0);
+  counts->push_back(answers);
+  call([state, answers](absl::StatusOr<T> result) {
+    if (answers->fetch_add(1) == 0) {
+      state->outcome = std::move(result);
+      state->answered.Notify();
+    }
   });
-  answered.WaitForNotification();
-  EXPECT_EQ(answers, 1) << "done is called exactly once";
-  return outcome;
+  state->answered.WaitForNotification();
+  return state->outcome;
 }
 
 // The *Async writes give what the synchronous calls give, and what they
 // wrote is there once `done` has been called.
 TEST_P(JobStoreConformance, AsynchronousWritesAnswerAsTheSynchronousOnes) {
+  AnswerCounts counts;
   const absl::Duration kHour = absl::Hours(1);
   NewJob of_a_schedule = MakeJob("q");
   of_a_schedule.cron_name = "nightly";
   of_a_schedule.cron_tick_time = now_;
   const std::string earlier =
       EnqueueOne(*store_, WithKey(MakeJob(), "k"), now_);
-  ASSERT_OK_AND_ASSIGN(std::vector<EnqueueResult> enqueued,
-                       (AwaitDone<std::vector<EnqueueResult>>([&](auto done) {
-                         store_->EnqueueAsync(
-                             {of_a_schedule, WithKey(MakeJob(), "k")}, now_,
+  ASSERT_OK_AND_ASSIGN(
+      std::vector<EnqueueResult> enqueued,
+      (AwaitDone<std::vector<EnqueueResult>>(&counts, [&](auto done) {
+        store_->EnqueueAsync({of_a_schedule, WithKey(MakeJob(), "k")}, now_,
                              std::move(done));
-                       })));
+      })));
   ASSERT_THAT(enqueued, SizeIs(2));
   EXPECT_FALSE(enqueued[0].duplicate);
   EXPECT_TRUE(enqueued[1].duplicate);
@@ -824,15 +836,16 @@ TEST_P(JobStoreConformance, AsynchronousWritesAnswerAsTheSynchronousOnes) {
   const Job before = GetOrFail(*store_, id);
 
   // A wrong token: the verdict is the call's error, and nothing changed.
-  absl::StatusOr<AckResult> acked = AwaitDone<AckResult>([&](auto done) {
-    store_->AckAsync({id, "not-the-token"}, now_, std::move(done));
-  });
+  absl::StatusOr<AckResult> acked =
+      AwaitDone<AckResult>(&counts, [&](auto done) {
+        store_->AckAsync({id, "not-the-token"}, now_, std::move(done));
+      });
   EXPECT_EQ(acked.status().code(), absl::StatusCode::kFailedPrecondition)
       << acked.status();
   ExpectUnchanged(*store_, before);
 
   const absl::Time t = now_ + absl::Seconds(3);
-  acked = AwaitDone<AckResult>([&](auto done) {
+  acked = AwaitDone<AckResult>(&counts, [&](auto done) {
     store_->AckAsync({id, leases[1].token}, t, std::move(done));
   });
   ASSERT_OK(acked.status());
@@ -842,23 +855,27 @@ TEST_P(JobStoreConformance, AsynchronousWritesAnswerAsTheSynchronousOnes) {
   Job job = GetOrFail(*store_, id);
   EXPECT_EQ(job.state, JobState::kSucceeded);
   EXPECT_EQ(job.updated_at, t);
-  acked = AwaitDone<AckResult>([&](auto done) {
+  acked = AwaitDone<AckResult>(&counts, [&](auto done) {
     store_->AckAsync({id, leases[1].token}, t, std::move(done));
   });
   ASSERT_OK(acked.status());
   EXPECT_TRUE(acked->already_acked) << "a retried ack";
 
-  ASSERT_OK_AND_ASSIGN(std::vector<AckResult> results,
-                       (AwaitDone<std::vector<AckResult>>([&](auto done) {
-                         store_->AckBatchAsync({{"no-such-job", "token"},
-                                                {earlier, leases[0].token}},
-                                               t, std::move(done));
-                       })));
+  ASSERT_OK_AND_ASSIGN(
+      std::vector<AckResult> results,
+      (AwaitDone<std::vector<AckResult>>(&counts, [&](auto done) {
+        store_->AckBatchAsync(
+            {{"no-such-job", "token"}, {earlier, leases[0].token}}, t,
+            std::move(done));
+      })));
   EXPECT_EQ(Codes(results),
             (std::vector<absl::StatusCode>{absl::StatusCode::kNotFound,
                                            absl::StatusCode::kOk}));
   EXPECT_EQ(results[1].queue, "q");
   EXPECT_EQ(GetOrFail(*store_, earlier).state, JobState::kSucceeded);
+  for (const auto& answers : counts) {
+    EXPECT_EQ(answers->load(), 1) << "each done is called exactly once";
+  }
 }
 
 // Ack, Nack and ExtendLease share their preconditions: the cases below run

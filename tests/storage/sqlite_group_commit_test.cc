@@ -219,7 +219,7 @@ TEST_F(SqliteGroupCommitTest, QueuedWritesShareOneTransactionAndOneSync) {
 
 // Asynchronous calls never run on their caller's thread and never make it
 // wait: made while a group is in flight, they queue, share the next group
-// with a synchronous call, and each `done` runs on the writer thread once
+// with a synchronous call, and each `done` runs on the store's thread once
 // that group's COMMIT returned.
 TEST_F(SqliteGroupCommitTest, AsynchronousCallsAreAnsweredAfterTheirCommit) {
   const TwiceLeased leased = LeaseTwice();
@@ -321,6 +321,41 @@ TEST_F(SqliteGroupCommitTest, AFailedCommitFailsItsAsynchronousCalls) {
   EXPECT_EQ(enqueued.code(), absl::StatusCode::kUnavailable) << enqueued;
   EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 1);
   EXPECT_TRUE(store_->Enqueue({MakeJob("later")}, now_).ok());
+}
+
+// A `done` the answer thread runs while the store closes may make another
+// asynchronous call: once the writer thread has ended, that call is
+// answered UNAVAILABLE at once, never left unanswered.
+TEST_F(SqliteGroupCommitTest, ACallMadeAsTheStoreClosesIsAnswered) {
+  absl::Notification first_answered;
+  absl::Notification go_on;
+  absl::Notification second_answered;
+  absl::Status second = absl::UnknownError("not answered");
+  SqliteJobStore* const store = store_.get();
+  store->EnqueueAsync(
+      {MakeJob("first")}, now_,
+      [&, store](absl::StatusOr<std::vector<EnqueueResult>> result) {
+        EXPECT_TRUE(result.ok()) << result.status();
+        first_answered.Notify();
+        go_on.WaitForNotification();
+        store->EnqueueAsync(
+            {MakeJob("second")}, now_,
+            [&](absl::StatusOr<std::vector<EnqueueResult>> result) {
+              second = result.status();
+              second_answered.Notify();
+            });
+      });
+  first_answered.WaitForNotification();
+  std::thread closing([this] { store_.reset(); });
+  store->AwaitWriterEndedForTest();
+  go_on.Notify();
+  second_answered.WaitForNotification();
+  closing.join();
+  EXPECT_EQ(second.code(), absl::StatusCode::kUnavailable) << second;
+  EXPECT_THAT(std::string(second.message()), HasSubstr("closing"));
+  // The first job is stored, the second is not.
+  Open(SqliteOptions().max_group_size);
+  EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 1);
 }
 
 TEST_F(SqliteGroupCommitTest, AFailedCommitFailsEveryCallOfItsGroup) {
