@@ -105,9 +105,8 @@ class JobQueueService::DequeueCall final : public grpc::ServerUnaryReactor,
   // store's writes are asynchronous (JobStore::WritesAsynchronously), on
   // the gRPC thread that received the call or the thread that woke it,
   // where it goes on on the executor if it would have to block for a lease
-  // sweep. With such a
-  // store the attempt ends on the store's thread, and a retry goes to the
-  // executor.
+  // sweep. With such a store the attempt ends on the store's thread, and a
+  // retry goes to the executor.
   void Attempt(bool may_block = true) {
     LongPollRegistry* const long_poll = service_->long_poll_;
     Clock* const clock = service_->clock_;
