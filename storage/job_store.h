@@ -125,10 +125,10 @@ class JobStore {
   // ---- Asynchronous writes ----------------------------------------------
   //
   // The same calls as Enqueue, Dequeue, Ack and AckBatch, with the outcome
-  // passed to
-  // `done` (exactly once) instead of returned: what the synchronous call
-  // would return, and for AckAsync the AckResult AckBatch would give the
-  // item (an error, the item's verdict included, as the StatusOr's).
+  // passed to `done` (exactly once) instead of returned: what the
+  // synchronous call would return, and for AckAsync the AckResult AckBatch
+  // would give the item (an error, the item's verdict included, as the
+  // StatusOr's).
 
   // A write's outcome, delivered once.
   template <typename T>
@@ -140,8 +140,8 @@ class JobStore {
   // and `done` must be short and must never wait for this store (it holds
   // up the answers of the writes behind it, and a synchronous write of this
   // store from it waits for a commit while it does). False (the default):
-  // they run the synchronous call on the calling thread and call `done` before
-  // returning.
+  // they run the synchronous call on the calling thread and call `done`
+  // before returning.
   virtual bool WritesAsynchronously() const { return false; }
 
   virtual void EnqueueAsync(std::vector<NewJob> jobs, absl::Time now,
