@@ -1291,24 +1291,21 @@ grpc::ServerUnaryReactor* JobQueueService::AckBatch(
       ValidateAckBatch(*request, limits_);
   if (!items.ok()) return Reject(context, items.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  StartStoreWrite([this, reactor, response,
+  StartStoreWrite([this, reactor, request, response,
                    items = *std::move(items)]() mutable {
-    std::vector<std::string> job_ids;
-    job_ids.reserve(items.size());
-    for (const AckItem& item : items) job_ids.push_back(item.job_id);
     store_->AckBatchAsync(
         std::move(items), clock_->Now(),
-        [this, reactor, response, job_ids = std::move(job_ids)](
-            absl::StatusOr<std::vector<AckResult>> results) {
+        [this, reactor, request,
+         response](absl::StatusOr<std::vector<AckResult>> results) {
           bool reads_store = false;
           if (results.ok()) {
             for (const AckResult& result : *results) {
               reads_store |= result.status.ok() && JobAckedReadsStore(result);
             }
           }
-          AfterStoreWrite(reads_store, [this, reactor, response, job_ids,
+          AfterStoreWrite(reads_store, [this, reactor, request, response,
                                         results = std::move(results)] {
-            Answer(reactor, "AckBatch", JobsAcked(job_ids, results, response));
+            Answer(reactor, "AckBatch", JobsAcked(*request, results, response));
           });
         });
   });
@@ -1316,27 +1313,29 @@ grpc::ServerUnaryReactor* JobQueueService::AckBatch(
 }
 
 absl::Status JobQueueService::JobsAcked(
-    const std::vector<std::string>& job_ids,
+    const v1::AckBatchRequest& request,
     const absl::StatusOr<std::vector<AckResult>>& results,
     v1::AckBatchResponse* response) {
   if (!results.ok()) return results.status();
-  if (results->size() != job_ids.size()) {
+  const size_t items = static_cast<size_t>(request.acks_size());
+  if (results->size() != items) {
     return absl::InternalError(absl::StrCat("the store returned ",
                                             results->size(), " results for ",
-                                            job_ids.size(), " acks"));
+                                            items, " acks"));
   }
   int64_t acked = 0;
-  for (size_t i = 0; i < job_ids.size(); ++i) {
+  for (size_t i = 0; i < items; ++i) {
+    const std::string& job_id = request.acks(static_cast<int>(i)).job_id();
     const AckResult& result = (*results)[i];
     v1::SettleResult* out = response->add_results();
-    out->set_job_id(job_ids[i]);
+    out->set_job_id(job_id);
     out->set_code(static_cast<int32_t>(result.status.code()));
     out->set_message(std::string(result.status.message()));
     if (!result.status.ok()) continue;
     ++acked;
-    JobAcked("AckBatch", job_ids[i], result);
+    JobAcked("AckBatch", job_id, result);
   }
-  spdlog::debug("AckBatch: {} job(s), {} acked", job_ids.size(), acked);
+  spdlog::debug("AckBatch: {} job(s), {} acked", items, acked);
   return absl::OkStatus();
 }
 

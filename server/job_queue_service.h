@@ -179,9 +179,10 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
       bool batch, const std::vector<JobPlace>& places,
       const absl::StatusOr<std::vector<EnqueueResult>>& results,
       ResponseFor response_for);
-  // What follows a store's AckBatch of `job_ids`: fills in `response`,
-  // JobAcked for each acked job; the call's status.
-  absl::Status JobsAcked(const std::vector<std::string>& job_ids,
+  // What follows a store's AckBatch of `request`'s items (in its order, as
+  // ValidateAckBatch gives them): fills in `response`, JobAcked for each
+  // acked job; the call's status.
+  absl::Status JobsAcked(const v1::AckBatchRequest& request,
                          const absl::StatusOr<std::vector<AckResult>>& results,
                          v1::AckBatchResponse* response);
 

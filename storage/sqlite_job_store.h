@@ -89,12 +89,12 @@ struct SqliteOptions {
 //    DequeueAsync, AckAsync, AckBatchAsync) always queues, and its caller goes
 //    on: once its group committed, the writer thread hands it to an answer
 //    thread of the store's own, which calls its `done` while the writer
-//    thread goes on with the next group. Under load no thread sleeps per
-//    call and none is woken to answer it: one wake-up per group. Under load a
-//    dedicated thread rather than a leader chosen among the callers (leveldb's
-//    DBImpl::Write): the next group starts at once, without waiting for the
-//    wake-up of a sleeping caller to lead it, which on a busy machine costs
-//    more than the fsync.
+//    thread goes on with the next group: under load no thread sleeps per
+//    call and none is woken to answer it, one wake-up per group. The writer
+//    is a dedicated thread rather than a leader chosen among the callers
+//    (leveldb's DBImpl::Write): the next group starts at once, without
+//    waiting for the wake-up of a sleeping caller to lead it, which on a
+//    busy machine costs more than the fsync.
 //  * the read connection runs the reads (GetJob, ListJobs, QueueStatistics,
 //    NextAvailableTime, HighestTerm, GetCron, ListCrons, DueCrons,
 //    NextCronFireTime) under a mutex of its own: WAL lets it read the last
