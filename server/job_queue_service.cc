@@ -1042,19 +1042,52 @@ grpc::ServerUnaryReactor* JobQueueService::Enqueue(
   if (!job.ok()) return Reject(context, job.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   StartStoreWrite([this, reactor, response, job = *std::move(job)]() mutable {
-    JobPlace place{job.queue, job.type, job.run_at};
+    const absl::Time now = clock_->Now();
+    std::vector<JobPlace> places;
+    places.push_back(JobPlace{job.queue, job.type, job.run_at});
+    const Wakes wakes = PlanWakesBeforeCommit(now, &places);
     std::vector<NewJob> jobs;
     jobs.push_back(std::move(job));
-    store_->EnqueueAsync(
-        std::move(jobs), clock_->Now(),
-        [this, reactor, response, place = std::move(place)](
-            absl::StatusOr<std::vector<EnqueueResult>> results) {
-          Answer(reactor, "Enqueue",
-                 JobsEnqueued(/*batch=*/false, {place}, results,
-                              [response](size_t) { return response; }));
-        });
+    EnqueueThenWake(wakes, [&] {
+      store_->EnqueueAsync(
+          std::move(jobs), now,
+          [this, reactor, response, places = std::move(places)](
+              absl::StatusOr<std::vector<EnqueueResult>> results) {
+            Answer(reactor, "Enqueue",
+                   JobsEnqueued(/*batch=*/false, places, results,
+                                [response](size_t) { return response; }));
+          });
+    });
   });
   return reactor;
+}
+
+JobQueueService::Wakes JobQueueService::PlanWakesBeforeCommit(
+    absl::Time now, std::vector<JobPlace>* places) {
+  Wakes wakes;
+  if (!store_->WritesAsynchronously()) return wakes;
+  for (JobPlace& place : *places) {
+    if (place.run_at > now) continue;  // JobsEnqueued notes it for later
+    place.woken = true;
+    ++wakes[std::make_pair(place.queue, place.type)];
+  }
+  return wakes;
+}
+
+void JobQueueService::EnqueueThenWake(const Wakes& wakes,
+                                      absl::FunctionRef<void()> enqueue) {
+  auto enqueue_then_wake = [&] {
+    enqueue();
+    for (const auto& [queue_and_type, jobs] : wakes) {
+      long_poll_->Wake(queue_and_type.first, queue_and_type.second, jobs);
+    }
+  };
+  for (const auto& entry : wakes) {
+    if (long_poll_->AnyParkedOn(entry.first.first)) {
+      return store_->WriteTogether(enqueue_then_wake);
+    }
+  }
+  enqueue_then_wake();
 }
 
 template <typename ResponseFor>
@@ -1087,6 +1120,7 @@ absl::Status JobQueueService::JobsEnqueued(
     if (result.duplicate) continue;
     ++stored;
     ++stored_by_queue[places[i].queue];
+    if (places[i].woken) continue;
     auto [it, inserted] =
         earliest.emplace(std::make_pair(places[i].queue, places[i].type),
                          std::make_pair(places[i].run_at, size_t{1}));
@@ -1123,21 +1157,24 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
   if (!jobs.ok()) return Reject(context, jobs.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   StartStoreWrite([this, reactor, response, jobs = *std::move(jobs)]() mutable {
+    const absl::Time now = clock_->Now();
     std::vector<JobPlace> places;
     places.reserve(jobs.size());
     for (const NewJob& job : jobs) {
       places.push_back(JobPlace{job.queue, job.type, job.run_at});
     }
-    store_->EnqueueAsync(
-        std::move(jobs), clock_->Now(),
-        [this, reactor, response, places = std::move(places)](
-            absl::StatusOr<std::vector<EnqueueResult>> results) {
-          Answer(
-              reactor, "EnqueueBatch",
-              JobsEnqueued(/*batch=*/true, places, results, [response](size_t) {
-                return response->add_results();
-              }));
-        });
+    const Wakes wakes = PlanWakesBeforeCommit(now, &places);
+    EnqueueThenWake(wakes, [&] {
+      store_->EnqueueAsync(
+          std::move(jobs), now,
+          [this, reactor, response, places = std::move(places)](
+              absl::StatusOr<std::vector<EnqueueResult>> results) {
+            Answer(reactor, "EnqueueBatch",
+                   JobsEnqueued(
+                       /*batch=*/true, places, results,
+                       [response](size_t) { return response->add_results(); }));
+          });
+    });
   });
   return reactor;
 }

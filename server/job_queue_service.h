@@ -29,10 +29,16 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <cstddef>
 #include <functional>
+#include <map>
 #include <set>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
@@ -169,7 +175,26 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
     std::string queue;
     std::string type;
     absl::Time run_at;
+    // Its long-polls were woken as its write was queued (EnqueueThenWake):
+    // JobsEnqueued wakes none for it.
+    bool woken = false;
   };
+  // How many jobs of each (queue, type) to wake long-polls for.
+  using Wakes = std::map<std::pair<std::string, std::string>, size_t>;
+  // For an EnqueueAsync of jobs going to `places` with `now`, called before
+  // it: when the store writes asynchronously, marks the places whose jobs
+  // are available at `now` as woken and returns the wake-ups to make with
+  // EnqueueThenWake; none otherwise.
+  Wakes PlanWakesBeforeCommit(absl::Time now, std::vector<JobPlace>* places);
+  // Runs `enqueue` (the EnqueueAsync), then wakes the long-polls `wakes`
+  // names. The woken calls' leases are writes queued after the enqueue's,
+  // which the store applies in order (JobStore::WritesAsynchronously), so
+  // they see its jobs; when one is parked on a queue of `wakes`, all of it
+  // runs in one JobStore::WriteTogether, so that they also share its commit
+  // and its fsync, where a wake-up after the commit would make them wait
+  // for another. A wake-up for a job whose write then fails costs the woken
+  // call a retry that finds nothing.
+  void EnqueueThenWake(const Wakes& wakes, absl::FunctionRef<void()> enqueue);
   // What follows a store's Enqueue of jobs going to `places` (by
   // EnqueueBatch if `batch`, for the debug log): fills in `response_for(i)`
   // for the i-th, wakes the long-polls their new jobs may serve, counts

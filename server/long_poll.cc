@@ -368,6 +368,11 @@ int LongPollRegistry::WaitingCount() {
   return static_cast<int>(parked_.size());
 }
 
+bool LongPollRegistry::AnyParkedOn(absl::string_view queue) {
+  absl::MutexLock l(&mu_);
+  return by_queue_.find(queue) != by_queue_.end();
+}
+
 int LongPollRegistry::ParkedCountForTest() {
   absl::MutexLock l(&mu_);
   return static_cast<int>(parked_.size());

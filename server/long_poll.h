@@ -30,9 +30,12 @@
 // move, however many they are.
 //
 // Who calls Wake: the service after every store write that makes a job
-// available now (JobsAvailableAt); the timer thread after it reaps expired
-// leases or reaches a delayed job's run_at. Jobs that become available
-// later are announced with NoteNextAvailable so the timer wakes for them.
+// available now (JobsAvailableAt) — or, for an enqueue on a store that
+// writes asynchronously, as soon as the write is queued: every attempt
+// whose lease is queued after it sees its jobs (JobStore's write order),
+// and shares its commit; the timer thread after it reaps expired leases or
+// reaches a delayed job's run_at. Jobs that become available later are
+// announced with NoteNextAvailable so the timer wakes for them.
 //
 // Two kinds of time, never mixed (scheduler/clock.h): a wait's deadline is
 // monotonic (Clock::Monotonic() + wait), so a wall-clock step neither
@@ -225,6 +228,8 @@ class LongPollRegistry {
 
   // How many Dequeue calls and Work streams are parked now.
   int WaitingCount() ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether any is parked on `queue` now. Never blocks.
+  bool AnyParkedOn(absl::string_view queue) ABSL_LOCKS_EXCLUDED(mu_);
 
   // ---- For tests ----------------------------------------------------------
 

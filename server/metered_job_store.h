@@ -46,6 +46,9 @@ class MeteredJobStore final : public JobStore {
   bool WritesAsynchronously() const override {
     return store_->WritesAsynchronously();
   }
+  void WriteTogether(absl::FunctionRef<void()> calls) override {
+    store_->WriteTogether(calls);
+  }
   void EnqueueAsync(std::vector<NewJob> jobs, absl::Time now,
                     Done<std::vector<EnqueueResult>> done) override;
   void DequeueAsync(DequeueOptions options, absl::Time now,

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -139,9 +140,12 @@ class JobStore {
   // may then be called from a thread that must not block (a gRPC reaction),
   // and `done` must be short and must never wait for this store (it holds
   // up the answers of the writes behind it, and a synchronous write of this
-  // store from it waits for a commit while it does). False (the default):
-  // they run the synchronous call on the calling thread and call `done`
-  // before returning.
+  // store from it waits for a commit while it does). Writes take effect in
+  // the order of their calls: a write (asynchronous or not) called after an
+  // *Async call returned sees what that call wrote, if it commits (the
+  // server wakes long-polls before an enqueue commits on this). False (the
+  // default): they run the synchronous call on the calling thread and call
+  // `done` before returning.
   virtual bool WritesAsynchronously() const { return false; }
 
   virtual void EnqueueAsync(std::vector<NewJob> jobs, absl::Time now,
@@ -159,6 +163,12 @@ class JobStore {
                              Done<std::vector<AckResult>> done) {
     std::move(done)(AckBatch(items, now));
   }
+
+  // Runs `calls`, which makes *Async calls on this thread and must not block
+  // (nor wait for this store): the store starts committing none of the
+  // writes queued meanwhile before `calls` returns, so that they can share
+  // one commit. Default: runs `calls`.
+  virtual void WriteTogether(absl::FunctionRef<void()> calls) { calls(); }
 
   // The outcome of an AckBatch of one item, as AckAsync gives it.
   static absl::StatusOr<AckResult> OneAckResult(

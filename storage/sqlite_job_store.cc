@@ -1139,6 +1139,16 @@ void SqliteJobStore::RunWriteAsync(OwnedWriteBody body, WriteDone done) {
   std::move(done)(absl::UnavailableError("the SQLite store is closing"));
 }
 
+void SqliteJobStore::WriteTogether(absl::FunctionRef<void()> calls) {
+  {
+    absl::MutexLock lock(&queue_mu_);
+    ++holds_;
+  }
+  calls();
+  absl::MutexLock lock(&queue_mu_);  // the writer thread wakes as it is freed
+  --holds_;
+}
+
 template <typename T, typename Body>
 void SqliteJobStore::RunWriteAsyncFor(Body body, Done<T> done) {
   // Filled in by the body on the writer thread, read by `done` after it.
@@ -1208,7 +1218,7 @@ void SqliteJobStore::WriterLoop() {
   // Calls queued and no group in flight (a caller may be running its own,
   // see RunWrite).
   auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
-    return committing_ == 0 && (!writers_.empty() || stopping_);
+    return committing_ == 0 && holds_ == 0 && (!writers_.empty() || stopping_);
   };
   while (true) {
     queue_mu_.Await(absl::Condition(&work));
@@ -2029,12 +2039,12 @@ void SqliteJobStore::SetBeforeCommitHookForTest(
   before_commit_hook_ = std::move(hook);
 }
 
-void SqliteJobStore::AwaitQueuedWritesForTest(int n) {
+bool SqliteJobStore::AwaitQueuedWritesForTest(int n, absl::Duration timeout) {
   absl::MutexLock lock(&queue_mu_);
   auto queued = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
     return writers_.size() >= committing_ + static_cast<size_t>(n);
   };
-  queue_mu_.Await(absl::Condition(&queued));
+  return queue_mu_.AwaitWithTimeout(absl::Condition(&queued), timeout);
 }
 
 void SqliteJobStore::AwaitWriterEndedForTest() {

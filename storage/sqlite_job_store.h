@@ -157,6 +157,9 @@ class SqliteJobStore final : public JobStore {
   // caller's, and call `done` on the answer thread after the COMMIT of
   // their group.
   bool WritesAsynchronously() const override { return true; }
+  // The writer thread starts no group while `calls` runs (a caller with no
+  // other queued still runs its own group at once, see above).
+  void WriteTogether(absl::FunctionRef<void()> calls) override;
   void EnqueueAsync(std::vector<NewJob> jobs, absl::Time now,
                     Done<std::vector<EnqueueResult>> done) override;
   void DequeueAsync(DequeueOptions options, absl::Time now,
@@ -222,8 +225,10 @@ class SqliteJobStore final : public JobStore {
   // Set it while no write call runs; empty: none.
   void SetBeforeCommitHookForTest(std::function<void(int group_size)> hook);
   // Test-only: waits until `n` write calls are queued behind the group
-  // being committed (or, with none in flight, in all).
-  void AwaitQueuedWritesForTest(int n);
+  // being committed (or, with none in flight, in all); false if `timeout`
+  // (real time) passed first.
+  bool AwaitQueuedWritesForTest(
+      int n, absl::Duration timeout = absl::InfiniteDuration());
   // Test-only: waits until the writer thread has ended (the destructor,
   // running on another thread, stops it before the answer thread).
   void AwaitWriterEndedForTest();
@@ -308,6 +313,8 @@ class SqliteJobStore final : public JobStore {
   size_t committing_ ABSL_GUARDED_BY(queue_mu_) = 0;
   // Set by the destructor: the writer thread ends once the queue is empty.
   bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
+  // WriteTogether calls running: the writer thread starts no group.
+  int holds_ ABSL_GUARDED_BY(queue_mu_) = 0;
   // Set by the writer thread as it ends: an asynchronous call made after
   // (from a `done` the answer thread runs while the store closes) is
   // answered UNAVAILABLE at once.

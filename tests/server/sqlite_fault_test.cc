@@ -3,6 +3,9 @@
 // driven through real gRPC. Each refused call answers UNAVAILABLE (I/O
 // error) or RESOURCE_EXHAUSTED (disk full) and stores nothing, health turns
 // NOT_SERVING, and once the fault clears the same connection works again.
+// Also how a consumer parked in Dequeue gets an enqueued job: its lease
+// shares the enqueue's commit (JobQueueService::EnqueueThenWake), and so
+// shares its fate when the disk refuses it.
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -10,16 +13,20 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "adjutant/v1/job_queue.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "health.grpc.pb.h"
+#include "server/long_poll.h"
 #include "server/server.h"
 #include "storage/sqlite_job_store.h"
 #include "tests/fakes/faulty_sqlite_vfs.h"
@@ -140,6 +147,33 @@ class SqliteFaultTest : public ::testing::Test {
         store_->QueryForTest("SELECT count(*) FROM jobs");
     EXPECT_TRUE(rows.ok()) << rows.status();
     return rows.ok() && rows->size() == 1 ? std::stoll((*rows)[0]) : -1;
+  }
+
+  // A Dequeue of "q" that waits up to 30 s (on the simulated clock, which
+  // the tests below never move: only a job ends it), answered in the
+  // background.
+  struct Poll {
+    grpc::ClientContext context;
+    v1::DequeueRequest request;
+    v1::DequeueResponse response;
+    grpc::Status status;
+    absl::Notification done;
+  };
+  std::unique_ptr<Poll> StartPoll() {
+    auto poll = std::make_unique<Poll>();
+    poll->context.set_deadline(std::chrono::system_clock::now() +
+                               std::chrono::seconds(60));
+    poll->request.set_queue("q");
+    poll->request.set_max_jobs(1);
+    poll->request.mutable_lease_duration()->set_seconds(60);
+    poll->request.mutable_wait()->set_seconds(30);
+    Poll* p = poll.get();
+    stub_->async()->Dequeue(&p->context, &p->request, &p->response,
+                            [p](grpc::Status status) {
+                              p->status = std::move(status);
+                              p->done.Notify();
+                            });
+    return poll;
   }
 
   HealthStatus::ServingStatus Health() {
@@ -367,6 +401,86 @@ TEST_F(SqliteFaultTest, HealthChecksWriteOnlyAfterAFailedWrite) {
   EXPECT_GT(after_probe, writes);
   NextHealthCheck();
   EXPECT_EQ(vfs_.writes(), after_probe);
+}
+
+// The consumer parked in Dequeue is woken as the Enqueue's write is queued,
+// not after its commit: its lease is queued behind the enqueue, sees the
+// job, and shares the enqueue's commit and fsync. Before, the lease waited
+// for a commit of its own after the enqueue's: two fsyncs between an
+// Enqueue and the consumer.
+TEST_F(SqliteFaultTest, AParkedConsumersLeaseSharesTheEnqueuesCommit) {
+  server_->long_poll()->AwaitTimerIdleForTest();  // no lease sweep due
+  std::unique_ptr<Poll> poll = StartPoll();
+  server_->long_poll()->AwaitParkedForTest(1);
+
+  // Hold the next group before its COMMIT, so that what follows queues.
+  absl::Mutex mu;
+  std::vector<int> groups;  // guarded by mu
+  absl::Notification held, release;
+  store_->SetBeforeCommitHookForTest([&](int size) {
+    {
+      absl::MutexLock lock(&mu);
+      groups.push_back(size);
+    }
+    if (!held.HasBeenNotified()) {
+      held.Notify();
+      release.WaitForNotification();
+    }
+  });
+  const int64_t commits = store_->CommitsForTest();
+  std::thread holder([&] {
+    v1::EnqueueRequest other = Job();
+    other.set_queue("other");
+    EXPECT_TRUE(Enqueue(other).ok());
+  });
+  held.WaitForNotification();
+  std::string id;
+  std::thread producer([&] { EXPECT_TRUE(Enqueue(Job(), &id).ok()); });
+  // The enqueue, and the woken consumer's lease behind it. (Woken after
+  // the commit instead, the lease could not queue while the group is held.)
+  const bool both_queued =
+      store_->AwaitQueuedWritesForTest(2, absl::Seconds(10));
+  release.Notify();
+  holder.join();
+  producer.join();
+  EXPECT_TRUE(both_queued) << "the consumer's lease did not queue before "
+                              "the enqueue's commit";
+  poll->done.WaitForNotification();
+  store_->SetBeforeCommitHookForTest(nullptr);
+  ASSERT_TRUE(poll->status.ok()) << poll->status.error_message();
+  ASSERT_EQ(poll->response.jobs_size(), 1);
+  EXPECT_EQ(poll->response.jobs(0).job().job_id(), id);
+  absl::MutexLock lock(&mu);
+  EXPECT_THAT(groups, ::testing::ElementsAre(1, 2))
+      << "the held group, then the enqueue and the lease together";
+  EXPECT_EQ(store_->CommitsForTest() - commits, 2);
+}
+
+// The same consumer when the disk refuses that shared commit: both calls
+// answer the fault, nothing is stored, and the next Dequeue waits again.
+TEST_F(SqliteFaultTest, AParkedConsumerSharesTheFateOfTheEnqueuesCommit) {
+  server_->long_poll()->AwaitTimerIdleForTest();
+  std::unique_ptr<Poll> poll = StartPoll();
+  server_->long_poll()->AwaitParkedForTest(1);
+  const std::string before = Snapshot();
+
+  vfs_.SetFault(Fault::kIoError);
+  EXPECT_EQ(Enqueue(Job()).error_code(), grpc::StatusCode::UNAVAILABLE);
+  poll->done.WaitForNotification();
+  EXPECT_EQ(poll->status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(poll->status.error_message(), HasSubstr("I/O error"));
+  vfs_.SetFault(Fault::kNone);
+  EXPECT_EQ(Snapshot(), before);
+  EXPECT_EQ(server_->long_poll()->ParkedCountForTest(), 0);
+
+  std::unique_ptr<Poll> again = StartPoll();
+  server_->long_poll()->AwaitParkedForTest(1);
+  std::string id;
+  ASSERT_TRUE(Enqueue(Job(), &id).ok());
+  again->done.WaitForNotification();
+  ASSERT_TRUE(again->status.ok()) << again->status.error_message();
+  ASSERT_EQ(again->response.jobs_size(), 1);
+  EXPECT_EQ(again->response.jobs(0).job().job_id(), id);
 }
 
 }  // namespace

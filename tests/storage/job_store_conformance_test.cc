@@ -804,6 +804,57 @@ absl::StatusOr<T> AwaitDone(AnswerCounts* counts, Call call) {
   return state->outcome;
 }
 
+// A write called after an *Async call returned sees what that call wrote,
+// answered or not, and inside WriteTogether as outside it: the server
+// wakes a parked consumer as an enqueue is queued on this.
+TEST_P(JobStoreConformance, WritesTakeEffectInTheOrderOfTheirCalls) {
+  for (const bool together : {false, true}) {
+    SCOPED_TRACE(together ? "in WriteTogether" : "alone");
+    const std::string queue = together ? "together" : "alone";
+    struct Answers {
+      absl::Notification enqueued, leased, late;
+      absl::StatusOr<std::vector<EnqueueResult>> first, second;
+      absl::StatusOr<std::vector<Lease>> leases;
+    };
+    auto answers = std::make_shared<Answers>();
+    auto calls = [&] {
+      store_->EnqueueAsync(
+          {MakeJob(queue)}, now_,
+          [answers](absl::StatusOr<std::vector<EnqueueResult>> result) {
+            answers->first = std::move(result);
+            answers->enqueued.Notify();
+          });
+      store_->DequeueAsync(
+          Options(queue, 2, absl::Hours(1)), now_,
+          [answers](absl::StatusOr<std::vector<Lease>> result) {
+            answers->leases = std::move(result);
+            answers->leased.Notify();
+          });
+      store_->EnqueueAsync(
+          {MakeJob(queue)}, now_,
+          [answers](absl::StatusOr<std::vector<EnqueueResult>> result) {
+            answers->second = std::move(result);
+            answers->late.Notify();
+          });
+    };
+    if (together) {
+      store_->WriteTogether(calls);
+    } else {
+      calls();
+    }
+    answers->enqueued.WaitForNotification();
+    answers->leased.WaitForNotification();
+    answers->late.WaitForNotification();
+    ASSERT_OK(answers->first.status());
+    ASSERT_OK(answers->second.status());
+    ASSERT_OK(answers->leases.status());
+    ASSERT_THAT(*answers->leases, SizeIs(1)) << "the job enqueued after it";
+    EXPECT_EQ((*answers->leases)[0].job.id, (*answers->first)[0].job_id);
+    EXPECT_EQ(GetOrFail(*store_, (*answers->second)[0].job_id).state,
+              JobState::kPending);
+  }
+}
+
 // The *Async writes give what the synchronous calls give, and what they
 // wrote is there once `done` has been called.
 TEST_P(JobStoreConformance, AsynchronousWritesAnswerAsTheSynchronousOnes) {

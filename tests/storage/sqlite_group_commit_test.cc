@@ -292,6 +292,60 @@ TEST_F(SqliteGroupCommitTest, AsynchronousCallsAreAnsweredAfterTheirCommit) {
   EXPECT_EQ(job->state, JobState::kSucceeded);
 }
 
+// While WriteTogether runs, the writer thread starts no group, however long
+// it waits: the calls made in it share one commit (the server's enqueue and
+// the lease of the consumer it wakes). Once it returns, they commit.
+TEST_F(SqliteGroupCommitTest, WriteTogetherKeepsItsCallsInOneGroup) {
+  absl::Mutex mu;
+  std::vector<int> sizes;  // guarded by mu
+  absl::Notification group_started;
+  store_->SetBeforeCommitHookForTest([&](int size) {
+    absl::MutexLock lock(&mu);
+    sizes.push_back(size);
+    if (!group_started.HasBeenNotified()) group_started.Notify();
+  });
+  const int64_t commits = store_->CommitsForTest();
+  absl::Notification enqueued, leased;
+  absl::StatusOr<std::vector<EnqueueResult>> enqueue_result =
+      absl::UnknownError("not answered");
+  absl::StatusOr<std::vector<Lease>> leases =
+      absl::UnknownError("not answered");
+  store_->WriteTogether([&] {
+    store_->EnqueueAsync(
+        {MakeJob("a")}, now_,
+        [&](absl::StatusOr<std::vector<EnqueueResult>> result) {
+          enqueue_result = std::move(result);
+          enqueued.Notify();
+        });
+    // Real time, as a chance for the writer thread to start a group that
+    // it must not start: it is woken by the queued call.
+    EXPECT_FALSE(
+        group_started.WaitForNotificationWithTimeout(absl::Milliseconds(100)))
+        << "a group started inside WriteTogether";
+    DequeueOptions options;
+    options.queue = "q";
+    options.max_jobs = 1;
+    options.lease_duration = absl::Minutes(1);
+    store_->DequeueAsync(options, now_,
+                         [&](absl::StatusOr<std::vector<Lease>> result) {
+                           leases = std::move(result);
+                           leased.Notify();
+                         });
+  });
+  enqueued.WaitForNotification();
+  leased.WaitForNotification();
+  store_->SetBeforeCommitHookForTest(nullptr);
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_THAT(sizes, ElementsAre(2));
+  }
+  EXPECT_EQ(store_->CommitsForTest() - commits, 1);
+  ASSERT_TRUE(enqueue_result.ok()) << enqueue_result.status();
+  ASSERT_TRUE(leases.ok()) << leases.status();
+  ASSERT_THAT(*leases, SizeIs(1));
+  EXPECT_EQ((*leases)[0].job.id, (*enqueue_result)[0].job_id);
+}
+
 // A failed COMMIT fails the asynchronous calls of its group too, and the
 // store takes writes again once the disk is back.
 TEST_F(SqliteGroupCommitTest, AFailedCommitFailsItsAsynchronousCalls) {
