@@ -423,10 +423,20 @@ class JobQueueService::WorkCall final
   // LongPollWaiter.
   bool IsCancelled() const override { return cancelled_.load(); }
   void Wake() override {
-    absl::MutexLock l(&mu_);
-    lease_state_ = LeaseState::kRunning;
-    woken_ = true;
-    service_->executor_->Schedule([this] { LeaseJobs(); });
+    {
+      absl::MutexLock l(&mu_);
+      lease_state_ = LeaseState::kRunning;
+      woken_ = true;
+    }
+    // kRunning keeps the stream alive until the task ends.
+    if (service_->store_->WritesAsynchronously()) {
+      // Does not block: it goes on on the executor if it would. Woken by an
+      // enqueue, its lease then queues behind the enqueue's write and
+      // shares its commit (EnqueueThenWake).
+      LeaseJobs(/*may_block=*/false);
+    } else {
+      service_->executor_->Schedule([this] { LeaseJobs(); });
+    }
   }
   void Expire() override { Wake(); }  // parked without a deadline: unused
   void ShutDown() override {
@@ -681,14 +691,19 @@ class JobQueueService::WorkCall final
   }
 
   // Leases jobs for the free slots until every slot is taken (then idle) or
-  // nothing is available (then parked). Runs on the executor. A stream
-  // woken for a job that ends this task before a store attempt (it is
-  // ending, or the store failed) passes the wake-up on to the queue's other
-  // waiters, as a Dequeue does: the registry woke only as many waiters as
-  // there were jobs. After LeaseJobsOnce returns, `this` may be gone.
-  void LeaseJobs() {
+  // nothing is available (then parked). Runs on the executor, blocking; or
+  // (`may_block` false), when the store's writes are asynchronous
+  // (JobStore::WritesAsynchronously), on the thread that woke the stream,
+  // where it goes on on the executor if it would have to block for a lease
+  // sweep. With such a store each lease is a DequeueAsync: the task goes on
+  // on the store's thread, and a retry goes to the executor. A stream woken
+  // for a job that ends this task before a store attempt (it is ending, or
+  // the store failed) passes the wake-up on to the queue's other waiters,
+  // as a Dequeue does: the registry woke only as many waiters as there were
+  // jobs. After LeaseJobsOnce returns, `this` may be gone.
+  void LeaseJobs(bool may_block = true) {
     LongPollRegistry* const long_poll = service_->long_poll_;
-    std::optional<std::string> pass_on = LeaseJobsOnce();
+    std::optional<std::string> pass_on = LeaseJobsOnce(may_block);
     if (pass_on.has_value()) long_poll->PassWakeUpOn(*pass_on);
   }
 
@@ -701,9 +716,10 @@ class JobQueueService::WorkCall final
     return args_.options.queue;
   }
 
-  std::optional<std::string> LeaseJobsOnce() {
+  std::optional<std::string> LeaseJobsOnce(bool may_block) {
     LongPollRegistry* const long_poll = service_->long_poll_;
     Clock* const clock = service_->clock_;
+    JobStore* const store = service_->store_;
     for (int retries = 0;; ++retries) {
       if (retries == kMaxRetriesInPlace) {  // as DequeueCall::Attempt
         service_->executor_->Schedule([this] { LeaseJobs(); });
@@ -729,74 +745,120 @@ class JobQueueService::WorkCall final
       const uint64_t generation =
           long_poll->Generation(options.queue, options.job_types);
       const absl::Time now = clock->Now();
-      long_poll->ExpireLeasesIfDue(now);
-      absl::StatusOr<std::vector<::adjutant::Lease>> leases =
-          service_->store_->Dequeue(options, now);
-      absl::MutexLock l(&mu_);
-      if (!leases.ok()) {
-        if (IsServerError(leases.status())) {
-          spdlog::warn("Work: {}", leases.status().ToString());
-        }
-        if (!error_.has_value()) error_ = ToGrpcStatus(leases.status());
-        lease_state_ = LeaseState::kIdle;
-        std::optional<std::string> pass_on = TakeWakeUpLocked();
-        FinishLater();
-        return pass_on;
-      }
-      woken_ = false;  // the store was asked: the wake-up is used
-      if (!leases->empty()) {
-        absl::Time earliest_expiry = absl::InfiniteFuture();
-        for (::adjutant::Lease& lease : *leases) {
-          v1::WorkResponse response;
-          v1::LeasedJob* out = response.mutable_job();
-          ToProto(lease.job, out->mutable_job());
-          out->set_lease_token(lease.token);
-          ToProto(lease.expires_at, out->mutable_lease_expires_at());
-          earliest_expiry = std::min(earliest_expiry, lease.expires_at);
-          outgoing_.push_back(std::move(response));
-          lease.job.payload.clear();
-          const std::string id = lease.job.id;
-          pushed_unsettled_[id] =
-              Pushed{std::move(lease.token), std::move(lease.job), false};
-        }
-        long_poll->NoteNextAvailable(earliest_expiry);
-        if (service_->metrics_ != nullptr) {
-          service_->metrics_->JobsLeased(options.queue,
-                                         static_cast<int64_t>(leases->size()));
-        }
-        spdlog::debug("Work: {} job(s) of queue {} pushed to worker '{}'",
-                      leases->size(), options.queue, args_.options.worker_id);
-        WriteLater();
-        continue;
-      }
-      // The stream may have begun to end (half-closed, cancelled) while the
-      // store call ran without mu_: its end saw kRunning and left finishing
-      // to this task, so do not park (nothing would take it back).
-      if (LeaseShouldStopLocked()) {
-        lease_state_ = LeaseState::kIdle;
-        FinishLater();
+      if (may_block) {
+        long_poll->ExpireLeasesIfDue(now);
+      } else if (long_poll->SweepMayBeDue(now)) {
+        // A sweep (a store write) is due or running: not on this thread.
+        service_->executor_->Schedule([this] { LeaseJobs(); });
         return std::nullopt;
       }
-      switch (long_poll->Park(this, args_.options.queue,
-                              args_.options.job_types, generation, now,
-                              absl::InfiniteDuration())) {
-        case LongPollRegistry::ParkResult::kParked:
-          // The registry may call Wake() at once: it waits for mu_.
-          lease_state_ = LeaseState::kParked;
-          return std::nullopt;
-        case LongPollRegistry::ParkResult::kRetry:
-          continue;
-        case LongPollRegistry::ParkResult::kCancelled:
-          if (!error_.has_value()) error_ = grpc::Status::CANCELLED;
-          break;
-        case LongPollRegistry::ParkResult::kShuttingDown:
-          if (!error_.has_value()) error_ = ToGrpcStatus(ShuttingDownError());
-          break;
+      if (store->WritesAsynchronously()) {
+        const std::string queue = options.queue;
+        store->DequeueAsync(
+            std::move(options), now,
+            [this, long_poll, generation, now,
+             queue](absl::StatusOr<std::vector<::adjutant::Lease>> leases) {
+              std::optional<std::string> pass_on;
+              switch (
+                  Leased(generation, now, queue, std::move(leases), &pass_on)) {
+                case AfterLease::kMore:
+                  LeaseJobs(/*may_block=*/false);
+                  return;
+                case AfterLease::kRetry:
+                  service_->executor_->Schedule([this] { LeaseJobs(); });
+                  return;
+                case AfterLease::kEnded:  // `this` may be gone
+                  if (pass_on.has_value()) long_poll->PassWakeUpOn(*pass_on);
+                  return;
+              }
+            });
+        return std::nullopt;
       }
+      std::optional<std::string> pass_on;
+      if (Leased(generation, now, options.queue, store->Dequeue(options, now),
+                 &pass_on) == AfterLease::kEnded) {
+        return pass_on;
+      }
+    }
+  }
+
+  enum class AfterLease {
+    kMore,   // jobs were pushed: lease for the slots still free
+    kRetry,  // nothing found, but something changed since: attempt again
+    kEnded,  // the task is over (idle, parked, or the stream is ending)
+  };
+  // What follows a lease attempt on `queue` at `now` (the registry's
+  // generation read before it): pushes the leased jobs, or parks the
+  // stream, or ends it on a store error. With kEnded, `*pass_on` is what to
+  // pass a wake-up on to, and `this` may be gone once this returns.
+  AfterLease Leased(uint64_t generation, absl::Time now,
+                    const std::string& queue,
+                    absl::StatusOr<std::vector<::adjutant::Lease>> leases,
+                    std::optional<std::string>* pass_on) {
+    LongPollRegistry* const long_poll = service_->long_poll_;
+    absl::MutexLock l(&mu_);
+    if (!leases.ok()) {
+      if (IsServerError(leases.status())) {
+        spdlog::warn("Work: {}", leases.status().ToString());
+      }
+      if (!error_.has_value()) error_ = ToGrpcStatus(leases.status());
+      lease_state_ = LeaseState::kIdle;
+      *pass_on = TakeWakeUpLocked();
+      FinishLater();
+      return AfterLease::kEnded;
+    }
+    woken_ = false;  // the store was asked: the wake-up is used
+    if (!leases->empty()) {
+      absl::Time earliest_expiry = absl::InfiniteFuture();
+      for (::adjutant::Lease& lease : *leases) {
+        v1::WorkResponse response;
+        v1::LeasedJob* out = response.mutable_job();
+        ToProto(lease.job, out->mutable_job());
+        out->set_lease_token(lease.token);
+        ToProto(lease.expires_at, out->mutable_lease_expires_at());
+        earliest_expiry = std::min(earliest_expiry, lease.expires_at);
+        outgoing_.push_back(std::move(response));
+        lease.job.payload.clear();
+        const std::string id = lease.job.id;
+        pushed_unsettled_[id] =
+            Pushed{std::move(lease.token), std::move(lease.job), false};
+      }
+      long_poll->NoteNextAvailable(earliest_expiry);
+      if (service_->metrics_ != nullptr) {
+        service_->metrics_->JobsLeased(queue,
+                                       static_cast<int64_t>(leases->size()));
+      }
+      spdlog::debug("Work: {} job(s) of queue {} pushed to worker '{}'",
+                    leases->size(), queue, args_.options.worker_id);
+      WriteLater();
+      return AfterLease::kMore;
+    }
+    // The stream may have begun to end (half-closed, cancelled) while the
+    // store call ran without mu_: its end saw kRunning and left finishing
+    // to this task, so do not park (nothing would take it back).
+    if (LeaseShouldStopLocked()) {
       lease_state_ = LeaseState::kIdle;
       FinishLater();
-      return std::nullopt;
+      return AfterLease::kEnded;
     }
+    switch (long_poll->Park(this, args_.options.queue, args_.options.job_types,
+                            generation, now, absl::InfiniteDuration())) {
+      case LongPollRegistry::ParkResult::kParked:
+        // The registry may call Wake() at once: it waits for mu_.
+        lease_state_ = LeaseState::kParked;
+        return AfterLease::kEnded;
+      case LongPollRegistry::ParkResult::kRetry:
+        return AfterLease::kRetry;
+      case LongPollRegistry::ParkResult::kCancelled:
+        if (!error_.has_value()) error_ = grpc::Status::CANCELLED;
+        break;
+      case LongPollRegistry::ParkResult::kShuttingDown:
+        if (!error_.has_value()) error_ = ToGrpcStatus(ShuttingDownError());
+        break;
+    }
+    lease_state_ = LeaseState::kIdle;
+    FinishLater();
+    return AfterLease::kEnded;
   }
 
   // Runs the accepted settlements: the acks together (one AckBatch), the

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -175,6 +176,10 @@ class SqliteFaultTest : public ::testing::Test {
                             });
     return poll;
   }
+
+  // See the tests that use it, below.
+  void ExpectTheLeaseSharesTheEnqueuesCommit(
+      const std::function<std::string()>& leased);
 
   HealthStatus::ServingStatus Health() {
     grpc::health::v1::HealthCheckRequest request;
@@ -403,17 +408,17 @@ TEST_F(SqliteFaultTest, HealthChecksWriteOnlyAfterAFailedWrite) {
   EXPECT_EQ(vfs_.writes(), after_probe);
 }
 
-// The consumer parked in Dequeue is woken as the Enqueue's write is queued,
-// not after its commit: its lease is queued behind the enqueue, sees the
-// job, and shares the enqueue's commit and fsync. Before, the lease waited
-// for a commit of its own after the enqueue's: two fsyncs between an
-// Enqueue and the consumer.
-TEST_F(SqliteFaultTest, AParkedConsumersLeaseSharesTheEnqueuesCommit) {
-  server_->long_poll()->AwaitTimerIdleForTest();  // no lease sweep due
-  std::unique_ptr<Poll> poll = StartPoll();
-  server_->long_poll()->AwaitParkedForTest(1);
-
-  // Hold the next group before its COMMIT, so that what follows queues.
+// A consumer parked in Dequeue (or a Work stream parked for jobs) is woken
+// as the Enqueue's write is queued, not after its commit: its lease is
+// queued behind the enqueue, sees the job, and shares the enqueue's commit
+// and fsync. Before, the lease waited for a commit of its own after the
+// enqueue's: two fsyncs between an Enqueue and the consumer.
+//
+// With a consumer parked on "q", enqueues a job there while the group
+// before it is held, and checks that the enqueue and the lease then commit
+// as one group; `leased` waits for the consumer's job and returns its id.
+void SqliteFaultTest::ExpectTheLeaseSharesTheEnqueuesCommit(
+    const std::function<std::string()>& leased) {
   absl::Mutex mu;
   std::vector<int> groups;  // guarded by mu
   absl::Notification held, release;
@@ -445,15 +450,46 @@ TEST_F(SqliteFaultTest, AParkedConsumersLeaseSharesTheEnqueuesCommit) {
   producer.join();
   EXPECT_TRUE(both_queued) << "the consumer's lease did not queue before "
                               "the enqueue's commit";
-  poll->done.WaitForNotification();
+  EXPECT_EQ(leased(), id);
   store_->SetBeforeCommitHookForTest(nullptr);
-  ASSERT_TRUE(poll->status.ok()) << poll->status.error_message();
-  ASSERT_EQ(poll->response.jobs_size(), 1);
-  EXPECT_EQ(poll->response.jobs(0).job().job_id(), id);
   absl::MutexLock lock(&mu);
   EXPECT_THAT(groups, ::testing::ElementsAre(1, 2))
       << "the held group, then the enqueue and the lease together";
   EXPECT_EQ(store_->CommitsForTest() - commits, 2);
+}
+
+TEST_F(SqliteFaultTest, AParkedDequeuesLeaseSharesTheEnqueuesCommit) {
+  server_->long_poll()->AwaitTimerIdleForTest();  // no lease sweep due
+  std::unique_ptr<Poll> poll = StartPoll();
+  server_->long_poll()->AwaitParkedForTest(1);
+  ExpectTheLeaseSharesTheEnqueuesCommit([&]() -> std::string {
+    poll->done.WaitForNotification();
+    EXPECT_TRUE(poll->status.ok()) << poll->status.error_message();
+    EXPECT_EQ(poll->response.jobs_size(), 1);
+    return poll->response.jobs_size() == 1
+               ? poll->response.jobs(0).job().job_id()
+               : "";
+  });
+}
+
+TEST_F(SqliteFaultTest, AParkedWorkStreamsLeaseSharesTheEnqueuesCommit) {
+  server_->long_poll()->AwaitTimerIdleForTest();
+  std::unique_ptr<grpc::ClientContext> context = Context();
+  auto stream = stub_->Work(context.get());
+  v1::WorkRequest start;
+  start.mutable_start()->set_queue("q");
+  start.mutable_start()->set_capacity(1);
+  start.mutable_start()->mutable_lease_duration()->set_seconds(60);
+  ASSERT_TRUE(stream->Write(start));
+  server_->long_poll()->AwaitParkedForTest(1);
+  ExpectTheLeaseSharesTheEnqueuesCommit([&]() -> std::string {
+    v1::WorkResponse pushed;
+    EXPECT_TRUE(stream->Read(&pushed));
+    EXPECT_TRUE(pushed.has_job());
+    return pushed.job().job().job_id();
+  });
+  context->TryCancel();
+  stream->Finish().IgnoreError();
 }
 
 // The same consumer when the disk refuses that shared commit: both calls
