@@ -1107,7 +1107,7 @@ grpc::ServerUnaryReactor* JobQueueService::Enqueue(
     const absl::Time now = clock_->Now();
     std::vector<JobPlace> places;
     places.push_back(JobPlace{job.queue, job.type, job.run_at});
-    const Wakes wakes = PlanWakesBeforeCommit(now, &places);
+    const Wakes wakes = PlanWakesBeforeCommit(&places);
     std::vector<NewJob> jobs;
     jobs.push_back(std::move(job));
     EnqueueThenWake(wakes, [&] {
@@ -1125,11 +1125,14 @@ grpc::ServerUnaryReactor* JobQueueService::Enqueue(
 }
 
 JobQueueService::Wakes JobQueueService::PlanWakesBeforeCommit(
-    absl::Time now, std::vector<JobPlace>* places) {
+    std::vector<JobPlace>* places) {
   Wakes wakes;
   if (!store_->WritesAsynchronously()) return wakes;
   for (JobPlace& place : *places) {
-    if (place.run_at > now) continue;  // JobsEnqueued notes it for later
+    // A run_at, even a past one, waits for JobsEnqueued: a woken attempt
+    // whose `now` fell behind it (the wall clock stepped back) would miss
+    // the job, and nothing would note it for the timer.
+    if (place.run_at != absl::InfinitePast()) continue;
     place.woken = true;
     ++wakes[std::make_pair(place.queue, place.type)];
   }
@@ -1225,7 +1228,7 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
     for (const NewJob& job : jobs) {
       places.push_back(JobPlace{job.queue, job.type, job.run_at});
     }
-    const Wakes wakes = PlanWakesBeforeCommit(now, &places);
+    const Wakes wakes = PlanWakesBeforeCommit(&places);
     EnqueueThenWake(wakes, [&] {
       store_->EnqueueAsync(
           std::move(jobs), now,

@@ -30,10 +30,11 @@
 // move, however many they are.
 //
 // Who calls Wake: the service after every store write that makes a job
-// available now (JobsAvailableAt) — or, for an enqueue on a store that
-// writes asynchronously, as soon as the write is queued: every attempt
-// whose lease is queued after it sees its jobs (JobStore's write order),
-// and shares its commit; the timer thread after it reaps expired leases or
+// available now (JobsAvailableAt) — or, for an enqueue of jobs without a
+// run_at on a store that writes asynchronously, as soon as the write is
+// queued: every attempt whose lease is queued after it sees its jobs
+// (JobStore's write order), and usually shares its commit; the timer
+// thread after it reaps expired leases or
 // reaches a delayed job's run_at. Jobs that become available later are
 // announced with NoteNextAvailable so the timer wakes for them.
 //

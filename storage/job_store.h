@@ -165,9 +165,10 @@ class JobStore {
   }
 
   // Runs `calls`, which makes *Async calls on this thread and must not block
-  // (nor wait for this store): the store starts committing none of the
-  // writes queued meanwhile before `calls` returns, so that they can share
-  // one commit. Default: runs `calls`.
+  // (nor wait for this store), so that its writes can share one commit: the
+  // store tries not to start committing the writes queued meanwhile before
+  // `calls` returns. A hint, not a promise (a store may bound the wait, or
+  // cap its groups). Default: runs `calls`.
   virtual void WriteTogether(absl::FunctionRef<void()> calls) { calls(); }
 
   // The outcome of an AckBatch of one item, as AckAsync gives it.

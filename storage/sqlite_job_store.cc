@@ -1077,6 +1077,7 @@ SqliteJobStore::SqliteJobStore(std::unique_ptr<SqliteConnection> connection,
     : backoff_(options.backoff),
       max_pending_per_queue_(options.max_pending_per_queue),
       max_group_size_(options.max_group_size),
+      max_write_together_wait_(options.max_write_together_wait),
       connection_(std::move(connection)),
       reader_(std::move(reader)) {
   sqlite3_commit_hook(
@@ -1218,11 +1219,20 @@ void SqliteJobStore::WriterLoop() {
   // Calls queued and no group in flight (a caller may be running its own,
   // see RunWrite).
   auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
-    return committing_ == 0 && holds_ == 0 && (!writers_.empty() || stopping_);
+    return committing_ == 0 && (!writers_.empty() || stopping_);
+  };
+  auto unheld = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
+    return holds_ == 0;
   };
   while (true) {
     queue_mu_.Await(absl::Condition(&work));
     if (writers_.empty()) break;  // stopping, and nothing left to do
+    // Let a WriteTogether finish queueing (bounded: holds that overlap must
+    // not keep the calls already queued waiting).
+    if (holds_ > 0) {
+      queue_mu_.AwaitWithTimeout(absl::Condition(&unheld),
+                                 max_write_together_wait_);
+    }
     CommitFront(
         std::min(writers_.size(), static_cast<size_t>(max_group_size_)));
   }

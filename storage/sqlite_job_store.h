@@ -68,6 +68,12 @@ struct SqliteOptions {
   // Most write calls one transaction carries (group commit, see
   // SqliteJobStore), >= 1. 1: every call its own transaction and sync.
   int max_group_size = 256;
+  // Longest the writer thread waits, with calls queued, for WriteTogether
+  // calls to return before it starts the next group anyway: a bound on
+  // what holds that overlap without a gap can cost the writes queued
+  // before them. The calls a WriteTogether makes after it then go to the
+  // next group.
+  absl::Duration max_write_together_wait = absl::Milliseconds(1);
   // Enqueue refuses (RESOURCE_EXHAUSTED, QueueFullError in job.h) a call
   // that would leave a queue holding more than this many pending (PENDING
   // or LEASED) jobs; 0: no limit. The count is exact: the table
@@ -157,8 +163,9 @@ class SqliteJobStore final : public JobStore {
   // caller's, and call `done` on the answer thread after the COMMIT of
   // their group.
   bool WritesAsynchronously() const override { return true; }
-  // The writer thread starts no group while `calls` runs (a caller with no
-  // other queued still runs its own group at once, see above).
+  // The writer thread starts no group while `calls` runs, for up to
+  // SqliteOptions::max_write_together_wait (a caller with no other queued
+  // still runs its own group at once, see above).
   void WriteTogether(absl::FunctionRef<void()> calls) override;
   void EnqueueAsync(std::vector<NewJob> jobs, absl::Time now,
                     Done<std::vector<EnqueueResult>> done) override;
@@ -297,6 +304,7 @@ class SqliteJobStore final : public JobStore {
   const BackoffPolicy backoff_;
   const int64_t max_pending_per_queue_;  // 0: no limit
   const int max_group_size_;
+  const absl::Duration max_write_together_wait_;
   // COMMITs of write transactions begun (sqlite3_commit_hook).
   std::atomic<int64_t> commits_{0};
   // The write connection's write_trouble() is not OK: its latest write

@@ -417,6 +417,10 @@ TEST_F(SqliteFaultTest, HealthChecksWriteOnlyAfterAFailedWrite) {
 // With a consumer parked on "q", enqueues a job there while the group
 // before it is held, and checks that the enqueue and the lease then commit
 // as one group; `leased` waits for the consumer's job and returns its id.
+// The held group is what makes the check deterministic: it shows the early
+// wake-up (woken after the commit, the lease could not queue), not
+// WriteTogether, which keeps an idle writer from taking the enqueue alone
+// (SqliteGroupCommitTest.WriteTogetherKeepsItsCallsInOneGroup).
 void SqliteFaultTest::ExpectTheLeaseSharesTheEnqueuesCommit(
     const std::function<std::string()>& leased) {
   absl::Mutex mu;

@@ -91,13 +91,16 @@ class SqliteGroupCommitTest : public ::testing::Test {
     Open(SqliteOptions().max_group_size);
   }
 
-  void Open(int max_group_size, int64_t max_pending_per_queue = 0) {
+  void Open(int max_group_size, int64_t max_pending_per_queue = 0,
+            absl::Duration max_write_together_wait =
+                SqliteOptions().max_write_together_wait) {
     store_.reset();
     SqliteOptions options;
     options.path = dir_ + "/adjutant.db";
     options.vfs = FaultySqliteVfs::kName;
     options.max_group_size = max_group_size;
     options.max_pending_per_queue = max_pending_per_queue;
+    options.max_write_together_wait = max_write_together_wait;
     absl::StatusOr<std::unique_ptr<SqliteJobStore>> store =
         SqliteJobStore::Open(options);
     ASSERT_TRUE(store.ok()) << store.status();
@@ -292,10 +295,12 @@ TEST_F(SqliteGroupCommitTest, AsynchronousCallsAreAnsweredAfterTheirCommit) {
   EXPECT_EQ(job->state, JobState::kSucceeded);
 }
 
-// While WriteTogether runs, the writer thread starts no group, however long
-// it waits: the calls made in it share one commit (the server's enqueue and
-// the lease of the consumer it wakes). Once it returns, they commit.
+// While WriteTogether runs, the writer thread starts no group (here for as
+// long as it runs: the bound is set far away): the calls made in it share
+// one commit (the server's enqueue and the lease of the consumer it wakes).
+// Once it returns, they commit.
 TEST_F(SqliteGroupCommitTest, WriteTogetherKeepsItsCallsInOneGroup) {
+  Open(SqliteOptions().max_group_size, 0, absl::Hours(1));
   absl::Mutex mu;
   std::vector<int> sizes;  // guarded by mu
   absl::Notification group_started;
@@ -340,6 +345,59 @@ TEST_F(SqliteGroupCommitTest, WriteTogetherKeepsItsCallsInOneGroup) {
     EXPECT_THAT(sizes, ElementsAre(2));
   }
   EXPECT_EQ(store_->CommitsForTest() - commits, 1);
+  ASSERT_TRUE(enqueue_result.ok()) << enqueue_result.status();
+  ASSERT_TRUE(leases.ok()) << leases.status();
+  ASSERT_THAT(*leases, SizeIs(1));
+  EXPECT_EQ((*leases)[0].job.id, (*enqueue_result)[0].job_id);
+}
+
+// The writer thread waits for a WriteTogether only so long
+// (SqliteOptions::max_write_together_wait): holds that never end, or that
+// overlap without a gap, cannot keep the calls queued meanwhile waiting.
+// The calls made after the bound go to the next group, still in order.
+TEST_F(SqliteGroupCommitTest, WriteTogetherHoldsTheWriterOnlySoLong) {
+  Open(SqliteOptions().max_group_size, 0, absl::Milliseconds(1));
+  absl::Mutex mu;
+  std::vector<int> sizes;  // guarded by mu
+  absl::Notification group_started;
+  store_->SetBeforeCommitHookForTest([&](int size) {
+    absl::MutexLock lock(&mu);
+    sizes.push_back(size);
+    if (!group_started.HasBeenNotified()) group_started.Notify();
+  });
+  absl::Notification enqueued, leased;
+  absl::StatusOr<std::vector<EnqueueResult>> enqueue_result =
+      absl::UnknownError("not answered");
+  absl::StatusOr<std::vector<Lease>> leases =
+      absl::UnknownError("not answered");
+  store_->WriteTogether([&] {
+    store_->EnqueueAsync(
+        {MakeJob("a")}, now_,
+        [&](absl::StatusOr<std::vector<EnqueueResult>> result) {
+          enqueue_result = std::move(result);
+          enqueued.Notify();
+        });
+    // Real time: only a guard against a hung test.
+    EXPECT_TRUE(group_started.WaitForNotificationWithTimeout(absl::Seconds(60)))
+        << "the writer waited for the hold past its bound";
+    EXPECT_TRUE(enqueued.WaitForNotificationWithTimeout(absl::Seconds(60)))
+        << "the enqueue was not answered while the hold lasted";
+    DequeueOptions options;
+    options.queue = "q";
+    options.max_jobs = 1;
+    options.lease_duration = absl::Minutes(1);
+    store_->DequeueAsync(options, now_,
+                         [&](absl::StatusOr<std::vector<Lease>> result) {
+                           leases = std::move(result);
+                           leased.Notify();
+                         });
+  });
+  leased.WaitForNotification();
+  store_->SetBeforeCommitHookForTest(nullptr);
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_THAT(sizes, ElementsAre(1, 1));
+  }
   ASSERT_TRUE(enqueue_result.ok()) << enqueue_result.status();
   ASSERT_TRUE(leases.ok()) << leases.status();
   ASSERT_THAT(*leases, SizeIs(1));
