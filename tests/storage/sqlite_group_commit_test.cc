@@ -295,60 +295,89 @@ TEST_F(SqliteGroupCommitTest, AsynchronousCallsAreAnsweredAfterTheirCommit) {
   EXPECT_EQ(job->state, JobState::kSucceeded);
 }
 
+// The store's groups, as its before-commit hook sees them, none held;
+// `started` is notified as the first is about to commit.
+class GroupRecorder {
+ public:
+  explicit GroupRecorder(SqliteJobStore& store) : store_(store) {
+    store_.SetBeforeCommitHookForTest([this](int size) {
+      absl::MutexLock lock(&mu_);
+      sizes_.push_back(size);
+      if (!started.HasBeenNotified()) started.Notify();
+    });
+  }
+  ~GroupRecorder() { store_.SetBeforeCommitHookForTest(nullptr); }
+  std::vector<int> sizes() {
+    absl::MutexLock lock(&mu_);
+    return sizes_;
+  }
+  absl::Notification started;
+
+ private:
+  SqliteJobStore& store_;
+  absl::Mutex mu_;
+  std::vector<int> sizes_ ABSL_GUARDED_BY(mu_);
+};
+
+// An EnqueueAsync of one job of "q", then a DequeueAsync of one job of
+// "q" (the lease of a consumer woken for it), and their answers.
+struct EnqueueThenLease {
+  void StartEnqueue(SqliteJobStore& store, absl::Time now) {
+    store.EnqueueAsync({MakeJob("a")}, now,
+                       [this](absl::StatusOr<std::vector<EnqueueResult>> r) {
+                         enqueued_ids = std::move(r);
+                         enqueued.Notify();
+                       });
+  }
+  void StartLease(SqliteJobStore& store, absl::Time now) {
+    DequeueOptions options;
+    options.queue = "q";
+    options.max_jobs = 1;
+    options.lease_duration = absl::Minutes(1);
+    store.DequeueAsync(options, now,
+                       [this](absl::StatusOr<std::vector<Lease>> r) {
+                         leases = std::move(r);
+                         leased.Notify();
+                       });
+  }
+  // Waits for both answers: the lease took the job enqueued before it.
+  void ExpectTheLeaseTookTheJob() {
+    enqueued.WaitForNotification();
+    leased.WaitForNotification();
+    ASSERT_TRUE(enqueued_ids.ok()) << enqueued_ids.status();
+    ASSERT_TRUE(leases.ok()) << leases.status();
+    ASSERT_THAT(*leases, SizeIs(1));
+    EXPECT_EQ((*leases)[0].job.id, (*enqueued_ids)[0].job_id);
+  }
+
+  absl::Notification enqueued, leased;
+  absl::StatusOr<std::vector<EnqueueResult>> enqueued_ids =
+      absl::UnknownError("not answered");
+  absl::StatusOr<std::vector<Lease>> leases =
+      absl::UnknownError("not answered");
+};
+
 // While WriteTogether runs, the writer thread starts no group (here for as
 // long as it runs: the bound is set far away): the calls made in it share
 // one commit (the server's enqueue and the lease of the consumer it wakes).
 // Once it returns, they commit.
 TEST_F(SqliteGroupCommitTest, WriteTogetherKeepsItsCallsInOneGroup) {
   Open(SqliteOptions().max_group_size, 0, absl::Hours(1));
-  absl::Mutex mu;
-  std::vector<int> sizes;  // guarded by mu
-  absl::Notification group_started;
-  store_->SetBeforeCommitHookForTest([&](int size) {
-    absl::MutexLock lock(&mu);
-    sizes.push_back(size);
-    if (!group_started.HasBeenNotified()) group_started.Notify();
-  });
+  GroupRecorder groups(*store_);
   const int64_t commits = store_->CommitsForTest();
-  absl::Notification enqueued, leased;
-  absl::StatusOr<std::vector<EnqueueResult>> enqueue_result =
-      absl::UnknownError("not answered");
-  absl::StatusOr<std::vector<Lease>> leases =
-      absl::UnknownError("not answered");
+  EnqueueThenLease calls;
   store_->WriteTogether([&] {
-    store_->EnqueueAsync(
-        {MakeJob("a")}, now_,
-        [&](absl::StatusOr<std::vector<EnqueueResult>> result) {
-          enqueue_result = std::move(result);
-          enqueued.Notify();
-        });
+    calls.StartEnqueue(*store_, now_);
     // Real time, as a chance for the writer thread to start a group that
     // it must not start: it is woken by the queued call.
     EXPECT_FALSE(
-        group_started.WaitForNotificationWithTimeout(absl::Milliseconds(100)))
+        groups.started.WaitForNotificationWithTimeout(absl::Milliseconds(100)))
         << "a group started inside WriteTogether";
-    DequeueOptions options;
-    options.queue = "q";
-    options.max_jobs = 1;
-    options.lease_duration = absl::Minutes(1);
-    store_->DequeueAsync(options, now_,
-                         [&](absl::StatusOr<std::vector<Lease>> result) {
-                           leases = std::move(result);
-                           leased.Notify();
-                         });
+    calls.StartLease(*store_, now_);
   });
-  enqueued.WaitForNotification();
-  leased.WaitForNotification();
-  store_->SetBeforeCommitHookForTest(nullptr);
-  {
-    absl::MutexLock lock(&mu);
-    EXPECT_THAT(sizes, ElementsAre(2));
-  }
+  calls.ExpectTheLeaseTookTheJob();
+  EXPECT_THAT(groups.sizes(), ElementsAre(2));
   EXPECT_EQ(store_->CommitsForTest() - commits, 1);
-  ASSERT_TRUE(enqueue_result.ok()) << enqueue_result.status();
-  ASSERT_TRUE(leases.ok()) << leases.status();
-  ASSERT_THAT(*leases, SizeIs(1));
-  EXPECT_EQ((*leases)[0].job.id, (*enqueue_result)[0].job_id);
 }
 
 // The writer thread waits for a WriteTogether only so long
@@ -357,51 +386,18 @@ TEST_F(SqliteGroupCommitTest, WriteTogetherKeepsItsCallsInOneGroup) {
 // The calls made after the bound go to the next group, still in order.
 TEST_F(SqliteGroupCommitTest, WriteTogetherHoldsTheWriterOnlySoLong) {
   Open(SqliteOptions().max_group_size, 0, absl::Milliseconds(1));
-  absl::Mutex mu;
-  std::vector<int> sizes;  // guarded by mu
-  absl::Notification group_started;
-  store_->SetBeforeCommitHookForTest([&](int size) {
-    absl::MutexLock lock(&mu);
-    sizes.push_back(size);
-    if (!group_started.HasBeenNotified()) group_started.Notify();
-  });
-  absl::Notification enqueued, leased;
-  absl::StatusOr<std::vector<EnqueueResult>> enqueue_result =
-      absl::UnknownError("not answered");
-  absl::StatusOr<std::vector<Lease>> leases =
-      absl::UnknownError("not answered");
+  GroupRecorder groups(*store_);
+  EnqueueThenLease calls;
   store_->WriteTogether([&] {
-    store_->EnqueueAsync(
-        {MakeJob("a")}, now_,
-        [&](absl::StatusOr<std::vector<EnqueueResult>> result) {
-          enqueue_result = std::move(result);
-          enqueued.Notify();
-        });
+    calls.StartEnqueue(*store_, now_);
     // Real time: only a guard against a hung test.
-    EXPECT_TRUE(group_started.WaitForNotificationWithTimeout(absl::Seconds(60)))
-        << "the writer waited for the hold past its bound";
-    EXPECT_TRUE(enqueued.WaitForNotificationWithTimeout(absl::Seconds(60)))
+    EXPECT_TRUE(
+        calls.enqueued.WaitForNotificationWithTimeout(absl::Seconds(60)))
         << "the enqueue was not answered while the hold lasted";
-    DequeueOptions options;
-    options.queue = "q";
-    options.max_jobs = 1;
-    options.lease_duration = absl::Minutes(1);
-    store_->DequeueAsync(options, now_,
-                         [&](absl::StatusOr<std::vector<Lease>> result) {
-                           leases = std::move(result);
-                           leased.Notify();
-                         });
+    calls.StartLease(*store_, now_);
   });
-  leased.WaitForNotification();
-  store_->SetBeforeCommitHookForTest(nullptr);
-  {
-    absl::MutexLock lock(&mu);
-    EXPECT_THAT(sizes, ElementsAre(1, 1));
-  }
-  ASSERT_TRUE(enqueue_result.ok()) << enqueue_result.status();
-  ASSERT_TRUE(leases.ok()) << leases.status();
-  ASSERT_THAT(*leases, SizeIs(1));
-  EXPECT_EQ((*leases)[0].job.id, (*enqueue_result)[0].job_id);
+  calls.ExpectTheLeaseTookTheJob();
+  EXPECT_THAT(groups.sizes(), ElementsAre(1, 1));
 }
 
 // A failed COMMIT fails the asynchronous calls of its group too, and the
