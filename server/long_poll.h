@@ -34,9 +34,9 @@
 // run_at on a store that writes asynchronously, as soon as the write is
 // queued: every attempt whose lease is queued after it sees its jobs
 // (JobStore's write order), and usually shares its commit; the timer
-// thread after it reaps expired leases or
-// reaches a delayed job's run_at. Jobs that become available later are
-// announced with NoteNextAvailable so the timer wakes for them.
+// thread after it reaps expired leases or reaches a delayed job's run_at.
+// Jobs that become available later are announced with NoteNextAvailable so
+// the timer wakes for them.
 //
 // Two kinds of time, never mixed (scheduler/clock.h): a wait's deadline is
 // monotonic (Clock::Monotonic() + wait), so a wall-clock step neither

@@ -321,7 +321,8 @@ class SqliteJobStore final : public JobStore {
   size_t committing_ ABSL_GUARDED_BY(queue_mu_) = 0;
   // Set by the destructor: the writer thread ends once the queue is empty.
   bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
-  // WriteTogether calls running: the writer thread starts no group.
+  // WriteTogether calls running: the writer thread waits (up to
+  // max_write_together_wait_) before it starts a group.
   int holds_ ABSL_GUARDED_BY(queue_mu_) = 0;
   // Set by the writer thread as it ends: an asynchronous call made after
   // (from a `done` the answer thread runs while the store closes) is
