@@ -1107,13 +1107,12 @@ grpc::ServerUnaryReactor* JobQueueService::Enqueue(
     const absl::Time now = clock_->Now();
     std::vector<JobPlace> places;
     places.push_back(JobPlace{job.queue, job.type, job.run_at});
-    const Wakes wakes = PlanWakesBeforeCommit(&places);
     std::vector<NewJob> jobs;
     jobs.push_back(std::move(job));
-    EnqueueThenWake(wakes, [&] {
+    EnqueueThenWake(std::move(places), [&](std::vector<JobPlace> marked) {
       store_->EnqueueAsync(
           std::move(jobs), now,
-          [this, reactor, response, places = std::move(places)](
+          [this, reactor, response, places = std::move(marked)](
               absl::StatusOr<std::vector<EnqueueResult>> results) {
             Answer(reactor, "Enqueue",
                    JobsEnqueued(/*batch=*/false, places, results,
@@ -1124,25 +1123,23 @@ grpc::ServerUnaryReactor* JobQueueService::Enqueue(
   return reactor;
 }
 
-JobQueueService::Wakes JobQueueService::PlanWakesBeforeCommit(
-    std::vector<JobPlace>* places) {
-  Wakes wakes;
-  if (!store_->WritesAsynchronously()) return wakes;
-  for (JobPlace& place : *places) {
-    // A run_at, even a past one, waits for JobsEnqueued: a woken attempt
-    // whose `now` fell behind it (the wall clock stepped back) would miss
-    // the job, and nothing would note it for the timer.
-    if (place.run_at != absl::InfinitePast()) continue;
-    place.woken = true;
-    ++wakes[std::make_pair(place.queue, place.type)];
+void JobQueueService::EnqueueThenWake(
+    std::vector<JobPlace> places,
+    absl::FunctionRef<void(std::vector<JobPlace> places)> enqueue) {
+  // How many jobs of each (queue, type) to wake long-polls for.
+  std::map<std::pair<std::string, std::string>, size_t> wakes;
+  if (store_->WritesAsynchronously()) {
+    for (JobPlace& place : places) {
+      // A run_at, even a past one, waits for JobsEnqueued: a woken attempt
+      // whose `now` fell behind it (the wall clock stepped back) would miss
+      // the job, and nothing would note it for the timer.
+      if (place.run_at != absl::InfinitePast()) continue;
+      place.woken = true;
+      ++wakes[std::make_pair(place.queue, place.type)];
+    }
   }
-  return wakes;
-}
-
-void JobQueueService::EnqueueThenWake(const Wakes& wakes,
-                                      absl::FunctionRef<void()> enqueue) {
   auto enqueue_then_wake = [&] {
-    enqueue();
+    enqueue(std::move(places));
     for (const auto& [queue_and_type, jobs] : wakes) {
       long_poll_->Wake(queue_and_type.first, queue_and_type.second, jobs);
     }
@@ -1228,11 +1225,10 @@ grpc::ServerUnaryReactor* JobQueueService::EnqueueBatch(
     for (const NewJob& job : jobs) {
       places.push_back(JobPlace{job.queue, job.type, job.run_at});
     }
-    const Wakes wakes = PlanWakesBeforeCommit(&places);
-    EnqueueThenWake(wakes, [&] {
+    EnqueueThenWake(std::move(places), [&](std::vector<JobPlace> marked) {
       store_->EnqueueAsync(
           std::move(jobs), now,
-          [this, reactor, response, places = std::move(places)](
+          [this, reactor, response, places = std::move(marked)](
               absl::StatusOr<std::vector<EnqueueResult>> results) {
             Answer(reactor, "EnqueueBatch",
                    JobsEnqueued(

@@ -179,28 +179,26 @@ class JobQueueService final : public v1::JobQueue::CallbackService {
     // JobsEnqueued wakes none for it.
     bool woken = false;
   };
-  // How many jobs of each (queue, type) to wake long-polls for.
-  using Wakes = std::map<std::pair<std::string, std::string>, size_t>;
-  // For an EnqueueAsync of jobs going to `places`, called before it: when
-  // the store writes asynchronously, marks the places whose jobs have no
-  // run_at (available whatever the clock says) as woken and returns the
-  // wake-ups to make with EnqueueThenWake; none otherwise. A job with a
-  // run_at is announced after its commit, by JobsAvailableAt, which reads
-  // the clock then.
-  Wakes PlanWakesBeforeCommit(std::vector<JobPlace>* places);
-  // Runs `enqueue` (the EnqueueAsync), then wakes the long-polls `wakes`
-  // names. The woken calls' leases are writes queued after the enqueue's,
-  // which the store applies in order (JobStore::WritesAsynchronously), so
-  // they see its jobs; when one is parked on a queue of `wakes`, all of it
-  // runs in one JobStore::WriteTogether, so that they usually also share
-  // its commit and its fsync, where a wake-up after the commit would make
-  // them wait for another. The price: a woken call shares the fate of that
+  // Runs `enqueue` (the EnqueueAsync of jobs going to `places`, which it is
+  // given back). When the store writes asynchronously, it first marks the
+  // places whose jobs have no run_at (available whatever the clock says) as
+  // woken, and once `enqueue` returned (the write is queued) wakes their
+  // long-polls; a job with a run_at is announced after its commit, by
+  // JobsAvailableAt, which reads the clock then. The woken calls' leases
+  // are writes queued after the enqueue's, which the store applies in
+  // order (JobStore::WritesAsynchronously), so they see its jobs; when one
+  // is parked on such a queue, all of it runs in one
+  // JobStore::WriteTogether, so that they usually also share its commit and
+  // its fsync, where a wake-up after the commit would make them wait for
+  // another. The price: a woken call shares the fate of that
   // commit. If the enqueue alone is refused (a full queue, a duplicate),
   // the woken call finds nothing and parks again; if the whole commit fails
   // (an I/O error, a full disk), the woken call fails with it, as any call
   // of that group would, and a Dequeue answers the error, a Work stream
   // ends with it.
-  void EnqueueThenWake(const Wakes& wakes, absl::FunctionRef<void()> enqueue);
+  void EnqueueThenWake(
+      std::vector<JobPlace> places,
+      absl::FunctionRef<void(std::vector<JobPlace> places)> enqueue);
   // What follows a store's Enqueue of jobs going to `places` (by
   // EnqueueBatch if `batch`, for the debug log): fills in `response_for(i)`
   // for the i-th, wakes the long-polls their new jobs may serve, counts
