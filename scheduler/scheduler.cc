@@ -42,6 +42,8 @@ TickPlanOptions PlanOptionsFrom(const SchedulerConfig& config) {
   TickPlanOptions options;
   options.misfire_threshold = config.misfire_threshold;
   options.max_catchup_ticks = config.max_catchup_ticks;
+  options.fire_ahead =
+      std::clamp(config.fire_ahead, absl::ZeroDuration(), kMaxCronFireAhead);
   return options;
 }
 
@@ -533,12 +535,16 @@ Scheduler::PassOutcome Scheduler::RunPass() {
   // the thread woke: a long pass does not make its own ticks late.
   const absl::Time now = clock_->Now();
   const absl::Time started = now;
+  const absl::Duration ahead = plan_options_.fire_ahead;
   const int batch = std::max(1, config_.due_batch_size);
   int processed = 0;
   for (;;) {
     // Stop() may come in the middle of a long catch-up: leave at once.
     if (ShuttingDown()) return outcome;
-    absl::StatusOr<std::vector<CronRecord>> due = store_->DueCrons(now, batch);
+    // Schedules of other overlap policies read here but not yet due are
+    // left idle by their plan, which says when to look again.
+    absl::StatusOr<std::vector<CronRecord>> due =
+        store_->DueCrons(now + ahead, batch);
     if (!due.ok()) {
       outcome.status = due.status();
       return outcome;
@@ -591,8 +597,8 @@ Scheduler::PassOutcome Scheduler::RunPass() {
     // Not leader any more, too close to the lapse, or stopping.
     if (!FiringTerm().has_value()) return outcome;
     // A full batch may hide more due schedules behind it; the ones that
-    // stayed due (held WAIT ticks) sort last, so stop once a batch moves
-    // nothing.
+    // stayed due (held WAIT ticks, and ticks of other overlap policies
+    // within fire_ahead) sort last, so stop once a batch moves nothing.
     if (static_cast<int>(due->size()) < batch || !progressed_now ||
         !outcome.status.ok()) {
       break;
@@ -602,7 +608,13 @@ Scheduler::PassOutcome Scheduler::RunPass() {
   if (!next.ok()) {
     if (outcome.status.ok()) outcome.status = next.status();
   } else {
-    outcome.next_wake = std::min(outcome.next_wake, *next);
+    // Early by fire_ahead, for an ALLOW schedule. The earliest one within
+    // fire_ahead of now is of another policy (the pass fired the others,
+    // or failed), and wakes at its tick: waking earlier would find nothing
+    // to do. A tick already due keeps its instant, as without fire-ahead.
+    absl::Time wake = *next - ahead;
+    if (wake <= now && *next > now) wake = *next;
+    outcome.next_wake = std::min(outcome.next_wake, wake);
   }
   if (processed > 0) {
     spdlog::debug("scheduler: pass at {} looked at {} due schedule(s) in {}",
@@ -660,6 +672,12 @@ absl::Status Scheduler::ProcessCronSteps(CronRecord record,
       if (step.blocked_on_previous_job) {
         outcome->next_wake = std::min(
             outcome->next_wake, clock_->Now() + config_.wait_recheck_interval);
+      } else {
+        // Not due yet: when its next tick, less any fire-ahead, comes.
+        outcome->next_wake = std::min(
+            outcome->next_wake,
+            record.state.next_fire_time -
+                (DueHorizon(record.definition, now, plan_options_) - now));
       }
       return absl::OkStatus();
     }
@@ -670,7 +688,7 @@ absl::Status Scheduler::ProcessCronSteps(CronRecord record,
     transition.new_state = step.new_state;
     if (step.fires()) {
       transition.claim_tick = step.tick;
-      transition.job = JobFor(record.definition, step.tick);
+      transition.job = JobFor(record.definition, step.tick, now);
       if (step.cancel_previous_job) {
         transition.cancel_job_id = record.state.last_job_id;
       }
@@ -700,7 +718,7 @@ absl::Status Scheduler::ProcessCronSteps(CronRecord record,
       outcome->progressed = true;
       LogStep(record, step, **applied, transition.term);
       if (transition.job.has_value() && config_.on_job_fired) {
-        config_.on_job_fired(transition.job->queue);
+        config_.on_job_fired(*transition.job);
       }
       record = **std::move(applied);
       continue;
@@ -751,8 +769,8 @@ std::optional<absl::StatusOr<CronRecord>> Scheduler::ApplyAsLeader(
   return store_->ApplyCronTransition(*transition, clock_->Now());
 }
 
-NewJob Scheduler::JobFor(const CronDefinition& definition,
-                         absl::Time tick) const {
+NewJob Scheduler::JobFor(const CronDefinition& definition, absl::Time tick,
+                         absl::Time now) const {
   NewJob job;
   job.queue = definition.job.queue.empty() ? "default" : definition.job.queue;
   job.type = definition.job.type;
@@ -763,6 +781,7 @@ NewJob Scheduler::JobFor(const CronDefinition& definition,
                          : std::max(1, config_.default_max_attempts);
   job.cron_name = definition.name;
   job.cron_tick_time = tick;
+  if (tick > now) job.run_at = tick;  // fired ahead
   return job;
 }
 

@@ -28,7 +28,8 @@
 // the next batch.
 //
 // The thread sleeps (Clock::AwaitWithDeadline) until the earliest of: the
-// next fire time of any active schedule, the leadership TTL lapsing, a look
+// next fire time of any active schedule (less SchedulerConfig::fire_ahead
+// for one that may fire ahead), the leadership TTL lapsing, a look
 // at a held WAIT tick whose previous job may have finished elsewhere
 // (wait_recheck_interval), or Wake(). There is no polling beat: with
 // thousands of schedules due next week the thread stays asleep until then,
@@ -96,11 +97,25 @@ struct SchedulerConfig {
   // never held back; a TTL not longer than the margin leaves no time to fire.
   // Negative counts as 0. Default 1 s.
   absl::Duration leadership_safety_margin = absl::Seconds(1);
-  // Optional: told after a tick enqueued a job (runnable now) in `queue`, so
-  // the server can wake the long-polls of that queue. Called on the firing
-  // pool's threads, several at once (so it must be thread-safe), with no
-  // lock of the Scheduler held; must not block. Default: none.
-  std::function<void(const std::string& queue)> on_job_fired;
+  // How long before its instant a tick of a schedule with overlap policy
+  // ALLOW may fire: its job is stored then, with run_at = the tick, so it
+  // becomes runnable at the tick itself, however many schedules share that
+  // tick and however long their transitions take (a thousand take tens of
+  // milliseconds). The tick is decided when it fires: a pause, change or
+  // deletion that lands within fire_ahead of a tick already fired takes
+  // effect from the next tick (the fired job stays, as after any tick, and
+  // can be cancelled), and the record's last_fire_time may be up to
+  // fire_ahead in the future. Ticks of the other overlap policies fire at
+  // their instant (tick_plan.h). 0: every tick fires at its instant.
+  // Negative counts as 0, more than kMaxCronFireAhead as that. Default
+  // 250 ms.
+  absl::Duration fire_ahead = absl::Milliseconds(250);
+  // Optional: told after a tick enqueued `job` (runnable at job.run_at,
+  // InfinitePast for now), so the server can wake the long-polls of its
+  // queue. Called on the firing pool's threads, several at once (so it must
+  // be thread-safe), after the transition's commit, with no lock of the
+  // Scheduler held; must not block. Default: none.
+  std::function<void(const NewJob& job)> on_job_fired;
 };
 
 // This instance's leadership, as SetLeadership / GetLeadership report it.
@@ -126,6 +141,10 @@ class FirePool;
 // The largest SchedulerConfig::cron_parallelism (the daemon's
 // --cron-parallelism refuses more); larger values count as this.
 inline constexpr int kMaxCronParallelism = 1024;
+
+// The largest SchedulerConfig::fire_ahead (the daemon's --cron-fire-ahead
+// refuses more); larger values count as this.
+inline constexpr absl::Duration kMaxCronFireAhead = absl::Minutes(1);
 
 class Scheduler {
  public:
@@ -251,7 +270,10 @@ class Scheduler {
   absl::StatusOr<CronExpression> ParseFor(const CronRecord& record);
   absl::StatusOr<CronRecord> RegisterOnce(const CronDefinition& definition,
                                           absl::Time now);
-  NewJob JobFor(const CronDefinition& definition, absl::Time tick) const;
+  // The job a tick fires: runnable at once, or at the tick if it fires
+  // ahead of it (tick > now).
+  NewJob JobFor(const CronDefinition& definition, absl::Time tick,
+                absl::Time now) const;
   void LogStep(const CronRecord& before, const CronStep& step,
                const CronRecord& after, uint64_t term) const;
   // Notes that the store refused `term` as lower than its highest.

@@ -124,6 +124,14 @@ const char* CronStepKindName(CronStepKind kind) {
   return "unknown";
 }
 
+absl::Time DueHorizon(const CronDefinition& definition, absl::Time now,
+                      const TickPlanOptions& options) {
+  if (EffectiveOverlap(definition.overlap_policy) != OverlapPolicy::kAllow) {
+    return now;
+  }
+  return now + std::max(options.fire_ahead, absl::ZeroDuration());
+}
+
 bool NeedsPreviousJobState(const CronDefinition& definition,
                            const CronState& state, absl::Time now) {
   return EffectiveOverlap(definition.overlap_policy) != OverlapPolicy::kAllow &&
@@ -151,15 +159,16 @@ CronStep PlanCronStep(const CronDefinition& definition, const CronState& state,
     step.blocked_on_previous_job = true;
   }
 
-  // 2. Nothing due.
+  // 2. Nothing due (fire-ahead counted).
   const absl::Time first = state.next_fire_time;
-  if (first > now) {
+  if (first > DueHorizon(definition, now, options)) {
     step.kind = CronStepKind::kIdle;
     return step;
   }
   step.blocked_on_previous_job = false;
 
-  // 3. The next tick is on time: fire it (the overlap policy permitting).
+  // 3. The next tick is on time, or ahead: fire it (the overlap policy
+  //    permitting).
   if (now - first <= options.misfire_threshold) {
     step.new_state.next_fire_time = expression.Next(first);
     return SettleTick(std::move(step), first, overlap, previous_running,

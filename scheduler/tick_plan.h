@@ -29,6 +29,13 @@
 //    A held tick is never subject to the misfire policy: it was on time when
 //    it was held. If the overlap policy stops being WAIT while a tick is
 //    held, the held tick is settled under the new policy.
+//  * Fire-ahead (TickPlanOptions::fire_ahead): under ALLOW, a tick t is
+//    also due once now >= t - fire_ahead, and fires ahead of its instant
+//    (the Scheduler stores its job with run_at = t, so no worker sees it
+//    before t). Nothing about such a tick depends on the moment it is
+//    decided, as ALLOW fires whatever the previous job does. The other
+//    overlap policies look at the previous job, which may finish in the
+//    meantime, so their ticks fire at their instant, as without it.
 #ifndef ADJUTANT_SCHEDULER_TICK_PLAN_H_
 #define ADJUTANT_SCHEDULER_TICK_PLAN_H_
 
@@ -53,6 +60,9 @@ struct TickPlanOptions {
   // chunks of this size, one step per chunk. Default 100 000; raised to
   // 2 * max_catchup_ticks if lower.
   int max_ticks_per_step = 100000;
+  // How long before its instant a tick of an ALLOW schedule may fire (see
+  // above). Default 0: at its instant; negative counts as 0.
+  absl::Duration fire_ahead = absl::ZeroDuration();
 };
 
 // What a step does.
@@ -99,6 +109,11 @@ struct CronStep {
 // tick is due or held.
 bool NeedsPreviousJobState(const CronDefinition& definition,
                            const CronState& state, absl::Time now);
+
+// The instant up to which ticks of `definition` are due at `now`: now +
+// fire_ahead under ALLOW, otherwise now.
+absl::Time DueHorizon(const CronDefinition& definition, absl::Time now,
+                      const TickPlanOptions& options);
 
 // Plans the next step of a schedule at `now`.
 //  * `expression` is the schedule's parsed expression (definition.schedule

@@ -150,6 +150,13 @@ void AddOptions(CLI::App& app, DaemonConfig* c) {
                  "another")
       ->check(CLI::Range(1, kMaxCronParallelism))
       ->capture_default_str();
+  app.add_option("--cron-fire-ahead", c->cron_fire_ahead,
+                 "how long before its instant a tick of a schedule with "
+                 "overlap policy ALLOW may fire: its job is stored then and "
+                 "becomes runnable at the tick, so a thousand schedules due "
+                 "at once are not late; a pause or change within it applies "
+                 "from the next tick (at most 1m; 0: fire at the tick)")
+      ->capture_default_str();
   // Hidden (empty group): test-only.
   app.add_option("--clock-offset-for-test", c->clock_offset_for_test,
                  "shift the wall clock by this duration (e.g. 120s)")
@@ -348,11 +355,18 @@ absl::Status ValidateDaemonConfig(const DaemonConfig& config) {
   for (const auto& [flag, value] :
        {std::pair<std::string, std::string>{"--retention", config.retention},
         {"--dead-retention", config.dead_retention},
-        {"--shutdown-timeout", config.shutdown_timeout}}) {
+        {"--shutdown-timeout", config.shutdown_timeout},
+        {"--cron-fire-ahead", config.cron_fire_ahead}}) {
     if (absl::StatusOr<absl::Duration> d = ParseDurationFlag(flag, value);
         !d.ok()) {
       return d.status();
     }
+  }
+  if (*ParseDurationFlag("--cron-fire-ahead", config.cron_fire_ahead) >
+      kMaxCronFireAhead) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--cron-fire-ahead: '", config.cron_fire_ahead, "' is longer than ",
+        absl::FormatDuration(kMaxCronFireAhead)));
   }
   if (absl::StatusOr<RequestLimits> limits = RequestLimitsFromConfig(config);
       !limits.ok()) {

@@ -107,6 +107,11 @@ struct DaemonConfig {
   // --pg-pool-size), 1..1024; 1 fires them one after another. Default 64
   // (SchedulerConfig::cron_parallelism).
   int cron_parallelism = 64;
+  // --cron-fire-ahead: how long before its instant a tick of an ALLOW
+  // schedule may fire, its job stored to become runnable at the tick
+  // (SchedulerConfig::fire_ahead); at most 1m; "0" fires every tick at its
+  // instant. Default "250ms".
+  std::string cron_fire_ahead = "250ms";
 
   // ---- Metrics (docs/METRICS.md) ----
   // --metrics-listen: HOST:PORT to serve Prometheus metrics on, at

@@ -90,6 +90,8 @@ int main(int argc, char** argv) {
       *adjutant::ParseDurationFlag("--dead-retention", flags.dead_retention);
   config.retention.batch_size = flags.retention_batch_size;
   config.scheduler.cron_parallelism = flags.cron_parallelism;
+  config.scheduler.fire_ahead =
+      *adjutant::ParseDurationFlag("--cron-fire-ahead", flags.cron_fire_ahead);
   config.shutdown_grace = *adjutant::ParseDurationFlag("--shutdown-timeout",
                                                        flags.shutdown_timeout);
   adjutant::PostgresOptions postgres;

@@ -61,12 +61,13 @@ AdjutantServer::AdjutantServer(AdjutantServerConfig config,
           [this](const Job& job) { OnCronJobFinished(job); })) {
   SchedulerConfig scheduler_config = config_.scheduler;
   scheduler_config.default_max_attempts = config_.limits.default_max_attempts;
-  // A fired job is available at once: wake the long-polls of its queue.
-  // Called from the scheduler's firing threads, several at once: the
-  // metrics and the long-poll registry are thread-safe.
-  scheduler_config.on_job_fired = [this](const std::string& queue) {
-    metrics_->JobsEnqueued(queue, 1);
-    long_poll_->Wake(queue);
+  // A fired job is available at once, or at its tick if it fired ahead:
+  // wake a long-poll of its queue then. Called from the scheduler's firing
+  // threads, several at once: the metrics and the long-poll registry are
+  // thread-safe.
+  scheduler_config.on_job_fired = [this](const NewJob& job) {
+    metrics_->JobsEnqueued(job.queue, 1);
+    long_poll_->JobsAvailableAt(job.queue, job.type, job.run_at);
   };
   scheduler_ = std::make_unique<Scheduler>(store_.get(), clock_,
                                            std::move(scheduler_config));

@@ -35,6 +35,9 @@ namespace {
 
 // 2026-01-01 00:00:00 UTC.
 const absl::Time kStart = absl::FromUnixSeconds(1767225600);
+// How long before its instant an ALLOW tick fires by default: the thread
+// wakes that much before such a tick.
+const absl::Duration kAhead = SchedulerConfig().fire_ahead;
 
 // ---- Stores -----------------------------------------------------------
 
@@ -294,7 +297,7 @@ TEST_P(SchedulerTest, FiresOnlyWhileLeader) {
 
   Lead(s.get(), 1);
   // Found 5 s late: FIRE_ONCE fires the latest due tick.
-  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Seconds(6));
+  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Seconds(6) - kAhead);
   EXPECT_EQ(TickTimes(store_.get(), "q"),
             std::vector<absl::Time>{kStart + absl::Seconds(5)});
   clock_.Advance(absl::Seconds(1));
@@ -541,8 +544,8 @@ TEST_P(SchedulerDayTest, ADayInBigStepsThroughTheThread) {
 TEST_P(SchedulerTest, ReportsFiredJobsToTheServer) {
   SchedulerConfig config;
   std::vector<std::string> queues;
-  config.on_job_fired = [&queues](const std::string& q) {
-    queues.push_back(q);
+  config.on_job_fired = [&queues](const NewJob& job) {
+    queues.push_back(job.queue);
   };
   auto s = NewScheduler(store_.get(), config);
   MustRegister(s.get(), Cron("a", "* * * * * *", "qa"));
@@ -591,7 +594,7 @@ TEST_P(SchedulerTest, StoreOutageDelaysFiringAndBacksOff) {
   clock_.Advance(absl::Seconds(3));
   EXPECT_EQ(s->RunPassForTest(), clock_.Now() + absl::Seconds(3));
   clock_.Advance(absl::Seconds(3));
-  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Hours(2));
+  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Hours(2) - kAhead);
   EXPECT_EQ(TickTimes(store_.get(), "q"),
             std::vector<absl::Time>{kStart + absl::Hours(1)});
 }
@@ -794,9 +797,9 @@ TEST_P(SchedulerTest, ManySchedulesDueInARoundFireOnceEachConcurrently) {
   config.due_batch_size = 50;  // several batches per round
   absl::Mutex fired_mu;
   std::map<std::string, int> fired_by_queue;
-  config.on_job_fired = [&](const std::string& queue) {
+  config.on_job_fired = [&](const NewJob& job) {
     absl::MutexLock l(&fired_mu);
-    ++fired_by_queue[queue];
+    ++fired_by_queue[job.queue];
   };
   auto s = NewScheduler(gated.store(), config);
   for (int i = 0; i < crons; ++i) {
@@ -806,7 +809,7 @@ TEST_P(SchedulerTest, ManySchedulesDueInARoundFireOnceEachConcurrently) {
   constexpr int kRounds = 3;
   for (int round = 0; round < kRounds; ++round) {
     clock_.Advance(absl::Seconds(1));
-    EXPECT_EQ(s->RunPassForTest(), clock_.Now() + absl::Seconds(1));
+    EXPECT_EQ(s->RunPassForTest(), clock_.Now() + absl::Seconds(1) - kAhead);
   }
 
   // A serial round would never have kParallelism transitions inside the
@@ -1363,6 +1366,155 @@ TEST_P(OverlapTest, WaitNoticesAJobThatEndedWithoutAWake) {
 
 // ---- Daylight saving
 // ---------------------------------------------------------
+
+// ---- Fire-ahead -------------------------------------------------------------
+
+// An ALLOW tick fires fire_ahead before its instant, as a job no worker can
+// take before the tick; the thread then sleeps until the next tick less
+// fire_ahead, and the pass at the tick fires nothing more.
+TEST_P(SchedulerTest, AnAllowTickFiresAheadAsAJobRunnableAtTheTick) {
+  SchedulerConfig config;
+  config.fire_ahead = absl::Milliseconds(300);
+  std::vector<NewJob> reported;
+  config.on_job_fired = [&reported](const NewJob& job) {
+    reported.push_back(job);
+  };
+  auto s = NewScheduler(store_.get(), config);
+  MustRegister(s.get(), Cron("m", "* * * * *", "q"));
+  Lead(s.get(), 1);
+  const absl::Time tick = kStart + absl::Minutes(1);
+  clock_.SetNow(tick - absl::Milliseconds(301));
+  EXPECT_EQ(s->RunPassForTest(), tick - absl::Milliseconds(300));
+  EXPECT_TRUE(JobsOf(store_.get(), "q").empty());
+
+  clock_.SetNow(tick - absl::Milliseconds(300));
+  EXPECT_EQ(s->RunPassForTest(),
+            tick + absl::Minutes(1) - absl::Milliseconds(300));
+  const std::vector<Job> jobs = JobsOf(store_.get(), "q");
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].cron_tick_time, tick);
+  EXPECT_EQ(jobs[0].run_at, tick);
+  EXPECT_EQ(jobs[0].created_at, tick - absl::Milliseconds(300));
+  EXPECT_EQ(jobs[0].state, JobState::kPending);
+  const CronRecord r = Get("m");
+  EXPECT_EQ(r.state.last_fire_time, tick);
+  EXPECT_EQ(r.state.last_job_id, jobs[0].id);
+  EXPECT_EQ(r.state.next_fire_time, tick + absl::Minutes(1));
+  EXPECT_EQ(r.state.fired_count, 1);
+  ASSERT_EQ(reported.size(), 1u);
+  EXPECT_EQ(reported[0].run_at, tick);
+
+  DequeueOptions options;
+  options.queue = "q";
+  absl::StatusOr<std::vector<Lease>> early =
+      store_->Dequeue(options, tick - absl::Nanoseconds(1));
+  ASSERT_TRUE(early.ok()) << early.status();
+  EXPECT_TRUE(early->empty()) << "a worker got the job before its tick";
+  absl::StatusOr<std::vector<Lease>> leased = store_->Dequeue(options, tick);
+  ASSERT_TRUE(leased.ok()) << leased.status();
+  ASSERT_EQ(leased->size(), 1u);
+  EXPECT_EQ((*leased)[0].job.id, jobs[0].id);
+
+  clock_.SetNow(tick);
+  s->RunPassForTest();
+  EXPECT_EQ(JobsOf(store_.get(), "q").size(), 1u);
+}
+
+// SKIP, WAIT and REPLACE look at the previous job, which may finish before
+// the tick: their ticks fire at the instant, and the thread wakes for them
+// there, while the ALLOW schedule beside them fires ahead.
+TEST_P(SchedulerTest, OnlyAllowTicksFireAhead) {
+  SchedulerConfig config;
+  config.fire_ahead = absl::Milliseconds(300);
+  auto s = NewScheduler(store_.get(), config);
+  MustRegister(s.get(), Cron("allow", "* * * * *", "q"));
+  const std::map<std::string, OverlapPolicy> others = {
+      {"skip", OverlapPolicy::kSkip},
+      {"wait", OverlapPolicy::kWait},
+      {"replace", OverlapPolicy::kReplace}};
+  for (const auto& [name, policy] : others) {
+    CronDefinition d = Cron(name, "* * * * *", "q");
+    d.overlap_policy = policy;
+    MustRegister(s.get(), d);
+  }
+  Lead(s.get(), 1);
+  const absl::Time tick = kStart + absl::Minutes(1);
+  clock_.SetNow(tick - absl::Milliseconds(300));
+  EXPECT_EQ(s->RunPassForTest(), tick);
+  std::vector<Job> jobs = JobsOf(store_.get(), "q");
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].cron_name, "allow");
+  for (const auto& [name, policy] : others) {
+    EXPECT_EQ(Get(name).state.next_fire_time, tick) << name;
+  }
+
+  clock_.SetNow(tick);
+  EXPECT_EQ(s->RunPassForTest(),
+            tick + absl::Minutes(1) - absl::Milliseconds(300));
+  jobs = JobsOf(store_.get(), "q");
+  ASSERT_EQ(jobs.size(), 4u);
+  for (const Job& job : jobs) {
+    EXPECT_EQ(job.cron_tick_time, tick) << job.cron_name;
+    EXPECT_EQ(job.run_at, tick) << job.cron_name;
+    EXPECT_EQ(job.created_at,
+              job.cron_name == "allow" ? tick - absl::Milliseconds(300) : tick)
+        << job.cron_name;
+  }
+}
+
+// The tick fired ahead is claimed and its state stored: a restarted daemon
+// (here without fire-ahead, under a new term) does not fire it again at its
+// instant.
+TEST_P(SchedulerTest, ATickFiredAheadIsNotFiredAgainAfterARestart) {
+  const absl::Time tick = kStart + absl::Minutes(1);
+  {
+    SchedulerConfig config;
+    config.fire_ahead = absl::Milliseconds(300);
+    auto s = NewScheduler(store_.get(), config);
+    MustRegister(s.get(), Cron("m", "* * * * *", "q"));
+    Lead(s.get(), 1);
+    clock_.SetNow(tick - absl::Milliseconds(200));
+    s->RunPassForTest();
+    ASSERT_EQ(JobsOf(store_.get(), "q").size(), 1u);
+  }
+  store_.reset();
+  store_ = Open();
+  SchedulerConfig at_the_tick;
+  at_the_tick.fire_ahead = absl::ZeroDuration();
+  auto s = NewScheduler(store_.get(), at_the_tick);
+  Lead(s.get(), 2);
+  clock_.SetNow(tick);
+  EXPECT_EQ(s->RunPassForTest(), tick + absl::Minutes(1));
+  EXPECT_EQ(TickTimes(store_.get(), "q"), std::vector<absl::Time>{tick});
+  clock_.SetNow(tick + absl::Minutes(1));
+  s->RunPassForTest();
+  EXPECT_EQ(TickTimes(store_.get(), "q"),
+            (std::vector<absl::Time>{tick, tick + absl::Minutes(1)}));
+}
+
+// A pause that lands after a tick fired ahead applies from the next tick:
+// the fired job stays, runnable at its tick, and nothing else fires.
+TEST_P(SchedulerTest, APauseWithinFireAheadAppliesFromTheNextTick) {
+  SchedulerConfig config;
+  config.fire_ahead = absl::Milliseconds(300);
+  auto s = NewScheduler(store_.get(), config);
+  CronDefinition d = Cron("m", "* * * * *", "q");
+  MustRegister(s.get(), d);
+  Lead(s.get(), 1);
+  const absl::Time tick = kStart + absl::Minutes(1);
+  clock_.SetNow(tick - absl::Milliseconds(300));
+  s->RunPassForTest();
+  clock_.SetNow(tick - absl::Milliseconds(100));
+  d.paused = true;
+  MustRegister(s.get(), d);
+  clock_.SetNow(tick + absl::Minutes(5));
+  EXPECT_EQ(s->RunPassForTest(), absl::InfiniteFuture());
+  const std::vector<Job> jobs = JobsOf(store_.get(), "q");
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].cron_tick_time, tick);
+  EXPECT_EQ(jobs[0].state, JobState::kPending);
+  EXPECT_EQ(Get("m").state.last_fire_time, tick);
+}
 
 // "30 2 * * *" in New York: on 2026-03-08 02:30 does not exist (fires once,
 // at 03:00 EDT); on 2026-11-01 01:00-02:00 repeats and 02:30 occurs once.

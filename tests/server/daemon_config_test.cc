@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "scheduler/scheduler.h"
 #include "server/server.h"
 #include "spdlog/details/log_msg.h"
 #include "storage/postgres_job_store.h"
@@ -93,6 +94,8 @@ TEST_F(DaemonConfigTest, DefaultsMatchTheLibraries) {
   EXPECT_EQ(*ParseDurationFlag("--shutdown-timeout", config.shutdown_timeout),
             server.shutdown_grace);
   EXPECT_EQ(config.cron_parallelism, server.scheduler.cron_parallelism);
+  EXPECT_EQ(*ParseDurationFlag("--cron-fire-ahead", config.cron_fire_ahead),
+            server.scheduler.fire_ahead);
 }
 
 TEST_F(DaemonConfigTest, CronParallelismFlag) {
@@ -113,6 +116,31 @@ TEST_F(DaemonConfigTest, CronParallelismFlag) {
   const absl::Status s = ValidateDaemonConfig(config);
   EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "--cron-parallelism")) << s;
+}
+
+TEST_F(DaemonConfigTest, CronFireAheadFlag) {
+  DaemonConfig config;
+  config.db = ":memory:";
+  ASSERT_EQ(Parse({}, &config), -1);
+  EXPECT_EQ(config.cron_fire_ahead, "250ms");
+  SetEnv("ADJUTANT_CRON_FIRE_AHEAD", "0");
+  ASSERT_EQ(Parse({}, &config), -1);
+  EXPECT_EQ(config.cron_fire_ahead, "0");
+  ASSERT_EQ(Parse({"--cron-fire-ahead", "1m"}, &config), -1);
+  EXPECT_TRUE(ValidateDaemonConfig(config).ok());
+  EXPECT_EQ(*ParseDurationFlag("--cron-fire-ahead", config.cron_fire_ahead),
+            kMaxCronFireAhead);
+
+  for (const char* bad : {"61s", "-1s", "soon", "inf"}) {
+    SCOPED_TRACE(bad);
+    config.cron_fire_ahead = bad;
+    const absl::Status s = ValidateDaemonConfig(config);
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+    EXPECT_THAT(s.message(), HasSubstr("--cron-fire-ahead"));
+  }
+  config.cron_fire_ahead = "61s";
+  EXPECT_THAT(ValidateDaemonConfig(config).message(),
+              HasSubstr("is longer than 1m"));
 }
 
 TEST_F(DaemonConfigTest, RetentionAndShutdownFlags) {

@@ -4,6 +4,7 @@
 // fired ticks, and a WAIT schedule reacting to an Ack.
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -271,6 +272,48 @@ TEST_F(SchedulerDaemonTest, AFiredTickWakesALongPollingWorker) {
   EXPECT_EQ(response.jobs(0).job().cron_name(), "minutely");
   EXPECT_EQ(FromTs(response.jobs(0).job().cron_tick_time()),
             kStart + absl::Minutes(1));
+}
+
+// The daemon fires an ALLOW tick ahead (AdjutantServerConfig's default
+// fire_ahead): the job is stored before the tick, no worker can take it
+// before then, and the parked worker gets it at the tick itself.
+TEST_F(SchedulerDaemonTest, ATickFiredAheadReachesAParkedWorkerAtItsInstant) {
+  const absl::Duration ahead = AdjutantServerConfig().scheduler.fire_ahead;
+  ASSERT_GT(ahead, absl::ZeroDuration());
+  Register("minutely", "0 * * * * *", "work");
+  ASSERT_TRUE(Lead(1).ok());
+  const absl::Time tick = kStart + absl::Minutes(1);
+  std::atomic<bool> answered{false};
+  v1::DequeueResponse response;
+  grpc::Status status;
+  std::thread worker([&] {
+    v1::DequeueRequest request;
+    request.set_queue("work");
+    request.mutable_wait()->set_seconds(300);
+    status = queue_->Dequeue(Context().get(), request, &response);
+    answered = true;
+  });
+  server_->long_poll()->AwaitParkedForTest(1);
+
+  Advance(absl::Minutes(1) - ahead);
+  std::vector<v1::Job> jobs = Jobs("work");
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(FromTs(jobs[0].run_at()), tick);
+  EXPECT_EQ(FromTs(jobs[0].created_at()), tick - ahead);
+  EXPECT_EQ(FromTs(GetCron("minutely").last_fire_time()), tick);
+  v1::DequeueRequest now;
+  now.set_queue("work");
+  v1::DequeueResponse none;
+  ASSERT_TRUE(queue_->Dequeue(Context().get(), now, &none).ok());
+  EXPECT_EQ(none.jobs_size(), 0) << "a worker got the job before its tick";
+  EXPECT_FALSE(answered.load());
+
+  clock_.Advance(ahead);
+  worker.join();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.jobs_size(), 1);
+  EXPECT_EQ(response.jobs(0).job().job_id(), jobs[0].job_id());
+  EXPECT_EQ(FromTs(response.jobs(0).job().cron_tick_time()), tick);
 }
 
 TEST_F(SchedulerDaemonTest, WaitScheduleFiresItsHeldTickWhenTheJobIsAcked) {
