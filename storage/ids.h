@@ -1,4 +1,6 @@
-// Identifiers the store hands out.
+// Identifiers the store hands out. Their bytes come from getrandom(2),
+// drawn a kilobyte at a time into a pool per thread; each byte is handed out
+// once. A child of fork() never reuses its parent's pool.
 #ifndef ADJUTANT_STORAGE_IDS_H_
 #define ADJUTANT_STORAGE_IDS_H_
 
