@@ -298,7 +298,9 @@ absl::StatusOr<CronRecord> Scheduler::RegisterOnce(
 }
 
 absl::Status Scheduler::Unregister(const std::string& name) {
-  absl::Status s = store_->DeleteCron(name);
+  // A tick it fired ahead and not yet come is taken back with it: the name
+  // registered again may fire that tick itself.
+  absl::Status s = store_->DeleteCron(name, clock_->Now());
   if (s.ok()) Wake();
   return s;
 }
@@ -415,6 +417,15 @@ LeadershipState Scheduler::LeadershipLocked() {
 std::optional<uint64_t> Scheduler::FiringTerm() {
   absl::MutexLock l(&mu_);
   return FiringTermLocked();
+}
+
+absl::Duration Scheduler::FireAhead() {
+  absl::MutexLock l(&mu_);
+  if (!lapse_at_.has_value()) return plan_options_.fire_ahead;
+  const absl::Duration firing_left =
+      *lapse_at_ - clock_->Monotonic() - config_.leadership_safety_margin;
+  return std::clamp(firing_left, absl::ZeroDuration(),
+                    plan_options_.fire_ahead);
 }
 
 std::optional<uint64_t> Scheduler::FiringTermLocked() {
@@ -535,9 +546,12 @@ Scheduler::PassOutcome Scheduler::RunPass() {
   // the thread woke: a long pass does not make its own ticks late.
   const absl::Time now = clock_->Now();
   const absl::Time started = now;
-  const absl::Duration ahead = plan_options_.fire_ahead;
+  TickPlanOptions options = plan_options_;
+  options.fire_ahead = FireAhead();
+  const absl::Duration ahead = options.fire_ahead;
   const int batch = std::max(1, config_.due_batch_size);
   int processed = 0;
+  bool read_all = false;  // every schedule due by now + ahead was read
   for (;;) {
     // Stop() may come in the middle of a long catch-up: leave at once.
     if (ShuttingDown()) return outcome;
@@ -576,10 +590,11 @@ Scheduler::PassOutcome Scheduler::RunPass() {
     std::vector<std::function<void()>> tasks;
     tasks.reserve(runnable.size());
     for (size_t i = 0; i < runnable.size(); ++i) {
-      tasks.push_back([this, &runnable, &expressions, &outcomes, i, now] {
-        ProcessCron(std::move(runnable[i]), std::move(expressions[i]), now,
-                    &outcomes[i]);
-      });
+      tasks.push_back(
+          [this, &runnable, &expressions, &outcomes, &options, i, now] {
+            ProcessCron(std::move(runnable[i]), std::move(expressions[i]), now,
+                        options, &outcomes[i]);
+          });
     }
     if (config_.cron_parallelism > 1) {
       pool_->RunAll(tasks);
@@ -599,21 +614,33 @@ Scheduler::PassOutcome Scheduler::RunPass() {
     // A full batch may hide more due schedules behind it; the ones that
     // stayed due (held WAIT ticks, and ticks of other overlap policies
     // within fire_ahead) sort last, so stop once a batch moves nothing.
-    if (static_cast<int>(due->size()) < batch || !progressed_now ||
-        !outcome.status.ok()) {
-      break;
-    }
+    read_all = static_cast<int>(due->size()) < batch;
+    if (read_all || !progressed_now || !outcome.status.ok()) break;
   }
-  absl::StatusOr<absl::Time> next = store_->NextCronFireTime();
-  if (!next.ok()) {
-    if (outcome.status.ok()) outcome.status = next.status();
+  // The earliest next fire of all; and, with fire-ahead, of the schedules
+  // beyond this pass's horizon (those within it planned their own look).
+  absl::StatusOr<absl::Time> first =
+      store_->NextCronFireTime(absl::InfinitePast());
+  absl::StatusOr<absl::Time> beyond = first;
+  if (first.ok() && ahead > absl::ZeroDuration() && *first <= now + ahead) {
+    beyond = store_->NextCronFireTime(now + ahead);
+  }
+  if (!first.ok() || !beyond.ok()) {
+    if (outcome.status.ok()) {
+      outcome.status = first.ok() ? beyond.status() : first.status();
+    }
+  } else if (*first <= now) {
+    // Due and not stepped (see RunPassAndPlanSleep), as without fire-ahead.
+    outcome.next_wake = std::min(outcome.next_wake, *first);
   } else {
-    // Early by fire_ahead, for an ALLOW schedule. The earliest one within
-    // fire_ahead of now is of another policy (the pass fired the others,
-    // or failed), and wakes at its tick: waking earlier would find nothing
-    // to do. A tick already due keeps its instant, as without fire-ahead.
-    absl::Time wake = *next - ahead;
-    if (wake <= now && *next > now) wake = *next;
+    // Beyond the horizon, an ALLOW schedule may fire `ahead` early. Unless
+    // the horizon is where the transitions stop before the TTL's lapse
+    // (FireAhead): nothing beyond it fires until a renewal, which wakes the
+    // thread. If a full batch that moved nothing hid some within it, they
+    // fire at their tick at the latest.
+    absl::Time wake = ahead < plan_options_.fire_ahead ? absl::InfiniteFuture()
+                                                       : *beyond - ahead;
+    if (!read_all) wake = std::min(wake, *first);
     outcome.next_wake = std::min(outcome.next_wake, wake);
   }
   if (processed > 0) {
@@ -644,18 +671,21 @@ absl::StatusOr<CronExpression> Scheduler::ParseFor(const CronRecord& record) {
 }
 
 void Scheduler::ProcessCron(CronRecord record, CronExpression expression,
-                            absl::Time now, PassOutcome* outcome) {
+                            absl::Time now, const TickPlanOptions& options,
+                            PassOutcome* outcome) {
   // Not leader any more, too close to the lapse, or stopping: the other
   // tasks of the batch leave at once too.
   if (!FiringTerm().has_value()) return;
-  absl::Status s =
-      ProcessCronSteps(std::move(record), std::move(expression), now, outcome);
+  absl::Status s = ProcessCronSteps(std::move(record), std::move(expression),
+                                    now, options, outcome);
   if (!s.ok() && outcome->status.ok()) outcome->status = s;
 }
 
 absl::Status Scheduler::ProcessCronSteps(CronRecord record,
                                          CronExpression expression,
-                                         absl::Time now, PassOutcome* outcome) {
+                                         absl::Time now,
+                                         const TickPlanOptions& options,
+                                         PassOutcome* outcome) {
   for (int steps = 0; steps < kMaxStepsPerCronPerPass; ++steps) {
     std::optional<JobState> previous_job;
     if (NeedsPreviousJobState(record.definition, record.state, now)) {
@@ -667,17 +697,15 @@ absl::Status Scheduler::ProcessCronSteps(CronRecord record,
       }
     }
     CronStep step = PlanCronStep(record.definition, record.state, expression,
-                                 now, previous_job, plan_options_);
+                                 now, previous_job, options);
     if (step.kind == CronStepKind::kIdle) {
       if (step.blocked_on_previous_job) {
         outcome->next_wake = std::min(
             outcome->next_wake, clock_->Now() + config_.wait_recheck_interval);
       } else {
-        // Not due yet: when its next tick, less any fire-ahead, comes.
-        outcome->next_wake = std::min(
-            outcome->next_wake,
-            record.state.next_fire_time -
-                (DueHorizon(record.definition, now, plan_options_) - now));
+        outcome->next_wake =
+            std::min(outcome->next_wake,
+                     NextLook(record.definition, record.state, now, options));
       }
       return absl::OkStatus();
     }

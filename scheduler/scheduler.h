@@ -101,14 +101,18 @@ struct SchedulerConfig {
   // ALLOW may fire: its job is stored then, with run_at = the tick, so it
   // becomes runnable at the tick itself, however many schedules share that
   // tick and however long their transitions take (a thousand take tens of
-  // milliseconds). The tick is decided when it fires: a pause, change or
-  // deletion that lands within fire_ahead of a tick already fired takes
-  // effect from the next tick (the fired job stays, as after any tick, and
-  // can be cancelled), and the record's last_fire_time may be up to
-  // fire_ahead in the future. Ticks of the other overlap policies fire at
-  // their instant (tick_plan.h). 0: every tick fires at its instant.
-  // Negative counts as 0, more than kMaxCronFireAhead as that. Default
-  // 250 ms.
+  // milliseconds). One tick of a schedule at a time is ahead: the next
+  // fires once the last has come. The tick is decided when it fires: a
+  // pause or change that lands between then and the tick takes effect from
+  // the next tick (the fired job stays, as after any tick, and can be
+  // cancelled), and the record's last_fire_time may be up to fire_ahead in
+  // the future; Unregister takes the tick back (DeleteCron cancels its
+  // job). Under a TTL no tick fires ahead past the instant transitions stop
+  // (the lapse less leadership_safety_margin). Ticks of the other overlap
+  // policies fire at their instant (tick_plan.h); the thread looks at them
+  // once fire_ahead before as well, to no effect. 0: every tick fires at its
+  // instant. Negative counts as 0, more than kMaxCronFireAhead as that.
+  // Default 250 ms.
   absl::Duration fire_ahead = absl::Milliseconds(250);
   // Optional: told after a tick enqueued `job` (runnable at job.run_at,
   // InfinitePast for now), so the server can wake the long-polls of its
@@ -190,8 +194,10 @@ class Scheduler {
   // max_register_attempts times, then ABORTED. Wakes the thread.
   absl::StatusOr<CronRecord> Register(CronDefinition definition);
 
-  // Deletes a schedule; jobs it fired stay. NOT_FOUND if unknown. Wakes the
-  // thread.
+  // Deletes a schedule; jobs it fired stay, but for the job of a tick fired
+  // ahead whose instant has not come (JobStore::DeleteCron cancels it), so
+  // the name registered again fires that tick at most once. NOT_FOUND if
+  // unknown. Wakes the thread.
   absl::Status Unregister(const std::string& name);
 
   // Pass-throughs to the store (see JobStore::GetCron / ListCrons).
@@ -257,9 +263,10 @@ class Scheduler {
   // no state of the scheduler thread (parsed_, unparsable_logged_); fills
   // *outcome, which is its own.
   void ProcessCron(CronRecord record, CronExpression expression, absl::Time now,
-                   PassOutcome* outcome);
+                   const TickPlanOptions& options, PassOutcome* outcome);
   absl::Status ProcessCronSteps(CronRecord record, CronExpression expression,
-                                absl::Time now, PassOutcome* outcome);
+                                absl::Time now, const TickPlanOptions& options,
+                                PassOutcome* outcome);
   // Applies `transition` under this scheduler's term (which it fills in).
   // nullopt, and nothing applied, when not leader at that moment. Holds
   // fire_mu_ shared across the store call. Thread-safe.
@@ -279,6 +286,11 @@ class Scheduler {
   // Notes that the store refused `term` as lower than its highest.
   void Depose(uint64_t term);
 
+  // The fire-ahead of a pass starting now: SchedulerConfig::fire_ahead, but
+  // no tick is fired ahead past the instant its transitions stop (the TTL's
+  // lapse less leadership_safety_margin), so an unrenewed leader never
+  // decides a tick that comes after it stopped leading.
+  absl::Duration FireAhead() ABSL_LOCKS_EXCLUDED(mu_);
   // The term to start a transition under: leader now, Stop() not begun, and
   // at least leadership_safety_margin left of a TTL.
   std::optional<uint64_t> FiringTerm() ABSL_LOCKS_EXCLUDED(mu_);

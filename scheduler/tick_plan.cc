@@ -124,12 +124,27 @@ const char* CronStepKindName(CronStepKind kind) {
   return "unknown";
 }
 
-absl::Time DueHorizon(const CronDefinition& definition, absl::Time now,
-                      const TickPlanOptions& options) {
-  if (EffectiveOverlap(definition.overlap_policy) != OverlapPolicy::kAllow) {
+absl::Time DueHorizon(const CronDefinition& definition, const CronState& state,
+                      absl::Time now, const TickPlanOptions& options) {
+  if (EffectiveOverlap(definition.overlap_policy) != OverlapPolicy::kAllow ||
+      state.last_fire_time > now) {
     return now;
   }
   return now + std::max(options.fire_ahead, absl::ZeroDuration());
+}
+
+absl::Time NextLook(const CronDefinition& definition, const CronState& state,
+                    absl::Time now, const TickPlanOptions& options) {
+  const absl::Time next = state.next_fire_time;
+  if (EffectiveOverlap(definition.overlap_policy) != OverlapPolicy::kAllow) {
+    return next;
+  }
+  const absl::Time ahead =
+      next - std::max(options.fire_ahead, absl::ZeroDuration());
+  if (ahead > now) return ahead;
+  // Within fire_ahead, held back by a tick fired ahead that is still to
+  // come (that tick is before `next`, so this is too).
+  return std::min(next, state.last_fire_time);
 }
 
 bool NeedsPreviousJobState(const CronDefinition& definition,
@@ -161,7 +176,7 @@ CronStep PlanCronStep(const CronDefinition& definition, const CronState& state,
 
   // 2. Nothing due (fire-ahead counted).
   const absl::Time first = state.next_fire_time;
-  if (first > DueHorizon(definition, now, options)) {
+  if (first > DueHorizon(definition, state, now, options)) {
     step.kind = CronStepKind::kIdle;
     return step;
   }

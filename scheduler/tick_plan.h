@@ -32,10 +32,12 @@
 //  * Fire-ahead (TickPlanOptions::fire_ahead): under ALLOW, a tick t is
 //    also due once now >= t - fire_ahead, and fires ahead of its instant
 //    (the Scheduler stores its job with run_at = t, so no worker sees it
-//    before t). Nothing about such a tick depends on the moment it is
-//    decided, as ALLOW fires whatever the previous job does. The other
-//    overlap policies look at the previous job, which may finish in the
-//    meantime, so their ticks fire at their instant, as without it.
+//    before t) — one tick at a time: not while the last tick fired
+//    (state.last_fire_time) is still to come. Nothing about such a tick
+//    depends on the moment it is decided, as ALLOW fires whatever the
+//    previous job does. The other overlap policies look at the previous
+//    job, which may finish in the meantime, so their ticks fire at their
+//    instant, as without it.
 #ifndef ADJUTANT_SCHEDULER_TICK_PLAN_H_
 #define ADJUTANT_SCHEDULER_TICK_PLAN_H_
 
@@ -110,10 +112,18 @@ struct CronStep {
 bool NeedsPreviousJobState(const CronDefinition& definition,
                            const CronState& state, absl::Time now);
 
-// The instant up to which ticks of `definition` are due at `now`: now +
-// fire_ahead under ALLOW, otherwise now.
-absl::Time DueHorizon(const CronDefinition& definition, absl::Time now,
-                      const TickPlanOptions& options);
+// The instant up to which ticks of the schedule are due at `now`: now +
+// fire_ahead under ALLOW unless its last tick fired is still to come,
+// otherwise now.
+absl::Time DueHorizon(const CronDefinition& definition, const CronState& state,
+                      absl::Time now, const TickPlanOptions& options);
+
+// When a schedule that PlanCronStep found idle at `now` (not blocked on its
+// previous job) next needs a look: its next tick less fire_ahead under
+// ALLOW, but not before its last tick fired has come; otherwise its next
+// tick. Always later than `now`.
+absl::Time NextLook(const CronDefinition& definition, const CronState& state,
+                    absl::Time now, const TickPlanOptions& options);
 
 // Plans the next step of a schedule at `now`.
 //  * `expression` is the schedule's parsed expression (definition.schedule

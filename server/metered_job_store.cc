@@ -196,8 +196,9 @@ absl::StatusOr<CronRecord> MeteredJobStore::PutCron(
   });
 }
 
-absl::Status MeteredJobStore::DeleteCron(const std::string& name) {
-  return Timed(delete_cron_, [&] { return store_->DeleteCron(name); });
+absl::Status MeteredJobStore::DeleteCron(const std::string& name,
+                                         absl::Time now) {
+  return Timed(delete_cron_, [&] { return store_->DeleteCron(name, now); });
 }
 
 absl::StatusOr<CronRecord> MeteredJobStore::ApplyCronTransition(

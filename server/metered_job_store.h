@@ -96,7 +96,7 @@ class MeteredJobStore final : public JobStore {
                                      const CronState& state,
                                      int64_t expected_version,
                                      absl::Time now) override;
-  absl::Status DeleteCron(const std::string& name) override;
+  absl::Status DeleteCron(const std::string& name, absl::Time now) override;
   absl::StatusOr<CronPage> ListCrons(int page_size,
                                      const std::string& page_token) override {
     return store_->ListCrons(page_size, page_token);
@@ -105,8 +105,8 @@ class MeteredJobStore final : public JobStore {
                                                    int limit) override {
     return store_->DueCrons(now, limit);
   }
-  absl::StatusOr<absl::Time> NextCronFireTime() override {
-    return store_->NextCronFireTime();
+  absl::StatusOr<absl::Time> NextCronFireTime(absl::Time after) override {
+    return store_->NextCronFireTime(after);
   }
   absl::StatusOr<CronRecord> ApplyCronTransition(
       const CronTransition& transition, absl::Time now) override;

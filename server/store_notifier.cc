@@ -418,8 +418,9 @@ absl::StatusOr<CronRecord> NotifyingJobStore::PutCron(
   return inner_->PutCron(definition, state, expected_version, now);
 }
 
-absl::Status NotifyingJobStore::DeleteCron(const std::string& name) {
-  return inner_->DeleteCron(name);
+absl::Status NotifyingJobStore::DeleteCron(const std::string& name,
+                                           absl::Time now) {
+  return inner_->DeleteCron(name, now);
 }
 
 absl::StatusOr<CronPage> NotifyingJobStore::ListCrons(
@@ -432,8 +433,9 @@ absl::StatusOr<std::vector<CronRecord>> NotifyingJobStore::DueCrons(
   return inner_->DueCrons(now, limit);
 }
 
-absl::StatusOr<absl::Time> NotifyingJobStore::NextCronFireTime() {
-  return inner_->NextCronFireTime();
+absl::StatusOr<absl::Time> NotifyingJobStore::NextCronFireTime(
+    absl::Time after) {
+  return inner_->NextCronFireTime(after);
 }
 
 absl::StatusOr<CronRecord> NotifyingJobStore::ApplyCronTransition(

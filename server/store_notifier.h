@@ -183,12 +183,12 @@ class NotifyingJobStore final : public JobStore {
                                      const CronState& state,
                                      int64_t expected_version,
                                      absl::Time now) override;
-  absl::Status DeleteCron(const std::string& name) override;
+  absl::Status DeleteCron(const std::string& name, absl::Time now) override;
   absl::StatusOr<CronPage> ListCrons(int page_size,
                                      const std::string& page_token) override;
   absl::StatusOr<std::vector<CronRecord>> DueCrons(absl::Time now,
                                                    int limit) override;
-  absl::StatusOr<absl::Time> NextCronFireTime() override;
+  absl::StatusOr<absl::Time> NextCronFireTime(absl::Time after) override;
   absl::StatusOr<CronRecord> ApplyCronTransition(
       const CronTransition& transition, absl::Time now) override;
 

@@ -308,9 +308,13 @@ class JobStore {
                                              int64_t expected_version,
                                              absl::Time now) = 0;
 
-  // Deletes a schedule and its tick claims; jobs it fired stay. NOT_FOUND if
-  // unknown.
-  virtual absl::Status DeleteCron(const std::string& name) = 0;
+  // Deletes a schedule and its tick claims; jobs it fired stay, but for the
+  // job of a tick fired ahead of its instant (SchedulerConfig::fire_ahead):
+  // if the schedule's last_job_id is still PENDING with a run_at after
+  // `now`, it is cancelled as by CancelJob, in the same transaction. (The
+  // claims go, so a schedule registered again under the name may fire that
+  // tick itself.) NOT_FOUND if unknown.
+  virtual absl::Status DeleteCron(const std::string& name, absl::Time now) = 0;
 
   // Schedules in name order, at most page_size (>= 1), after page_token
   // (empty: from the start).
@@ -323,9 +327,9 @@ class JobStore {
   virtual absl::StatusOr<std::vector<CronRecord>> DueCrons(absl::Time now,
                                                            int limit) = 0;
 
-  // The smallest next_fire_time among unpaused schedules; InfiniteFuture if
-  // none.
-  virtual absl::StatusOr<absl::Time> NextCronFireTime() = 0;
+  // The smallest next_fire_time later than `after` among unpaused schedules
+  // (InfinitePast: of them all); InfiniteFuture if none.
+  virtual absl::StatusOr<absl::Time> NextCronFireTime(absl::Time after) = 0;
 
   // Applies one scheduler step in one transaction, in this order:
   //  1. FAILED_PRECONDITION if transition.term is lower than the highest term

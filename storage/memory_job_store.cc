@@ -776,11 +776,20 @@ absl::StatusOr<CronRecord> MemoryJobStore::PutCron(
   return record;
 }
 
-absl::Status MemoryJobStore::DeleteCron(const std::string& name) {
+absl::Status MemoryJobStore::DeleteCron(const std::string& name,
+                                        absl::Time now) {
   absl::MutexLock lock(&mu_);
   auto it = crons_.find(name);
   if (it == crons_.end()) {
     return absl::NotFoundError(absl::StrCat("schedule ", name, " not found"));
+  }
+  // The job of a tick fired ahead, not yet due, goes with the schedule.
+  if (!it->second.state.last_job_id.empty()) {
+    absl::StatusOr<Job*> last = FindJob(it->second.state.last_job_id);
+    if (last.ok() && (*last)->state == JobState::kPending &&
+        (*last)->run_at > now) {
+      Cancel(**last, now);
+    }
   }
   UnindexCron(it->second);
   crons_.erase(it);
@@ -840,10 +849,13 @@ absl::StatusOr<std::vector<CronRecord>> MemoryJobStore::DueCrons(absl::Time now,
   return due;
 }
 
-absl::StatusOr<absl::Time> MemoryJobStore::NextCronFireTime() {
+absl::StatusOr<absl::Time> MemoryJobStore::NextCronFireTime(absl::Time after) {
   absl::MutexLock lock(&mu_);
-  if (cron_fire_index_.empty()) return absl::InfiniteFuture();
-  return cron_fire_index_.begin()->first;
+  // Past every key at `after` (schedule names are never empty).
+  auto it = cron_fire_index_.lower_bound(CronKey(after, std::string()));
+  while (it != cron_fire_index_.end() && it->first <= after) ++it;
+  if (it == cron_fire_index_.end()) return absl::InfiniteFuture();
+  return it->first;
 }
 
 absl::StatusOr<CronRecord> MemoryJobStore::ApplyCronTransition(

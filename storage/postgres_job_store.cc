@@ -389,7 +389,12 @@ constexpr char kUpdateCronSql[] =
     "missed_count = $17, overlap_skipped_count = $18, "
     "waiting_tick_time = $19, created_at = $20, updated_at = $21, "
     "version = $22 WHERE name = $1 RETURNING " CRON_COLUMNS;
-constexpr char kDeleteCronSql[] = "DELETE FROM crons WHERE name = $1";
+constexpr char kDeleteCronSql[] =
+    "DELETE FROM crons WHERE name = $1 RETURNING last_job_id";
+// The job of a tick fired ahead, not yet due: a deleted schedule's last.
+constexpr char kCancelFiredAheadSql[] =
+    "UPDATE jobs SET state = 5, updated_at = $2 "
+    "WHERE id = $1 AND state = 1 AND run_at > $2";
 constexpr char kListCronsSql[] =
     "SELECT " CRON_COLUMNS " FROM crons WHERE name > $1 ORDER BY name LIMIT $2";
 constexpr char kDueCronsSql[] =
@@ -397,7 +402,8 @@ constexpr char kDueCronsSql[] =
     " FROM crons WHERE NOT paused AND (next_fire_time <= $1 "
     "OR waiting_tick_time IS NOT NULL) ORDER BY next_fire_time, name LIMIT $2";
 constexpr char kNextCronFireSql[] =
-    "SELECT min(next_fire_time) FROM crons WHERE NOT paused";
+    "SELECT min(next_fire_time) FROM crons "
+    "WHERE NOT paused AND next_fire_time > $1";
 constexpr char kClaimTickSql[] =
     "INSERT INTO cron_claims (name, tick, term, job_id) "
     "VALUES ($1, $2, $3, '') ON CONFLICT DO NOTHING";
@@ -1324,12 +1330,17 @@ absl::StatusOr<CronRecord> PostgresJobStore::PutCron(
   return stored;
 }
 
-absl::Status PostgresJobStore::DeleteCron(const std::string& name) {
+absl::Status PostgresJobStore::DeleteCron(const std::string& name,
+                                          absl::Time now) {
   return Transact([&](PgConnection& c) -> absl::Status {
-    // Its claims go with it (ON DELETE CASCADE); the jobs it fired stay.
+    // Its claims go with it (ON DELETE CASCADE); the jobs it fired stay, but
+    // for one fired ahead and not yet due.
     ASSIGN_OR_RETURN(PgResult r, c.Exec(kDeleteCronSql, PgParams().Text(name)));
-    if (r.affected() == 0) return CronNotFound(name);
-    return absl::OkStatus();
+    if (r.rows() == 0) return CronNotFound(name);
+    const std::string last_job_id = r.Text(0, 0);
+    if (last_job_id.empty()) return absl::OkStatus();
+    return c.Exec(kCancelFiredAheadSql, PgParams().Text(last_job_id).Time(now))
+        .status();
   });
 }
 
@@ -1376,10 +1387,13 @@ absl::StatusOr<std::vector<CronRecord>> PostgresJobStore::DueCrons(
   return crons;
 }
 
-absl::StatusOr<absl::Time> PostgresJobStore::NextCronFireTime() {
+absl::StatusOr<absl::Time> PostgresJobStore::NextCronFireTime(
+    absl::Time after) {
   absl::Time next = absl::InfiniteFuture();
   RETURN_IF_ERROR(Read([&](PgConnection& c) -> absl::Status {
-    ASSIGN_OR_RETURN(PgResult r, c.Exec(kNextCronFireSql));
+    ASSIGN_OR_RETURN(
+        PgResult r,
+        c.Exec(kNextCronFireSql, PgParams().Int(EncodeOrderedTime(after))));
     if (r.rows() == 1 && !r.IsNull(0, 0)) {
       next = DecodeOrderedTime(r.Int(0, 0));
     }

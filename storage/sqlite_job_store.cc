@@ -416,7 +416,12 @@ constexpr char kUpdateCronSql[] =
     "missed_count = ?17, overlap_skipped_count = ?18, "
     "waiting_tick_time = ?19, created_at = ?20, updated_at = ?21, "
     "version = ?22 WHERE name = ?1";
-constexpr char kDeleteCronSql[] = "DELETE FROM crons WHERE name = ?1";
+constexpr char kDeleteCronSql[] =
+    "DELETE FROM crons WHERE name = ?1 RETURNING last_job_id";
+// The job of a tick fired ahead, not yet due: a deleted schedule's last.
+constexpr char kCancelFiredAheadSql[] =
+    "UPDATE jobs SET state = 5, updated_at = ?2 "
+    "WHERE id = ?1 AND state = 1 AND run_at > ?2";
 constexpr char kListCronsSql[] =
     "SELECT " CRON_COLUMNS " FROM crons WHERE name > ?1 ORDER BY name LIMIT ?2";
 constexpr char kDueCronsSql[] =
@@ -427,7 +432,8 @@ constexpr char kDueCronsSql[] =
     " FROM crons WHERE paused = 0 AND waiting_tick_time IS NOT NULL "
     "ORDER BY next_fire_time, name LIMIT ?2";
 constexpr char kNextCronFireSql[] =
-    "SELECT MIN(next_fire_time) FROM crons WHERE paused = 0";
+    "SELECT MIN(next_fire_time) FROM crons "
+    "WHERE paused = 0 AND next_fire_time > ?1";
 constexpr char kClaimTickSql[] =
     "INSERT INTO cron_claims (name, tick, term, job_id) "
     "VALUES (?1, ?2, ?3, '') ON CONFLICT DO NOTHING";
@@ -1841,14 +1847,22 @@ absl::StatusOr<CronRecord> SqliteJobStore::PutCron(
   return stored;
 }
 
-absl::Status SqliteJobStore::DeleteCron(const std::string& name) {
+absl::Status SqliteJobStore::DeleteCron(const std::string& name,
+                                        absl::Time now) {
   return RunWrite([&](SqliteConnection& c) -> absl::Status {
-    // Its claims go with it (ON DELETE CASCADE); the jobs it fired stay.
+    // Its claims go with it (ON DELETE CASCADE); the jobs it fired stay, but
+    // for one fired ahead and not yet due.
     ASSIGN_OR_RETURN(SqliteStatement del, c.Prepare(kDeleteCronSql));
     del.BindText(1, name);
-    RETURN_IF_ERROR(del.Run());
-    if (del.Changes() == 0) return CronNotFound(name);
-    return absl::OkStatus();
+    ASSIGN_OR_RETURN(bool row, del.Step());
+    if (!row) return CronNotFound(name);
+    const std::string last_job_id = del.ColumnString(0);
+    RETURN_IF_ERROR(del.Run());  // to its end: the statement is done
+    if (last_job_id.empty()) return absl::OkStatus();
+    ASSIGN_OR_RETURN(SqliteStatement cancel, c.Prepare(kCancelFiredAheadSql));
+    cancel.BindText(1, last_job_id);
+    cancel.BindTime(2, now);
+    return cancel.Run();
   });
 }
 
@@ -1896,9 +1910,10 @@ absl::StatusOr<std::vector<CronRecord>> SqliteJobStore::DueCrons(absl::Time now,
   return crons;
 }
 
-absl::StatusOr<absl::Time> SqliteJobStore::NextCronFireTime() {
+absl::StatusOr<absl::Time> SqliteJobStore::NextCronFireTime(absl::Time after) {
   absl::MutexLock lock(&read_mu_);
   ASSIGN_OR_RETURN(SqliteStatement next, reader_->Prepare(kNextCronFireSql));
+  next.BindInt(1, EncodeOrderedTime(after));
   ASSIGN_OR_RETURN(bool row, next.Step());
   if (!row || next.ColumnIsNull(0)) return absl::InfiniteFuture();
   return DecodeOrderedTime(next.ColumnInt(0));

@@ -249,8 +249,8 @@ class PingSwitchStore final : public JobStore {
                                      absl::Time now) override {
     return base_.PutCron(definition, state, expected_version, now);
   }
-  absl::Status DeleteCron(const std::string& name) override {
-    return base_.DeleteCron(name);
+  absl::Status DeleteCron(const std::string& name, absl::Time now) override {
+    return base_.DeleteCron(name, now);
   }
   absl::StatusOr<CronPage> ListCrons(int page_size,
                                      const std::string& token) override {
@@ -260,8 +260,8 @@ class PingSwitchStore final : public JobStore {
                                                    int limit) override {
     return base_.DueCrons(now, limit);
   }
-  absl::StatusOr<absl::Time> NextCronFireTime() override {
-    return base_.NextCronFireTime();
+  absl::StatusOr<absl::Time> NextCronFireTime(absl::Time after) override {
+    return base_.NextCronFireTime(after);
   }
   absl::StatusOr<CronRecord> ApplyCronTransition(const CronTransition& t,
                                                  absl::Time now) override {

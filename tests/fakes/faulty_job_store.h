@@ -152,8 +152,8 @@ class FaultyJobStore final : public JobStore {
       return base_->PutCron(definition, state, expected_version, now);
     });
   }
-  absl::Status DeleteCron(const std::string& name) override {
-    return base_->DeleteCron(name);
+  absl::Status DeleteCron(const std::string& name, absl::Time now) override {
+    return base_->DeleteCron(name, now);
   }
   absl::StatusOr<CronPage> ListCrons(int page_size,
                                      const std::string& token) override {
@@ -164,8 +164,8 @@ class FaultyJobStore final : public JobStore {
     if (on_due_crons) on_due_crons();
     return Inject(&due_crons, [&] { return base_->DueCrons(now, limit); });
   }
-  absl::StatusOr<absl::Time> NextCronFireTime() override {
-    return base_->NextCronFireTime();
+  absl::StatusOr<absl::Time> NextCronFireTime(absl::Time after) override {
+    return base_->NextCronFireTime(after);
   }
   absl::StatusOr<CronRecord> ApplyCronTransition(const CronTransition& t,
                                                  absl::Time now) override {

@@ -1516,6 +1516,98 @@ TEST_P(SchedulerTest, APauseWithinFireAheadAppliesFromTheNextTick) {
   EXPECT_EQ(Get("m").state.last_fire_time, tick);
 }
 
+// Deleting a schedule takes back the tick it fired ahead (its claim goes
+// with it), so the same name registered again fires that tick once.
+TEST_P(SchedulerTest, ATickFiredAheadFiresOnceThroughADeleteAndARegistration) {
+  SchedulerConfig config;
+  config.fire_ahead = absl::Milliseconds(300);
+  auto s = NewScheduler(store_.get(), config);
+  MustRegister(s.get(), Cron("m", "* * * * *", "q"));
+  Lead(s.get(), 1);
+  const absl::Time tick = kStart + absl::Minutes(1);
+  clock_.SetNow(tick - absl::Milliseconds(300));
+  s->RunPassForTest();
+  ASSERT_EQ(JobsOf(store_.get(), "q").size(), 1u);
+
+  clock_.SetNow(tick - absl::Milliseconds(200));
+  ASSERT_TRUE(s->Unregister("m").ok());
+  clock_.SetNow(tick - absl::Milliseconds(100));
+  MustRegister(s.get(), Cron("m", "* * * * *", "q"));
+  s->RunPassForTest();
+  clock_.SetNow(tick);
+  s->RunPassForTest();
+  int live = 0;
+  for (const Job& job : JobsOf(store_.get(), "q")) {
+    EXPECT_EQ(job.cron_tick_time, tick);
+    if (job.state != JobState::kCancelled) ++live;
+  }
+  EXPECT_EQ(live, 1) << "tick fired twice";
+}
+
+// A schedule has one tick fired ahead at a time: with ticks closer together
+// than fire_ahead, the next one fires once the last one has come.
+TEST_P(SchedulerTest, OneTickOfAScheduleIsAheadAtATime) {
+  SchedulerConfig config;
+  config.fire_ahead = absl::Milliseconds(2500);
+  auto s = NewScheduler(store_.get(), config);
+  MustRegister(s.get(), Cron("sec", "* * * * * *", "q"));
+  Lead(s.get(), 1);
+  const absl::Time t = kStart + absl::Milliseconds(500);
+  clock_.SetNow(t);
+  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Seconds(1));
+  EXPECT_EQ(TickTimes(store_.get(), "q"),
+            std::vector<absl::Time>{kStart + absl::Seconds(1)});
+  clock_.SetNow(kStart + absl::Seconds(1));
+  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Seconds(2));
+  EXPECT_EQ(TickTimes(store_.get(), "q"),
+            (std::vector<absl::Time>{kStart + absl::Seconds(1),
+                                     kStart + absl::Seconds(2)}));
+}
+
+// An earlier tick of another policy does not shorten an ALLOW tick's lead:
+// the thread wakes fire_ahead before the ALLOW tick, then at the other.
+TEST_P(SchedulerTest, AnotherPolicysEarlierTickKeepsTheLeadOfAnAllowTick) {
+  SchedulerConfig config;
+  config.fire_ahead = absl::Seconds(30);
+  auto s = NewScheduler(store_.get(), config);
+  clock_.SetNow(kStart + absl::Seconds(11));
+  CronDefinition wait = Cron("wait", "0 * * * * *", "q");  // 00:01:00
+  wait.overlap_policy = OverlapPolicy::kWait;
+  MustRegister(s.get(), wait);
+  MustRegister(s.get(), Cron("allow", "10 * * * * *", "q"));  // 00:01:10
+  Lead(s.get(), 1);
+  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Seconds(30));
+  clock_.SetNow(kStart + absl::Seconds(30));
+  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Seconds(40));
+  EXPECT_TRUE(JobsOf(store_.get(), "q").empty());
+  clock_.SetNow(kStart + absl::Seconds(40));
+  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Minutes(1));
+  std::vector<Job> jobs = JobsOf(store_.get(), "q");
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].cron_name, "allow");
+  EXPECT_EQ(jobs[0].run_at, kStart + absl::Seconds(70));
+}
+
+// No tick is fired ahead past the instant the transitions stop before an
+// unrenewed TTL lapses; after a renewal it fires ahead as usual.
+TEST_P(SchedulerTest, NoTickFiresAheadPastTheLeadershipsLastFiringInstant) {
+  SchedulerConfig config;
+  config.fire_ahead = absl::Seconds(30);  // margin: 1 s
+  auto s = NewScheduler(store_.get(), config);
+  MustRegister(s.get(), Cron("m", "* * * * *", "q"));  // 00:01:00
+  clock_.SetNow(kStart + absl::Seconds(50));
+  Lead(s.get(), 1, absl::Seconds(10));  // transitions stop at 00:00:59
+  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Minutes(1))
+      << "asleep until the lapse (a renewal wakes the thread)";
+  EXPECT_TRUE(JobsOf(store_.get(), "q").empty());
+  clock_.SetNow(kStart + absl::Seconds(55));
+  Lead(s.get(), 1, absl::Seconds(10));  // now they stop at 00:01:04
+  s->RunPassForTest();
+  std::vector<Job> jobs = JobsOf(store_.get(), "q");
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].run_at, kStart + absl::Minutes(1));
+}
+
 // "30 2 * * *" in New York: on 2026-03-08 02:30 does not exist (fires once,
 // at 03:00 EDT); on 2026-11-01 01:00-02:00 repeats and 02:30 occurs once.
 // "30 1 * * *" on 2026-11-01 occurs twice: fires once, at the first (EDT).

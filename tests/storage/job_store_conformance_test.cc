@@ -1766,10 +1766,11 @@ TEST_P(JobStoreConformance, DeleteCronRemovesScheduleAndClaimsButNotJobs) {
   ASSERT_OK_AND_ASSIGN(CronRecord fired,
                        store_->ApplyCronTransition(fire, now_));
 
-  ASSERT_OK(store_->DeleteCron("nightly"));
+  ASSERT_OK(store_->DeleteCron("nightly", now_));
   EXPECT_EQ(store_->GetCron("nightly").status().code(),
             absl::StatusCode::kNotFound);
-  EXPECT_EQ(store_->DeleteCron("nightly").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->DeleteCron("nightly", now_).code(),
+            absl::StatusCode::kNotFound);
   EXPECT_EQ(GetOrFail(*store_, fired.state.last_job_id).cron_name, "nightly")
       << "jobs it fired stay";
 
@@ -1778,6 +1779,58 @@ TEST_P(JobStoreConformance, DeleteCronRemovesScheduleAndClaimsButNotJobs) {
       store_->PutCron(MakeCron("nightly"), CronState(), 0, now_).status());
   fire.expected_version = 1;
   EXPECT_TRUE(store_->ApplyCronTransition(fire, now_).ok());
+}
+
+// A tick fired ahead of its instant is a PENDING job with a run_at still to
+// come: deleting its schedule cancels it, in the same transaction, and
+// leaves every other job the schedule fired.
+TEST_P(JobStoreConformance, DeleteCronCancelsTheJobOfATickFiredAhead) {
+  auto fire = [&](const std::string& name, absl::Time tick,
+                  absl::Time run_at) -> std::string {
+    absl::StatusOr<CronRecord> record = store_->GetCron(name);
+    if (!record.ok()) {
+      record = store_->PutCron(MakeCron(name), CronState(), 0, now_);
+    }
+    EXPECT_TRUE(record.ok()) << record.status();
+    CronTransition t;
+    t.name = name;
+    t.expected_version = record->version;
+    t.claim_tick = tick;
+    NewJob job = MakeJob("cronq", "report", 0, run_at);
+    job.cron_name = name;
+    job.cron_tick_time = tick;
+    t.job = job;
+    t.new_state.last_fire_time = tick;
+    t.new_state.next_fire_time = tick + absl::Minutes(1);
+    absl::StatusOr<CronRecord> after = store_->ApplyCronTransition(t, now_);
+    EXPECT_TRUE(after.ok()) << after.status();
+    return after.ok() ? after->state.last_job_id : "";
+  };
+  // "ahead": an earlier tick fired on time, then the next one fired ahead.
+  const std::string on_time = fire("ahead", now_, absl::InfinitePast());
+  const std::string fired_ahead =
+      fire("ahead", now_ + absl::Seconds(1), now_ + absl::Seconds(1));
+  // "due": its last tick fired ahead, but its instant has come.
+  const std::string due =
+      fire("due", now_ + absl::Seconds(1), now_ + absl::Seconds(1));
+  // "leased": its last tick's job is already being worked on.
+  const std::string leased = fire("leased", now_, absl::InfinitePast());
+  ASSERT_OK_AND_ASSIGN(std::vector<Lease> leases,
+                       store_->Dequeue(Options("cronq", 10), now_));
+  ASSERT_EQ(leases.size(), 2u) << "the jobs of on_time and leased";
+
+  const absl::Time later = now_ + absl::Milliseconds(500);
+  ASSERT_OK(store_->DeleteCron("ahead", later));
+  EXPECT_EQ(GetOrFail(*store_, fired_ahead).state, JobState::kCancelled);
+  EXPECT_EQ(GetOrFail(*store_, fired_ahead).updated_at, later);
+  EXPECT_NE(GetOrFail(*store_, on_time).state, JobState::kCancelled);
+
+  ASSERT_OK(store_->DeleteCron("due", now_ + absl::Seconds(1)));
+  EXPECT_EQ(GetOrFail(*store_, due).state, JobState::kPending);
+  ASSERT_OK(store_->DeleteCron("leased", later));
+  EXPECT_EQ(GetOrFail(*store_, leased).state, JobState::kLeased);
+  EXPECT_EQ(store_->DeleteCron("ahead", later).code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST_P(JobStoreConformance, ListCronsPagesInNameOrder) {
@@ -1827,7 +1880,8 @@ TEST_P(JobStoreConformance, ListCronsOnAnEmptyStore) {
 }
 
 TEST_P(JobStoreConformance, DueCronsAndNextCronFireTime) {
-  EXPECT_EQ(Value(store_->NextCronFireTime()), absl::InfiniteFuture());
+  EXPECT_EQ(Value(store_->NextCronFireTime(absl::InfinitePast())),
+            absl::InfiniteFuture());
   EXPECT_THAT(Value(store_->DueCrons(now_, 10)), IsEmpty());
 
   auto put = [&](const std::string& name, absl::Time next, bool paused,
@@ -1852,14 +1906,26 @@ TEST_P(JobStoreConformance, DueCronsAndNextCronFireTime) {
               ElementsAre("b", "e"));
   EXPECT_THAT(Names(Value(store_->DueCrons(now_ + absl::Seconds(10), 10))),
               ElementsAre("b", "a", "g", "c", "e"));
-  EXPECT_EQ(Value(store_->NextCronFireTime()), now_ - absl::Seconds(20))
+  EXPECT_EQ(Value(store_->NextCronFireTime(absl::InfinitePast())),
+            now_ - absl::Seconds(20))
       << "d is paused";
+  // Only fire times later than `after`.
+  EXPECT_EQ(Value(store_->NextCronFireTime(now_ - absl::Seconds(20))),
+            now_ - absl::Seconds(10));
+  EXPECT_EQ(Value(store_->NextCronFireTime(now_ - absl::Seconds(1))), now_);
+  EXPECT_EQ(Value(store_->NextCronFireTime(now_)), now_ + absl::Seconds(10));
+  EXPECT_EQ(Value(store_->NextCronFireTime(now_ + absl::Seconds(10))),
+            now_ + absl::Seconds(100));
+  EXPECT_EQ(Value(store_->NextCronFireTime(now_ + absl::Seconds(100))),
+            absl::InfiniteFuture())
+      << "h has no next tick";
 
   // Pausing b moves the next fire time to a's.
   ASSERT_OK_AND_ASSIGN(CronRecord b, store_->GetCron("b"));
   ASSERT_OK(
       store_->PutCron(MakeCron("b", true), b.state, b.version, now_).status());
-  EXPECT_EQ(Value(store_->NextCronFireTime()), now_ - absl::Seconds(10));
+  EXPECT_EQ(Value(store_->NextCronFireTime(absl::InfinitePast())),
+            now_ - absl::Seconds(10));
   EXPECT_THAT(Names(Value(store_->DueCrons(now_, 10))),
               ElementsAre("a", "g", "e"));
 }
@@ -2116,11 +2182,12 @@ TEST_P(JobStoreConformance, CronTransitionReplaceCancelsThePreviousJob) {
 TEST_P(JobStoreConformance, DueCronsFollowTransitions) {
   FiringSetup setup = SetUpFiring(*store_, now_);
   EXPECT_THAT(Names(Value(store_->DueCrons(now_, 10))), ElementsAre("nightly"));
-  EXPECT_EQ(Value(store_->NextCronFireTime()), now_);
+  EXPECT_EQ(Value(store_->NextCronFireTime(absl::InfinitePast())), now_);
   ASSERT_OK_AND_ASSIGN(CronRecord fired,
                        store_->ApplyCronTransition(setup.fire, now_));
   EXPECT_THAT(Value(store_->DueCrons(now_, 10)), IsEmpty());
-  EXPECT_EQ(Value(store_->NextCronFireTime()), now_ + absl::Minutes(5));
+  EXPECT_EQ(Value(store_->NextCronFireTime(absl::InfinitePast())),
+            now_ + absl::Minutes(5));
 
   // A waiting tick makes the schedule due whatever its next fire time.
   CronTransition wait;
@@ -2132,7 +2199,8 @@ TEST_P(JobStoreConformance, DueCronsFollowTransitions) {
   wait.new_state.next_fire_time = now_ + absl::Minutes(10);
   ASSERT_OK(store_->ApplyCronTransition(wait, now_).status());
   EXPECT_THAT(Names(Value(store_->DueCrons(now_, 10))), ElementsAre("nightly"));
-  EXPECT_EQ(Value(store_->NextCronFireTime()), now_ + absl::Minutes(10));
+  EXPECT_EQ(Value(store_->NextCronFireTime(absl::InfinitePast())),
+            now_ + absl::Minutes(10));
 }
 
 // ---- Retention
