@@ -702,11 +702,11 @@ absl::Status Scheduler::ProcessCronSteps(CronRecord record,
       if (step.blocked_on_previous_job) {
         outcome->next_wake = std::min(
             outcome->next_wake, clock_->Now() + config_.wait_recheck_interval);
-      } else {
-        outcome->next_wake =
-            std::min(outcome->next_wake,
-                     NextLook(record.definition, record.state, now, options));
       }
+      // Its next tick (a held tick does not stop it from being decided).
+      outcome->next_wake =
+          std::min(outcome->next_wake,
+                   NextLook(record.definition, record.state, now, options));
       return absl::OkStatus();
     }
 

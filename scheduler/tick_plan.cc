@@ -139,12 +139,9 @@ absl::Time NextLook(const CronDefinition& definition, const CronState& state,
   if (EffectiveOverlap(definition.overlap_policy) != OverlapPolicy::kAllow) {
     return next;
   }
-  const absl::Time ahead =
-      next - std::max(options.fire_ahead, absl::ZeroDuration());
-  if (ahead > now) return ahead;
-  // Within fire_ahead, held back by a tick fired ahead that is still to
-  // come (that tick is before `next`, so this is too).
-  return std::min(next, state.last_fire_time);
+  // Not before the tick fired ahead, if any, has come (one at a time).
+  return std::max(next - std::max(options.fire_ahead, absl::ZeroDuration()),
+                  state.last_fire_time);
 }
 
 bool NeedsPreviousJobState(const CronDefinition& definition,

@@ -118,10 +118,11 @@ bool NeedsPreviousJobState(const CronDefinition& definition,
 absl::Time DueHorizon(const CronDefinition& definition, const CronState& state,
                       absl::Time now, const TickPlanOptions& options);
 
-// When a schedule that PlanCronStep found idle at `now` (not blocked on its
-// previous job) next needs a look: its next tick less fire_ahead under
-// ALLOW, but not before its last tick fired has come; otherwise its next
-// tick. Always later than `now`.
+// When a schedule that PlanCronStep found idle at `now` next needs a look
+// for its next tick: that tick less fire_ahead under ALLOW, but not before
+// its last tick fired has come; otherwise the tick itself. Always later
+// than `now`. (A held WAIT tick blocked on its previous job needs looks of
+// its own besides.)
 absl::Time NextLook(const CronDefinition& definition, const CronState& state,
                     absl::Time now, const TickPlanOptions& options);
 

@@ -783,11 +783,12 @@ absl::Status MemoryJobStore::DeleteCron(const std::string& name,
   if (it == crons_.end()) {
     return absl::NotFoundError(absl::StrCat("schedule ", name, " not found"));
   }
-  // The job of a tick fired ahead, not yet due, goes with the schedule.
+  // The job of a tick fired ahead whose instant has not come (never leased:
+  // not a retry waiting for its run_at) goes with the schedule.
   if (!it->second.state.last_job_id.empty()) {
     absl::StatusOr<Job*> last = FindJob(it->second.state.last_job_id);
     if (last.ok() && (*last)->state == JobState::kPending &&
-        (*last)->run_at > now) {
+        (*last)->attempts == 0 && (*last)->cron_tick_time > now) {
       Cancel(**last, now);
     }
   }

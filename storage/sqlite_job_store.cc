@@ -418,10 +418,11 @@ constexpr char kUpdateCronSql[] =
     "version = ?22 WHERE name = ?1";
 constexpr char kDeleteCronSql[] =
     "DELETE FROM crons WHERE name = ?1 RETURNING last_job_id";
-// The job of a tick fired ahead, not yet due: a deleted schedule's last.
+// The job of a tick fired ahead whose instant has not come (never leased:
+// not a retry waiting for its run_at): a deleted schedule's last.
 constexpr char kCancelFiredAheadSql[] =
     "UPDATE jobs SET state = 5, updated_at = ?2 "
-    "WHERE id = ?1 AND state = 1 AND run_at > ?2";
+    "WHERE id = ?1 AND state = 1 AND attempts = 0 AND cron_tick_time > ?2";
 constexpr char kListCronsSql[] =
     "SELECT " CRON_COLUMNS " FROM crons WHERE name > ?1 ORDER BY name LIMIT ?2";
 constexpr char kDueCronsSql[] =

@@ -1348,6 +1348,22 @@ TEST_P(OverlapTest, WaitHoldsATickAndFiresItWhenWokenByTheJobsEnd) {
   EXPECT_EQ(Get("o").state.waiting_tick_time, absl::InfinitePast());
 }
 
+// A held tick's recheck does not push back the look at the next tick: it is
+// decided at its instant (here: skipped, as one is already held), not a
+// recheck interval later.
+TEST_P(OverlapTest, AHeldTickDoesNotDelayTheNextTick) {
+  SchedulerConfig config;
+  config.wait_recheck_interval = absl::Seconds(5);
+  config.fire_ahead = absl::Seconds(30);  // not for WAIT ticks
+  auto s = NewScheduler(store_.get(), config);
+  FireFirst(s.get(), OverlapPolicy::kWait);  // 01:00, still running
+  clock_.SetNow(kStart + absl::Hours(2));
+  s->RunPassForTest();  // 02:00 is held
+  ASSERT_EQ(Get("o").state.waiting_tick_time, kStart + absl::Hours(2));
+  clock_.SetNow(kStart + absl::Hours(3) - absl::Milliseconds(100));
+  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Hours(3));
+}
+
 TEST_P(OverlapTest, WaitNoticesAJobThatEndedWithoutAWake) {
   SchedulerConfig config;
   config.wait_recheck_interval = absl::Seconds(5);
@@ -1589,15 +1605,16 @@ TEST_P(SchedulerTest, AnotherPolicysEarlierTickKeepsTheLeadOfAnAllowTick) {
 }
 
 // No tick is fired ahead past the instant the transitions stop before an
-// unrenewed TTL lapses; after a renewal it fires ahead as usual.
+// unrenewed TTL lapses, and the thread does not wake for it before then;
+// after a renewal it fires ahead as usual.
 TEST_P(SchedulerTest, NoTickFiresAheadPastTheLeadershipsLastFiringInstant) {
   SchedulerConfig config;
   config.fire_ahead = absl::Seconds(30);  // margin: 1 s
   auto s = NewScheduler(store_.get(), config);
   MustRegister(s.get(), Cron("m", "* * * * *", "q"));  // 00:01:00
   clock_.SetNow(kStart + absl::Seconds(50));
-  Lead(s.get(), 1, absl::Seconds(10));  // transitions stop at 00:00:59
-  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Minutes(1))
+  Lead(s.get(), 1, absl::Seconds(8));  // transitions stop at 00:00:57
+  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Seconds(58))
       << "asleep until the lapse (a renewal wakes the thread)";
   EXPECT_TRUE(JobsOf(store_.get(), "q").empty());
   clock_.SetNow(kStart + absl::Seconds(55));

@@ -77,6 +77,47 @@ History RunToIdle(const CronDefinition& d, CronState state,
   return run;
 }
 
+// Fire-ahead: an ALLOW tick is due fire_ahead before its instant, one tick
+// at a time; other policies' ticks at their instant.
+TEST(TickPlanTest, FireAheadHorizonAndNextLook) {
+  TickPlanOptions options;
+  options.fire_ahead = absl::Seconds(2);
+  const CronDefinition allow = Definition();
+  const CronDefinition skip =
+      Definition(MisfirePolicy::kFireOnce, OverlapPolicy::kSkip);
+  CronState state = Due(kT);
+  const absl::Time now = kT - absl::Seconds(5);
+  EXPECT_EQ(DueHorizon(allow, state, now, options), now + absl::Seconds(2));
+  EXPECT_EQ(DueHorizon(skip, state, now, options), now);
+  EXPECT_EQ(NextLook(allow, state, now, options), kT - absl::Seconds(2));
+  EXPECT_EQ(NextLook(skip, state, now, options), kT);
+
+  CronStep step = PlanCronStep(allow, state, Parse("* * * * * *"),
+                               kT - absl::Seconds(2), std::nullopt, options);
+  EXPECT_EQ(step.kind, CronStepKind::kFire);
+  EXPECT_EQ(step.tick, kT);
+  EXPECT_FALSE(step.late);
+  EXPECT_EQ(PlanCronStep(skip, state, Parse("* * * * * *"),
+                         kT - absl::Seconds(2), std::nullopt, options)
+                .kind,
+            CronStepKind::kIdle);
+
+  // kT fired ahead: the next tick, 1 s later, waits for kT to come.
+  state = step.new_state;
+  const absl::Time before = kT - absl::Seconds(2);
+  EXPECT_EQ(DueHorizon(allow, state, before, options), before);
+  EXPECT_EQ(PlanCronStep(allow, state, Parse("* * * * * *"), before,
+                         std::nullopt, options)
+                .kind,
+            CronStepKind::kIdle);
+  EXPECT_EQ(NextLook(allow, state, before, options), kT);
+  EXPECT_EQ(DueHorizon(allow, state, kT, options), kT + absl::Seconds(2));
+
+  // Negative counts as 0.
+  options.fire_ahead = -absl::Seconds(1);
+  EXPECT_EQ(DueHorizon(allow, Due(kT), now, options), now);
+}
+
 TEST(TickPlanTest, NothingDueIsIdleAndChangesNothing) {
   CronState state = Due(kT);
   CronStep step = PlanCronStep(Definition(), state, Parse("0 * * * *"),

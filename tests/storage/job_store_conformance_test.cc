@@ -1815,9 +1815,19 @@ TEST_P(JobStoreConformance, DeleteCronCancelsTheJobOfATickFiredAhead) {
       fire("due", now_ + absl::Seconds(1), now_ + absl::Seconds(1));
   // "leased": its last tick's job is already being worked on.
   const std::string leased = fire("leased", now_, absl::InfinitePast());
+  // "retry": its last tick's job failed once and waits for its retry.
+  const std::string retry = fire("retry", now_, absl::InfinitePast());
   ASSERT_OK_AND_ASSIGN(std::vector<Lease> leases,
                        store_->Dequeue(Options("cronq", 10), now_));
-  ASSERT_EQ(leases.size(), 2u) << "the jobs of on_time and leased";
+  ASSERT_EQ(leases.size(), 3u) << "the jobs of on_time, leased and retry";
+  for (const Lease& lease : leases) {
+    if (lease.job.id != retry) continue;
+    NackOptions nack;
+    nack.retry_after = absl::Minutes(1);
+    ASSERT_OK(store_->Nack(retry, lease.token, nack, now_).status());
+  }
+  ASSERT_EQ(GetOrFail(*store_, retry).state, JobState::kPending);
+  ASSERT_GT(GetOrFail(*store_, retry).run_at, now_ + absl::Seconds(1));
 
   const absl::Time later = now_ + absl::Milliseconds(500);
   ASSERT_OK(store_->DeleteCron("ahead", later));
@@ -1829,6 +1839,9 @@ TEST_P(JobStoreConformance, DeleteCronCancelsTheJobOfATickFiredAhead) {
   EXPECT_EQ(GetOrFail(*store_, due).state, JobState::kPending);
   ASSERT_OK(store_->DeleteCron("leased", later));
   EXPECT_EQ(GetOrFail(*store_, leased).state, JobState::kLeased);
+  ASSERT_OK(store_->DeleteCron("retry", later));
+  EXPECT_EQ(GetOrFail(*store_, retry).state, JobState::kPending)
+      << "a retry is no tick fired ahead";
   EXPECT_EQ(store_->DeleteCron("ahead", later).code(),
             absl::StatusCode::kNotFound);
 }
