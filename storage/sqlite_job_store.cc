@@ -1695,6 +1695,19 @@ absl::StatusOr<JobPage> SqliteJobStore::ListJobs(
 
 absl::StatusOr<std::vector<Job>> SqliteJobStore::ExpireLeases(absl::Time now) {
   std::vector<Job> expired;
+  // Most sweeps find nothing (the long-poll timer sweeps whenever a delayed
+  // job comes due): the reader answers that without a turn of the writer.
+  // A lease it cannot see yet is still in a group in flight; it is ended
+  // by a later sweep (the timer's next one is due at its expiry) or by a
+  // Dequeue of its queue.
+  {
+    absl::MutexLock lock(&read_mu_);
+    ASSIGN_OR_RETURN(SqliteStatement any,
+                     reader_->Prepare(kAnyExpiredLeaseSql));
+    any.BindTime(1, now);
+    ASSIGN_OR_RETURN(bool found, any.Step());
+    if (!found) return expired;
+  }
   RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
     expired.clear();
     return ExpireLeasesIn(c, "", now, &expired);

@@ -30,6 +30,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 using ::testing::SizeIs;
 using Fault = FaultySqliteVfs::Fault;
 
@@ -672,6 +673,35 @@ TEST_F(SqliteGroupCommitTest, PingDoesNotWaitForACommitInFlight) {
   EXPECT_TRUE(store_->Ping().ok());
   gate.Release();
   leader.join();
+}
+
+// A sweep that finds no expired lease asks the reader and writes nothing: the
+// long-poll timer sweeps whenever a delayed job comes due. One that finds
+// some ends them in one commit.
+TEST_F(SqliteGroupCommitTest, ASweepWithNothingExpiredWritesNothing) {
+  ASSERT_TRUE(store_->Enqueue({MakeJob("p")}, now_).ok());
+  DequeueOptions options;
+  options.queue = "q";
+  options.lease_duration = absl::Minutes(1);
+  absl::StatusOr<std::vector<Lease>> leases = store_->Dequeue(options, now_);
+  ASSERT_TRUE(leases.ok()) << leases.status();
+  ASSERT_THAT(*leases, SizeIs(1));
+
+  const int64_t commits = store_->CommitsForTest();
+  const int64_t syncs = vfs_.syncs();
+  absl::StatusOr<std::vector<Job>> none = store_->ExpireLeases(now_);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_THAT(*none, IsEmpty());
+  EXPECT_EQ(store_->CommitsForTest(), commits);
+  EXPECT_EQ(vfs_.syncs(), syncs);
+
+  absl::StatusOr<std::vector<Job>> expired =
+      store_->ExpireLeases(now_ + absl::Minutes(2));
+  ASSERT_TRUE(expired.ok()) << expired.status();
+  ASSERT_THAT(*expired, SizeIs(1));
+  EXPECT_EQ((*expired)[0].id, (*leases)[0].job.id);
+  EXPECT_EQ((*expired)[0].state, JobState::kPending);
+  EXPECT_EQ(store_->CommitsForTest() - commits, 1);
 }
 
 // AckBatch is one call of a group: the whole batch costs one commit.
