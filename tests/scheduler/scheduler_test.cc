@@ -137,6 +137,13 @@ class SchedulerTest : public ::testing::TestWithParam<StoreKind> {
     return std::make_unique<Scheduler>(store, &clock_, config);
   }
 
+  // A scheduler whose ALLOW ticks fire `ahead` before their instant.
+  std::unique_ptr<Scheduler> NewSchedulerFiringAhead(absl::Duration ahead) {
+    SchedulerConfig config;
+    config.fire_ahead = ahead;
+    return NewScheduler(store_.get(), config);
+  }
+
   CronRecord MustRegister(Scheduler* s, const CronDefinition& d) {
     absl::StatusOr<CronRecord> r = s->Register(d);
     EXPECT_TRUE(r.ok()) << r.status();
@@ -1440,9 +1447,7 @@ TEST_P(SchedulerTest, AnAllowTickFiresAheadAsAJobRunnableAtTheTick) {
 // the tick: their ticks fire at the instant, and the thread wakes for them
 // there, while the ALLOW schedule beside them fires ahead.
 TEST_P(SchedulerTest, OnlyAllowTicksFireAhead) {
-  SchedulerConfig config;
-  config.fire_ahead = absl::Milliseconds(300);
-  auto s = NewScheduler(store_.get(), config);
+  auto s = NewSchedulerFiringAhead(absl::Milliseconds(300));
   MustRegister(s.get(), Cron("allow", "* * * * *", "q"));
   const std::map<std::string, OverlapPolicy> others = {
       {"skip", OverlapPolicy::kSkip},
@@ -1511,9 +1516,7 @@ TEST_P(SchedulerTest, ATickFiredAheadIsNotFiredAgainAfterARestart) {
 // A pause that lands after a tick fired ahead applies from the next tick:
 // the fired job stays, runnable at its tick, and nothing else fires.
 TEST_P(SchedulerTest, APauseWithinFireAheadAppliesFromTheNextTick) {
-  SchedulerConfig config;
-  config.fire_ahead = absl::Milliseconds(300);
-  auto s = NewScheduler(store_.get(), config);
+  auto s = NewSchedulerFiringAhead(absl::Milliseconds(300));
   CronDefinition d = Cron("m", "* * * * *", "q");
   MustRegister(s.get(), d);
   Lead(s.get(), 1);
@@ -1535,9 +1538,7 @@ TEST_P(SchedulerTest, APauseWithinFireAheadAppliesFromTheNextTick) {
 // Deleting a schedule takes back the tick it fired ahead (its claim goes
 // with it), so the same name registered again fires that tick once.
 TEST_P(SchedulerTest, ATickFiredAheadFiresOnceThroughADeleteAndARegistration) {
-  SchedulerConfig config;
-  config.fire_ahead = absl::Milliseconds(300);
-  auto s = NewScheduler(store_.get(), config);
+  auto s = NewSchedulerFiringAhead(absl::Milliseconds(300));
   MustRegister(s.get(), Cron("m", "* * * * *", "q"));
   Lead(s.get(), 1);
   const absl::Time tick = kStart + absl::Minutes(1);
@@ -1563,9 +1564,7 @@ TEST_P(SchedulerTest, ATickFiredAheadFiresOnceThroughADeleteAndARegistration) {
 // A schedule has one tick fired ahead at a time: with ticks closer together
 // than fire_ahead, the next one fires once the last one has come.
 TEST_P(SchedulerTest, OneTickOfAScheduleIsAheadAtATime) {
-  SchedulerConfig config;
-  config.fire_ahead = absl::Milliseconds(2500);
-  auto s = NewScheduler(store_.get(), config);
+  auto s = NewSchedulerFiringAhead(absl::Milliseconds(2500));
   MustRegister(s.get(), Cron("sec", "* * * * * *", "q"));
   Lead(s.get(), 1);
   const absl::Time t = kStart + absl::Milliseconds(500);
@@ -1583,9 +1582,7 @@ TEST_P(SchedulerTest, OneTickOfAScheduleIsAheadAtATime) {
 // An earlier tick of another policy does not shorten an ALLOW tick's lead:
 // the thread wakes fire_ahead before the ALLOW tick, then at the other.
 TEST_P(SchedulerTest, AnotherPolicysEarlierTickKeepsTheLeadOfAnAllowTick) {
-  SchedulerConfig config;
-  config.fire_ahead = absl::Seconds(30);
-  auto s = NewScheduler(store_.get(), config);
+  auto s = NewSchedulerFiringAhead(absl::Seconds(30));
   clock_.SetNow(kStart + absl::Seconds(11));
   CronDefinition wait = Cron("wait", "0 * * * * *", "q");  // 00:01:00
   wait.overlap_policy = OverlapPolicy::kWait;

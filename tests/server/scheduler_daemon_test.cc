@@ -167,6 +167,23 @@ class SchedulerDaemonTest : public ::testing::Test {
     return jobs;
   }
 
+  // A worker parked in a Dequeue of `queue` (waiting up to 5 min of the
+  // simulated clock); returns once it is parked. Its answer goes to
+  // *response and *status, then *answered becomes true.
+  std::thread ParkWorker(const std::string& queue,
+                         v1::DequeueResponse* response, grpc::Status* status,
+                         std::atomic<bool>* answered) {
+    std::thread worker([this, queue, response, status, answered] {
+      v1::DequeueRequest request;
+      request.set_queue(queue);
+      request.mutable_wait()->set_seconds(300);
+      *status = queue_->Dequeue(Context().get(), request, response);
+      *answered = true;
+    });
+    server_->long_poll()->AwaitParkedForTest(1);
+    return worker;
+  }
+
   std::vector<absl::Time> Ticks(const std::string& queue) {
     std::vector<absl::Time> ticks;
     for (const v1::Job& job : Jobs(queue)) {
@@ -256,13 +273,8 @@ TEST_F(SchedulerDaemonTest, AFiredTickWakesALongPollingWorker) {
   ASSERT_TRUE(Lead(1).ok());
   v1::DequeueResponse response;
   grpc::Status status;
-  std::thread worker([&] {
-    v1::DequeueRequest request;
-    request.set_queue("work");
-    request.mutable_wait()->set_seconds(300);
-    status = queue_->Dequeue(Context().get(), request, &response);
-  });
-  server_->long_poll()->AwaitParkedForTest(1);
+  std::atomic<bool> answered{false};
+  std::thread worker = ParkWorker("work", &response, &status, &answered);
   // The tick at 00:01:00 is the only thing that can end the wait early: the
   // simulated clock is still 4 min short of its deadline.
   Advance(absl::Minutes(1));
@@ -283,17 +295,10 @@ TEST_F(SchedulerDaemonTest, ATickFiredAheadReachesAParkedWorkerAtItsInstant) {
   Register("minutely", "0 * * * * *", "work");
   ASSERT_TRUE(Lead(1).ok());
   const absl::Time tick = kStart + absl::Minutes(1);
-  std::atomic<bool> answered{false};
   v1::DequeueResponse response;
   grpc::Status status;
-  std::thread worker([&] {
-    v1::DequeueRequest request;
-    request.set_queue("work");
-    request.mutable_wait()->set_seconds(300);
-    status = queue_->Dequeue(Context().get(), request, &response);
-    answered = true;
-  });
-  server_->long_poll()->AwaitParkedForTest(1);
+  std::atomic<bool> answered{false};
+  std::thread worker = ParkWorker("work", &response, &status, &answered);
 
   Advance(absl::Minutes(1) - ahead);
   std::vector<v1::Job> jobs = Jobs("work");
