@@ -312,9 +312,8 @@ class JobStore {
   // job of a tick fired ahead of its instant (SchedulerConfig::fire_ahead):
   // if the schedule's last_job_id is still PENDING, never leased (attempts
   // 0), with a cron_tick_time after `now`, it is cancelled as by CancelJob,
-  // in the same transaction. (The
-  // claims go, so a schedule registered again under the name may fire that
-  // tick itself.) NOT_FOUND if unknown.
+  // in the same transaction. (The claims go, so a schedule registered again
+  // under the name may fire that tick itself.) NOT_FOUND if unknown.
   virtual absl::Status DeleteCron(const std::string& name, absl::Time now) = 0;
 
   // Schedules in name order, at most page_size (>= 1), after page_token

@@ -601,18 +601,23 @@ absl::Status CollectJobs(SqliteStatement& stmt, std::vector<Job>* out) {
   }
 }
 
+// Whether a lease of `queue` (empty: of any queue) expired by `now`, as `c`
+// sees the jobs.
+absl::StatusOr<bool> AnyExpiredLease(SqliteConnection& c,
+                                     const std::string& queue, absl::Time now) {
+  ASSIGN_OR_RETURN(SqliteStatement any,
+                   c.Prepare(queue.empty() ? kAnyExpiredLeaseSql
+                                           : kAnyExpiredQueueLeaseSql));
+  any.BindTime(1, now);
+  if (!queue.empty()) any.BindText(2, queue);
+  return any.Step();
+}
+
 // Ends the leases of `queue` (empty: every queue) that expired by `now`.
 absl::Status ExpireLeasesIn(SqliteConnection& c, const std::string& queue,
                             absl::Time now, std::vector<Job>* expired) {
-  {
-    ASSIGN_OR_RETURN(SqliteStatement any,
-                     c.Prepare(queue.empty() ? kAnyExpiredLeaseSql
-                                             : kAnyExpiredQueueLeaseSql));
-    any.BindTime(1, now);
-    if (!queue.empty()) any.BindText(2, queue);
-    ASSIGN_OR_RETURN(bool found, any.Step());
-    if (!found) return absl::OkStatus();
-  }
+  ASSIGN_OR_RETURN(bool any, AnyExpiredLease(c, queue, now));
+  if (!any) return absl::OkStatus();
   ASSIGN_OR_RETURN(
       SqliteStatement stmt,
       c.Prepare(queue.empty() ? kExpireAllLeasesSql : kExpireQueueLeasesSql));
@@ -1702,11 +1707,8 @@ absl::StatusOr<std::vector<Job>> SqliteJobStore::ExpireLeases(absl::Time now) {
   // Dequeue of its queue.
   {
     absl::MutexLock lock(&read_mu_);
-    ASSIGN_OR_RETURN(SqliteStatement any,
-                     reader_->Prepare(kAnyExpiredLeaseSql));
-    any.BindTime(1, now);
-    ASSIGN_OR_RETURN(bool found, any.Step());
-    if (!found) return expired;
+    ASSIGN_OR_RETURN(bool any, AnyExpiredLease(*reader_, "", now));
+    if (!any) return expired;
   }
   RETURN_IF_ERROR(RunWrite([&](SqliteConnection& c) -> absl::Status {
     expired.clear();
