@@ -10,6 +10,9 @@
 #include <cstring>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 
 namespace adjutant {
 namespace {
@@ -80,7 +83,17 @@ std::string RandomHex(size_t bytes) {
 
 }  // namespace
 
-std::string NewJobId() { return RandomHex(16); }
+std::string NewJobId() {
+  // 6 bytes of milliseconds (big-endian, so that the hex sorts as the
+  // number does), then 10 random bytes.
+  const uint64_t ms = static_cast<uint64_t>(absl::ToUnixMillis(absl::Now()));
+  char raw[16];
+  for (int i = 0; i < 6; ++i) {
+    raw[i] = static_cast<char>(static_cast<uint8_t>(ms >> (8 * (5 - i))));
+  }
+  DrawRandom(raw + 6, sizeof(raw) - 6);
+  return absl::BytesToHexString(absl::string_view(raw, sizeof(raw)));
+}
 
 std::string NewLeaseToken() { return RandomHex(32); }
 

@@ -262,22 +262,40 @@ absl::Status SqliteConnection::Exec(const char* sql) {
 
 absl::StatusOr<SqliteTransaction> SqliteConnection::Begin(const char* begin) {
   const bool write = absl::string_view(begin) != "BEGIN";
-  int rc = sqlite3_exec(db_, begin, nullptr, nullptr, nullptr);
+  int rc = RunCached(begin);
   if (rc != SQLITE_OK) {
     return SqliteStatus(rc, db_, "starting a SQLite transaction failed");
   }
-  return SqliteTransaction(db_, write ? &write_trouble_ : nullptr);
+  return SqliteTransaction(this, write ? &write_trouble_ : nullptr);
+}
+
+int SqliteConnection::RunCached(absl::string_view sql) {
+  sqlite3_stmt* stmt = nullptr;
+  if (auto it = statements_.find(sql); it != statements_.end()) {
+    stmt = it->second;
+  } else {
+    int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
+                                SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+    if (rc != SQLITE_OK) return rc;
+    statements_.emplace(std::string(sql), stmt);
+  }
+  int rc = sqlite3_step(stmt);
+  sqlite3_reset(stmt);
+  return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
 }
 
 // ---- SqliteTransaction --------------------------------------------------
 
-SqliteTransaction::SqliteTransaction(sqlite3* db, absl::Status* write_trouble)
-    : db_(db),
+SqliteTransaction::SqliteTransaction(SqliteConnection* connection,
+                                     absl::Status* write_trouble)
+    : connection_(connection),
+      db_(connection->db()),
       write_trouble_(write_trouble),
-      changes_at_begin_(sqlite3_total_changes64(db)) {}
+      changes_at_begin_(sqlite3_total_changes64(db_)) {}
 
 SqliteTransaction::SqliteTransaction(SqliteTransaction&& other) noexcept
-    : db_(std::exchange(other.db_, nullptr)),
+    : connection_(other.connection_),
+      db_(std::exchange(other.db_, nullptr)),
       write_trouble_(other.write_trouble_),
       changes_at_begin_(other.changes_at_begin_),
       changes_undone_(other.changes_undone_) {}
@@ -313,15 +331,14 @@ bool SqliteTransaction::active() const {
 absl::Status SqliteTransaction::RunInSavepoint(
     absl::FunctionRef<absl::Status()> body) {
   const int64_t changes_before = sqlite3_total_changes64(db_);
-  int rc =
-      sqlite3_exec(db_, "SAVEPOINT adjutant_call", nullptr, nullptr, nullptr);
+  int rc = connection_->RunCached("SAVEPOINT adjutant_call");
   if (rc != SQLITE_OK) {
     NoteOutcome(rc, /*committed=*/false);
     return SqliteStatus(rc, db_, "starting a SQLite savepoint failed");
   }
   absl::Status status = body();
   if (status.ok()) {
-    rc = sqlite3_exec(db_, "RELEASE adjutant_call", nullptr, nullptr, nullptr);
+    rc = connection_->RunCached("RELEASE adjutant_call");
     if (rc == SQLITE_OK) return status;
     status = SqliteStatus(rc, db_, "releasing a SQLite savepoint failed");
   } else {
@@ -343,7 +360,7 @@ absl::Status SqliteTransaction::RunInSavepoint(
 }
 
 absl::Status SqliteTransaction::Commit() {
-  int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
+  int rc = connection_->RunCached("COMMIT");
   if (rc != SQLITE_OK) {
     NoteOutcome(rc, /*committed=*/false);
     return SqliteStatus(rc, db_, "committing a SQLite transaction failed");

@@ -23,6 +23,8 @@ struct sqlite3_stmt;
 
 namespace adjutant {
 
+class SqliteConnection;
+
 // Maps a SQLite result code (primary or extended) to a Status whose message
 // starts with `context` and carries SQLite's own explanation:
 //   BUSY, LOCKED, IOERR, CANTOPEN -> UNAVAILABLE
@@ -132,7 +134,7 @@ class SqliteTransaction {
 
  private:
   friend class SqliteConnection;
-  SqliteTransaction(sqlite3* db, absl::Status* write_trouble);
+  SqliteTransaction(SqliteConnection* connection, absl::Status* write_trouble);
 
   // Records an I/O error or disk full that ended the transaction (or a
   // savepoint of it) in *write_trouble_. Clears it only on a commit that
@@ -141,6 +143,7 @@ class SqliteTransaction {
   // commits without touching the disk, which proves nothing about it.
   void NoteOutcome(int rc, bool committed);
 
+  SqliteConnection* connection_;
   sqlite3* db_;  // null once committed or moved from
   // The connection's write_trouble_ for a write transaction; null for reads.
   absl::Status* write_trouble_;
@@ -188,7 +191,14 @@ class SqliteConnection {
   const absl::Status& write_trouble() const { return write_trouble_; }
 
  private:
+  friend class SqliteTransaction;
   explicit SqliteConnection(sqlite3* db) : db_(db) {}
+
+  // Runs the one statement `sql`, which yields no rows, through the
+  // statement cache: SQLITE_OK, or the error's (extended) result code. For
+  // the statements every write call runs (SAVEPOINT, RELEASE, COMMIT),
+  // which sqlite3_exec would parse anew each time.
+  int RunCached(absl::string_view sql);
 
   sqlite3* const db_;
   absl::Status write_trouble_;

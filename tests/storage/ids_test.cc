@@ -5,12 +5,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 
 namespace adjutant {
@@ -44,6 +48,20 @@ TEST(IdsTest, IdsAndTokensAreHexOfTheirSizeAndNeverRepeat) {
       ASSERT_TRUE(IsLowerHex(s)) << s;
       ASSERT_TRUE(seen.insert(s).second) << "drawn twice: " << s;
     }
+  }
+}
+
+// The first 12 hex digits are the millisecond the id was made, so that ids
+// of later milliseconds sort after those of earlier ones.
+TEST(IdsTest, AJobIdStartsWithTheMillisecondItWasMadeAt) {
+  for (int i = 0; i < 1000; ++i) {
+    const int64_t before = absl::ToUnixMillis(absl::Now());
+    const std::string id = NewJobId();
+    const int64_t after = absl::ToUnixMillis(absl::Now());
+    uint64_t made = 0;
+    ASSERT_TRUE(absl::SimpleHexAtoi(id.substr(0, 12), &made)) << id;
+    ASSERT_GE(static_cast<int64_t>(made), before) << id;
+    ASSERT_LE(static_cast<int64_t>(made), after) << id;
   }
 }
 
