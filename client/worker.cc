@@ -1,5 +1,6 @@
 #include "client/worker.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -207,10 +208,13 @@ absl::Status Worker::Start() {
   }
   if (options_.worker_id.empty()) options_.worker_id = DefaultWorkerId();
   lease_keeper_ = std::thread([this] { LeaseKeeperLoop(); });
+  pthread_setname_np(lease_keeper_.native_handle(), "lease-keeper");
   for (int i = 0; i < options_.concurrency; ++i) {
     handler_threads_.emplace_back([this] { HandlerLoop(); });
+    pthread_setname_np(handler_threads_.back().native_handle(), "job-handler");
   }
   poller_ = std::thread([this] { ReceiveLoop(); });
+  pthread_setname_np(poller_.native_handle(), "work-receiver");
   return absl::OkStatus();
 }
 

@@ -1,5 +1,7 @@
 #include "scheduler/scheduler.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <functional>
 #include <memory>
@@ -127,6 +129,7 @@ class FirePool {
       if (tasks.size() > 1 && threads_ > 1 && workers_.empty() && !stopping_) {
         for (int i = 1; i < threads_; ++i) {
           workers_.emplace_back([this] { Work(); });
+          pthread_setname_np(workers_.back().native_handle(), "cron-fire");
         }
       }
       tasks_ = &tasks;
@@ -204,6 +207,7 @@ void Scheduler::Start() {
   absl::MutexLock l(&mu_);
   started_ = true;
   thread_ = std::thread([this] { Loop(); });
+  pthread_setname_np(thread_.native_handle(), "scheduler");
 }
 
 void Scheduler::Stop() {

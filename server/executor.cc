@@ -1,12 +1,17 @@
 #include "server/executor.h"
 
+#include <pthread.h>
+
 #include <utility>
 
 namespace adjutant {
 
 Executor::Executor(int threads) {
   threads_.reserve(threads);
-  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Loop(); });
+  for (int i = 0; i < threads; ++i) {
+    threads_.emplace_back([this] { Loop(); });
+    pthread_setname_np(threads_.back().native_handle(), "executor");
+  }
 }
 
 Executor::~Executor() {

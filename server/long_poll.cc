@@ -1,5 +1,7 @@
 #include "server/long_poll.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <limits>
 #include <map>
@@ -36,6 +38,7 @@ LongPollRegistry::~LongPollRegistry() { Shutdown(); }
 
 void LongPollRegistry::Start() {
   timer_ = std::thread([this] { TimerLoop(); });
+  pthread_setname_np(timer_.native_handle(), "long-poll-timer");
 }
 
 void LongPollRegistry::Shutdown() {

@@ -1,6 +1,7 @@
 #include "server/metrics_http.h"
 
 #include <httplib.h>
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include <chrono>
@@ -89,6 +90,7 @@ absl::Status MetricsHttpServer::Start(const std::string& listen) {
     absl::MutexLock l(&mu_);
     listen_returned_ = true;
   });
+  pthread_setname_np(thread_.native_handle(), "metrics-http");
   // httplib's stop() does nothing until the loop runs: wait for it, so that
   // a Stop() right after Start() cannot miss it. (A brief wait at startup.)
   for (;;) {

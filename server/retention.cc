@@ -1,5 +1,7 @@
 #include "server/retention.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <utility>
 
@@ -62,6 +64,7 @@ void RetentionPruner::Start() {
     return;
   }
   thread_ = std::thread([this] { Loop(); });
+  pthread_setname_np(thread_.native_handle(), "retention");
 }
 
 void RetentionPruner::Stop() {

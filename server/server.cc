@@ -2,6 +2,7 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <chrono>
@@ -173,6 +174,7 @@ absl::Status AdjutantServer::Start() {
   }
   if (config_.on_health_check) config_.on_health_check(first_check);
   health_thread_ = std::thread([this] { HealthLoop(); });
+  pthread_setname_np(health_thread_.native_handle(), "health-probe");
   // Show the port actually bound (the address may have asked for port 0).
   const std::string host =
       config_.listen_address.substr(0, config_.listen_address.rfind(':'));

@@ -2,6 +2,7 @@
 
 #include <libpq-fe.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -159,6 +160,7 @@ absl::Status PgNotifier::Start(PgNotifierTargets targets) {
   }
   targets_ = std::move(targets);
   thread_ = std::thread([this] { Run(); });
+  pthread_setname_np(thread_.native_handle(), "store-notifier");
   return absl::OkStatus();
 }
 

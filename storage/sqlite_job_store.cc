@@ -1,5 +1,6 @@
 #include "storage/sqlite_job_store.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -1125,6 +1126,9 @@ SqliteJobStore::SqliteJobStore(std::unique_ptr<SqliteConnection> connection,
       &commits_);
   writer_ = std::thread([this] { WriterLoop(); });
   answerer_ = std::thread([this] { AnswerLoop(); });
+  // Named for `top -H` and profilers (at most 15 characters).
+  pthread_setname_np(writer_.native_handle(), "sqlite-writer");
+  pthread_setname_np(answerer_.native_handle(), "sqlite-answer");
 }
 
 SqliteJobStore::~SqliteJobStore() {

@@ -382,6 +382,29 @@ TEST_F(SqliteJobStoreTest, ReopenKeepsJobsLeasesCronsClaimsAndTerm) {
   EXPECT_GT(fresh.seq, jobs_before.back().seq);
 }
 
+// The store's two threads carry names, so that `top -H` and a profiler tell
+// the writer (the bottleneck of a busy store) from gRPC's threads.
+TEST_F(SqliteJobStoreTest, ItsThreadsAreNamed) {
+  auto thread_names = [] {
+    std::multiset<std::string> names;
+    for (const auto& task :
+         std::filesystem::directory_iterator("/proc/self/task")) {
+      std::ifstream comm(task.path() / "comm");
+      std::string name;
+      std::getline(comm, name);
+      names.insert(name);
+    }
+    return names;
+  };
+  const std::multiset<std::string> before = thread_names();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteJobStore> store, Open());
+  const std::multiset<std::string> with_store = thread_names();
+  EXPECT_EQ(with_store.count("sqlite-writer"),
+            before.count("sqlite-writer") + 1);
+  EXPECT_EQ(with_store.count("sqlite-answer"),
+            before.count("sqlite-answer") + 1);
+}
+
 // ---- Files Open must refuse without touching --------------------------------
 
 TEST_F(SqliteJobStoreTest, RefusesAFileThatIsNotSqlite) {
