@@ -47,6 +47,8 @@ class FaultyJobStore final : public JobStore {
   Fault put_cron;
   Fault apply_transition;
   Fault due_crons;
+  Fault next_cron_fire_time;
+  Fault delete_cron;
   Fault prune_finished_jobs;
 
   std::function<void()> on_observe_term;
@@ -153,7 +155,7 @@ class FaultyJobStore final : public JobStore {
     });
   }
   absl::Status DeleteCron(const std::string& name, absl::Time now) override {
-    return base_->DeleteCron(name, now);
+    return Inject(&delete_cron, [&] { return base_->DeleteCron(name, now); });
   }
   absl::StatusOr<CronPage> ListCrons(int page_size,
                                      const std::string& token) override {
@@ -165,7 +167,8 @@ class FaultyJobStore final : public JobStore {
     return Inject(&due_crons, [&] { return base_->DueCrons(now, limit); });
   }
   absl::StatusOr<absl::Time> NextCronFireTime(absl::Time after) override {
-    return base_->NextCronFireTime(after);
+    return Inject(&next_cron_fire_time,
+                  [&] { return base_->NextCronFireTime(after); });
   }
   absl::StatusOr<CronRecord> ApplyCronTransition(const CronTransition& t,
                                                  absl::Time now) override {

@@ -606,6 +606,41 @@ TEST_P(SchedulerTest, StoreOutageDelaysFiringAndBacksOff) {
             std::vector<absl::Time>{kStart + absl::Hours(1)});
 }
 
+// The look for the next fire after a pass (NextCronFireTime) fails: the
+// thread comes back after the backoff rather than sleeping to an unknown
+// time, and the tick fires then.
+TEST_P(SchedulerTest, AFailedLookForTheNextFireRetriesAfterTheBackoff) {
+  FaultyJobStore faulty(store_.get());
+  SchedulerConfig config;
+  config.retry_backoff = absl::Seconds(3);
+  auto s = NewScheduler(&faulty, config);
+  MustRegister(s.get(), Cron("c", "0 * * * *", "q"));
+  Lead(s.get(), 1);
+  faulty.next_cron_fire_time = {1, absl::UnavailableError("disk gone"), false};
+  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Seconds(3));
+  EXPECT_EQ(s->RunPassForTest(), kStart + absl::Hours(1) - kAhead);
+  clock_.SetNow(kStart + absl::Hours(1));
+  s->RunPassForTest();
+  EXPECT_EQ(TickTimes(store_.get(), "q"),
+            std::vector<absl::Time>{kStart + absl::Hours(1)});
+}
+
+// Unregister fails in the store: the error reaches the caller, and the
+// schedule stays and fires.
+TEST_P(SchedulerTest, AFailedUnregisterKeepsTheSchedule) {
+  FaultyJobStore faulty(store_.get());
+  auto s = NewScheduler(&faulty);
+  MustRegister(s.get(), Cron("c", "0 * * * *", "q"));
+  Lead(s.get(), 1);
+  faulty.delete_cron = {1, absl::UnavailableError("disk gone"), false};
+  EXPECT_EQ(s->Unregister("c").code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(Get("c").definition.name, "c");
+  clock_.SetNow(kStart + absl::Hours(1));
+  s->RunPassForTest();
+  EXPECT_EQ(TickTimes(store_.get(), "q"),
+            std::vector<absl::Time>{kStart + absl::Hours(1)});
+}
+
 // A transition that committed but whose answer was lost, or that lost a
 // race: the next look at the stored state never fires the tick twice.
 TEST_P(SchedulerTest, LostAnswersAndLostRacesNeverFireTwice) {
