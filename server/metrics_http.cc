@@ -86,11 +86,13 @@ absl::Status MetricsHttpServer::Start(const std::string& listen) {
   }
   port_ = bound;
   thread_ = std::thread([this] {
+    // Named by itself before it starts httplib's connection threads, which
+    // take their creator's name.
+    pthread_setname_np(pthread_self(), "metrics-http");
     http_->listen_after_bind();
     absl::MutexLock l(&mu_);
     listen_returned_ = true;
   });
-  pthread_setname_np(thread_.native_handle(), "metrics-http");
   // httplib's stop() does nothing until the loop runs: wait for it, so that
   // a Stop() right after Start() cannot miss it. (A brief wait at startup.)
   for (;;) {

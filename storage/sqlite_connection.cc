@@ -286,6 +286,17 @@ int SqliteConnection::RunCached(absl::string_view sql) {
 
 // ---- SqliteTransaction --------------------------------------------------
 
+namespace {
+
+// For a transaction already committed or moved from: its connection may
+// have begun another one since, which this object must not touch.
+absl::Status EndedError() {
+  return absl::FailedPreconditionError(
+      "the SQLite transaction was already committed or moved from");
+}
+
+}  // namespace
+
 SqliteTransaction::SqliteTransaction(SqliteConnection* connection,
                                      absl::Status* write_trouble)
     : connection_(connection),
@@ -294,7 +305,7 @@ SqliteTransaction::SqliteTransaction(SqliteConnection* connection,
       changes_at_begin_(sqlite3_total_changes64(db_)) {}
 
 SqliteTransaction::SqliteTransaction(SqliteTransaction&& other) noexcept
-    : connection_(other.connection_),
+    : connection_(std::exchange(other.connection_, nullptr)),
       db_(std::exchange(other.db_, nullptr)),
       write_trouble_(other.write_trouble_),
       changes_at_begin_(other.changes_at_begin_),
@@ -330,6 +341,7 @@ bool SqliteTransaction::active() const {
 
 absl::Status SqliteTransaction::RunInSavepoint(
     absl::FunctionRef<absl::Status()> body) {
+  if (db_ == nullptr) return EndedError();
   const int64_t changes_before = sqlite3_total_changes64(db_);
   int rc = connection_->RunCached("SAVEPOINT adjutant_call");
   if (rc != SQLITE_OK) {
@@ -360,6 +372,7 @@ absl::Status SqliteTransaction::RunInSavepoint(
 }
 
 absl::Status SqliteTransaction::Commit() {
+  if (db_ == nullptr) return EndedError();
   int rc = connection_->RunCached("COMMIT");
   if (rc != SQLITE_OK) {
     NoteOutcome(rc, /*committed=*/false);
@@ -367,6 +380,7 @@ absl::Status SqliteTransaction::Commit() {
   }
   NoteOutcome(SQLITE_OK, /*committed=*/true);
   db_ = nullptr;
+  connection_ = nullptr;
   return absl::OkStatus();
 }
 

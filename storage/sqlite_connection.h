@@ -118,6 +118,7 @@ class SqliteTransaction {
   ~SqliteTransaction();
 
   // COMMIT. On failure the transaction is rolled back (by the destructor).
+  // FAILED_PRECONDITION, touching nothing, once committed or moved from.
   absl::Status Commit();
 
   // Runs `body` as a nested unit of this transaction (SAVEPOINT, then
@@ -126,6 +127,8 @@ class SqliteTransaction {
   // transaction (SQLite rolls back by itself on some I/O errors and on a
   // full disk): then active() is false and nothing is left to commit.
   // Returns `body`'s status, or the savepoint's own failure. Nests.
+  // FAILED_PRECONDITION, without running `body`, once committed or moved
+  // from.
   absl::Status RunInSavepoint(absl::FunctionRef<absl::Status()> body);
 
   // True while the transaction is open: not committed, not ended by an
@@ -143,8 +146,8 @@ class SqliteTransaction {
   // commits without touching the disk, which proves nothing about it.
   void NoteOutcome(int rc, bool committed);
 
-  SqliteConnection* connection_;
-  sqlite3* db_;  // null once committed or moved from
+  SqliteConnection* connection_;  // null once committed or moved from
+  sqlite3* db_;                   // null once committed or moved from
   // The connection's write_trouble_ for a write transaction; null for reads.
   absl::Status* write_trouble_;
   // sqlite3_total_changes64 when the transaction began.
@@ -177,7 +180,8 @@ class SqliteConnection {
   // Runs `sql` (one or more statements, no results wanted).
   absl::Status Exec(const char* sql);
 
-  // Opens a transaction with `begin`: "BEGIN IMMEDIATE" for writes (the
+  // Opens a transaction with `begin`, one statement (run from the statement
+  // cache): "BEGIN IMMEDIATE" for writes (the
   // write lock is taken up front, waiting up to the busy timeout, so two
   // connections never both decide on the same rows), "BEGIN" for reads that
   // want one snapshot. See SqliteTransaction.
