@@ -165,8 +165,7 @@ absl::StatusOr<Job*> MemoryJobStore::FindLiveLease(const std::string& job_id,
 Job& MemoryJobStore::InsertJob(const NewJob& new_job, absl::Time now) {
   std::string id = NewJobId();
   // 80 random bits within a millisecond do not collide in practice; if they
-  // ever do, draw again
-  // rather than let two jobs share an id.
+  // ever do, draw again rather than let two jobs share an id.
   while (seq_by_id_.count(id) > 0) id = NewJobId();
 
   int64_t seq = ++last_seq_;
