@@ -218,19 +218,26 @@ SqliteConnection::~SqliteConnection() {
   sqlite3_close(db_);
 }
 
-absl::StatusOr<SqliteStatement> SqliteConnection::Prepare(
-    absl::string_view sql) {
+int SqliteConnection::FindOrPrepare(absl::string_view sql,
+                                    sqlite3_stmt** stmt) {
   auto it = statements_.find(sql);  // no copy of the text on a hit
   if (it != statements_.end()) {
-    return SqliteStatement(db_, it->second, /*cached=*/true);
+    *stmt = it->second;
+    return SQLITE_OK;
   }
-  sqlite3_stmt* stmt = nullptr;
   int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
-                              SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+                              SQLITE_PREPARE_PERSISTENT, stmt, nullptr);
+  if (rc == SQLITE_OK) statements_.emplace(std::string(sql), *stmt);
+  return rc;
+}
+
+absl::StatusOr<SqliteStatement> SqliteConnection::Prepare(
+    absl::string_view sql) {
+  sqlite3_stmt* stmt = nullptr;
+  int rc = FindOrPrepare(sql, &stmt);
   if (rc != SQLITE_OK) {
     return SqliteStatus(rc, db_, "preparing a SQLite statement failed");
   }
-  statements_.emplace(std::string(sql), stmt);
   return SqliteStatement(db_, stmt, /*cached=*/true);
 }
 
@@ -271,14 +278,7 @@ absl::StatusOr<SqliteTransaction> SqliteConnection::Begin(const char* begin) {
 
 int SqliteConnection::RunCached(absl::string_view sql) {
   sqlite3_stmt* stmt = nullptr;
-  if (auto it = statements_.find(sql); it != statements_.end()) {
-    stmt = it->second;
-  } else {
-    int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
-                                SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
-    if (rc != SQLITE_OK) return rc;
-    statements_.emplace(std::string(sql), stmt);
-  }
+  if (int rc = FindOrPrepare(sql, &stmt); rc != SQLITE_OK) return rc;
   int rc = sqlite3_step(stmt);
   sqlite3_reset(stmt);
   return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;

@@ -203,6 +203,9 @@ class SqliteConnection {
   // the statements every write call runs (SAVEPOINT, RELEASE, COMMIT),
   // which sqlite3_exec would parse anew each time.
   int RunCached(absl::string_view sql);
+  // The cached statement for `sql`, prepared (SQLITE_PREPARE_PERSISTENT)
+  // and cached on first use: SQLITE_OK, or the prepare's result code.
+  int FindOrPrepare(absl::string_view sql, sqlite3_stmt** stmt);
 
   sqlite3* const db_;
   absl::Status write_trouble_;
